@@ -1,0 +1,1 @@
+"""srpo-bench evaluation harness: datasets, rollouts, scores and statistics."""

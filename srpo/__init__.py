@@ -1,0 +1,10 @@
+"""Reference implementation of SRPO, Score Regularized Policy Optimization through
+Diffusion Behavior (Chen et al., ICLR 2024, arXiv 2310.07297).
+
+Modules, one concept each: ``schedule`` (VP-SDE, E3), ``behavior`` (eps_psi, DSM loss
+E4, score E5, sampler), ``critic`` (IQL), ``policy`` (the E6 surrogate), ``mixture``
+(exact Gaussian-mixture scores), ``config`` (typed configs, task presets, profiles),
+``train`` (the three training stages), ``cli`` (the ``srpo`` command).
+"""
+
+__version__ = "0.1.0"

@@ -1,0 +1,61 @@
+"""Atomic writes of run artifacts: a reader never sees a half-written file.
+
+Each writer puts the bytes in a temporary file in the destination directory,
+flushes it to disk, then renames it over the target (atomic on POSIX).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, IO
+
+import torch
+
+
+def _atomic(path: Path, write: Callable[[IO[bytes]], None]) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write ``data`` as indented JSON, atomically."""
+    text = json.dumps(data, indent=2, sort_keys=False, default=_json_default) + "\n"
+    _atomic(path, lambda f: f.write(text.encode()))
+
+
+def save_torch(path: Path, obj: Any) -> None:
+    """torch.save ``obj`` atomically."""
+    _atomic(path, lambda f: torch.save(obj, f))
+
+
+def load_torch(path: Path) -> Any:
+    """Load a checkpoint written by :func:`save_torch`, with a clear error if it is unreadable."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except FileNotFoundError:
+        raise
+    except Exception as exc:  # a truncated or foreign file
+        raise ValueError(f"checkpoint {path} is corrupt or not a srpo checkpoint ({exc}); delete it to restart") from exc
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, torch.Tensor):
+        return obj.tolist()
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"cannot serialize {type(obj).__name__} to JSON")

@@ -1,0 +1,143 @@
+"""The `srpo` command line: train SRPO, inspect tasks and configs.
+
+    srpo train --task bandit-ring8 --profile smoke --seed 0 --out runs/ring8
+    srpo tasks
+    srpo config --task hopper-medium --profile paper --set policy.baseline=true
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from srpo.config import PROFILES, TASKS, make_config
+
+_E6_HELP = """\
+E6 options (set with --set policy.FIELD=VALUE):
+  policy.beta=FLOAT            temperature, > 0 (per-task preset, SPEC §6)
+  policy.weighting=W           sigma2 (paper + public code) | one | score (alpha/sigma)
+  policy.t_range=LO,HI         diffusion times t ~ U(LO, HI); public code 0.02,0.98
+  policy.t_fixed=T             single-time ablation, T in (0, 1); none = use t_range
+  policy.baseline=BOOL         subtract eps: paper Alg. 1 true, public code false (default)
+  policy.normalize_q_grad=BOOL per-sample RMS normalisation of grad_a Q (public code: AntMaze)
+"""
+
+
+def _parse_sets(items: list[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def _add_run_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--task", required=True, help="task preset name (see `srpo tasks`)")
+    p.add_argument("--profile", default="default", choices=list(PROFILES), help="budget profile (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="run seed; fixes data order, noise and init (default: %(default)s)")
+    p.add_argument(
+        "--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+        help="override a config field, e.g. policy.beta=0.1 (repeatable)",
+    )
+
+
+def cmd_tasks(args: argparse.Namespace) -> int:
+    print(f"{'task':28s} {'beta':>6s} {'reward':>10s} {'expectile':>9s} {'regq':>5s} policy")
+    for name, t in TASKS.items():
+        print(f"{name:28s} {t.beta:6g} {t.reward_mode:>10s} {t.expectile:9g} {str(t.normalize_q_grad):>5s} {t.policy_hidden}")
+    return 0
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    cfg = make_config(args.task, args.profile, args.seed, _parse_sets(args.sets))
+    print(json.dumps(cfg.to_dict(), indent=2))
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    # Imported here so `srpo --help` and `srpo tasks` stay fast.
+    from eval.datasets import load_dataset
+    from srpo import artifacts
+    from srpo.train import train
+
+    cfg = make_config(args.task, args.profile, args.seed, _parse_sets(args.sets))
+    out = Path(args.out or f"runs/{args.task}/{args.profile}/seed{args.seed}")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    data = load_dataset(cfg.task, args.dataset, cfg.seed)
+    t0 = time.perf_counter()
+    result = train(cfg, data, out, device=args.device, progress=not args.no_progress)
+    metrics = {
+        "task": cfg.task,
+        "seed": cfg.seed,
+        "profile": cfg.profile,
+        "dataset": {"name": data.name, "transitions": len(data), **data.info},
+        "wall_s": {**result.wall_s, "total": time.perf_counter() - t0},
+        "final": {stage: (hist[-1] if hist else {}) for stage, hist in result.histories.items()},
+        "history": result.histories,
+    }
+    if cfg.task.startswith("bandit-"):
+        from validation import bandits
+
+        bandit = bandits.get_bandit(cfg.task)
+        metrics["bandit"] = bandits.policy_report(
+            bandit, result.policy, cfg.policy, bandits.surrogate_optimum(bandit, cfg.policy)
+        )
+    artifacts.write_json(out / "metrics.json", metrics)
+    summary = {k: v for k, v in metrics.items() if k not in ("history",)}
+    print(json.dumps(summary, indent=2))
+    print(f"checkpoints and metrics in {out}", file=sys.stderr)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="srpo",
+        description="Score Regularized Policy Optimization (Chen et al., ICLR 2024): reference implementation.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=_E6_HELP,
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser(
+        "train",
+        help="train behavior model, IQL critic and SRPO policy (resumes from checkpoints in --out)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=_E6_HELP,
+    )
+    _add_run_args(p)
+    p.add_argument("--dataset", default=None, help="dataset path or id (bandit tasks generate their own)")
+    p.add_argument("--out", default=None, help="run directory (default: runs/TASK/PROFILE/seedSEED)")
+    p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default: %(default)s)")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("tasks", help="list task presets (temperature beta, reward preprocessing, ...)")
+    p.set_defaults(func=cmd_tasks)
+
+    p = sub.add_parser("config", help="print the resolved run config as JSON")
+    _add_run_args(p)
+    p.set_defaults(func=cmd_config)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"srpo: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

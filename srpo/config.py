@@ -1,0 +1,273 @@
+"""Typed configuration: every SRPO hyperparameter in one place, with the paper's value.
+
+- Stage configs (:class:`BehaviorConfig`, :class:`CriticConfig`, :class:`PolicyConfig`)
+  default to the public code's settings (SPEC §5), i.e. the ``paper`` profile.
+- :data:`TASKS` holds the per-task presets (SPEC §6 temperatures, SPEC §4 expectiles
+  and reward preprocessing) plus the exact-score bandit tasks of this suite.
+- :data:`PROFILES` scales the budgets: ``smoke`` (seconds), ``default`` (a 2-core CPU),
+  ``paper`` (SPEC §5).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+from srpo.policy import WEIGHTINGS, Weighting
+
+RewardMode = Literal["locomotion", "antmaze", "none"]
+
+
+@dataclass(frozen=True)
+class BehaviorConfig:
+    """Diffusion behavior model eps_psi (SPEC §2, §5)."""
+
+    steps: int = 2_000_000
+    batch_size: int = 2048
+    lr: float = 3e-4  # AdamW
+    weight_decay: float = 0.01  # AdamW's default decoupled decay
+    width: int = 256
+    n_blocks: int = 3
+    dropout: float = 0.1
+    time_features: int = 64
+    time_scale: float = 30.0
+    t_min: float = 1e-3  # t ~ U(t_min, 1) in the DSM loss (E4)
+
+    def __post_init__(self) -> None:
+        _check_budget("behavior", self.steps, self.batch_size, self.lr)
+        if not 0.0 < self.t_min < 1.0:
+            raise ValueError(f"behavior.t_min must be in (0, 1), got {self.t_min}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"behavior.dropout must be in [0, 1), got {self.dropout}")
+
+
+@dataclass(frozen=True)
+class CriticConfig:
+    """IQL critic (SPEC §4, §5)."""
+
+    steps: int = 1_500_000
+    batch_size: int = 256
+    lr: float = 3e-4  # Adam
+    hidden: tuple[int, ...] = (256, 256)
+    gamma: float = 0.99
+    expectile: float = 0.7  # AntMaze: 0.9
+    target_ema: float = 0.005
+
+    def __post_init__(self) -> None:
+        _check_budget("critic", self.steps, self.batch_size, self.lr)
+        if not 0.5 <= self.expectile < 1.0:
+            raise ValueError(f"critic.expectile must be in [0.5, 1), got {self.expectile}")
+        if not 0.0 <= self.gamma < 1.0:
+            raise ValueError(f"critic.gamma must be in [0, 1), got {self.gamma}")
+        if not 0.0 < self.target_ema <= 1.0:
+            raise ValueError(f"critic.target_ema must be in (0, 1], got {self.target_ema}")
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    """SRPO policy extraction (E6, SPEC §3, §5). Defaults are the public code's."""
+
+    steps: int = 1_000_000
+    batch_size: int = 256
+    lr: float = 3e-4  # Adam with cosine decay to 0
+    hidden: tuple[int, ...] = (256, 256)  # AntMaze: 4 layers
+    beta: float = 0.05  # temperature; per-task values in TASKS (SPEC §6)
+    weighting: Weighting = "sigma2"  # paper and public code: sigma_t^2
+    t_range: tuple[float, float] = (0.02, 0.98)  # public code
+    t_fixed: float | None = None  # single-time ablation: overrides t_range
+    baseline: bool = False  # subtract eps? paper Alg. 1: yes; public code default: no
+    normalize_q_grad: bool = False  # public code: on for AntMaze ("regq")
+    cosine_decay: bool = True
+
+    def __post_init__(self) -> None:
+        _check_budget("policy", self.steps, self.batch_size, self.lr)
+        if not self.beta > 0:
+            raise ValueError(f"policy.beta must be > 0, got {self.beta}")
+        if self.weighting not in WEIGHTINGS:
+            raise ValueError(f"policy.weighting must be one of {WEIGHTINGS}, got {self.weighting!r}")
+        lo, hi = self.t_range
+        if not 0.0 < lo < hi < 1.0:
+            raise ValueError(f"policy.t_range must satisfy 0 < lo < hi < 1, got {self.t_range}")
+        if self.t_fixed is not None and not 0.0 < self.t_fixed < 1.0:
+            raise ValueError(f"policy.t_fixed must be in (0, 1), got {self.t_fixed}")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything one `srpo train` run needs; a seed fixes the run."""
+
+    task: str
+    seed: int = 0
+    profile: str = "default"
+    reward_mode: RewardMode = "none"
+    behavior: BehaviorConfig = field(default_factory=BehaviorConfig)
+    critic: CriticConfig = field(default_factory=CriticConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    log_every: int = 1000
+    checkpoint_every: int = 10_000
+
+    def __post_init__(self) -> None:
+        if self.log_every < 1 or self.checkpoint_every < 1:
+            raise ValueError("log_every and checkpoint_every must be >= 1")
+        if self.reward_mode not in ("locomotion", "antmaze", "none"):
+            raise ValueError(f"reward_mode must be locomotion, antmaze or none, got {self.reward_mode!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _check_budget(stage: str, steps: int, batch_size: int, lr: float) -> None:
+    if steps < 0:
+        raise ValueError(f"{stage}.steps must be >= 0, got {steps}")
+    if batch_size < 1:
+        raise ValueError(f"{stage}.batch_size must be >= 1, got {batch_size}")
+    if not lr > 0:
+        raise ValueError(f"{stage}.lr must be > 0, got {lr}")
+
+
+@dataclass(frozen=True)
+class TaskPreset:
+    """Per-task settings that differ from the stage defaults."""
+
+    beta: float
+    reward_mode: RewardMode = "locomotion"
+    expectile: float = 0.7
+    normalize_q_grad: bool = False
+    policy_hidden: tuple[int, ...] = (256, 256)
+
+
+_ANTMAZE = dict(reward_mode="antmaze", expectile=0.9, normalize_q_grad=True, policy_hidden=(256, 256, 256, 256))
+
+TASKS: dict[str, TaskPreset] = {
+    # SPEC §6: temperatures from the public code.
+    "halfcheetah-medium-expert": TaskPreset(0.01),
+    "halfcheetah-medium": TaskPreset(0.2),
+    "halfcheetah-medium-replay": TaskPreset(0.2),
+    "hopper-medium-expert": TaskPreset(0.01),
+    "hopper-medium": TaskPreset(0.05),
+    "hopper-medium-replay": TaskPreset(0.2),
+    "walker2d-medium-expert": TaskPreset(0.1),
+    "walker2d-medium": TaskPreset(0.05),
+    "walker2d-medium-replay": TaskPreset(0.5),
+    "antmaze-umaze": TaskPreset(0.02, **_ANTMAZE),
+    "antmaze-umaze-diverse": TaskPreset(0.04, **_ANTMAZE),
+    "antmaze-medium-play": TaskPreset(0.08, **_ANTMAZE),
+    "antmaze-medium-diverse": TaskPreset(0.05, **_ANTMAZE),
+    "antmaze-large-play": TaskPreset(0.06, **_ANTMAZE),
+    "antmaze-large-diverse": TaskPreset(0.05, **_ANTMAZE),
+    # Exact-score 2-D bandits of this suite (validation/bandits.py); beta chosen so the
+    # surrogate optimum sits between a behavior mode and the reward's maximizer.
+    "bandit-ring8": TaskPreset(0.05, reward_mode="none"),
+    "bandit-grid25": TaskPreset(0.05, reward_mode="none"),
+    "bandit-aniso2": TaskPreset(0.05, reward_mode="none"),
+    "bandit-unequal6": TaskPreset(0.05, reward_mode="none"),
+}
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Budgets (steps, batch size) for the three stages, plus logging cadence."""
+
+    behavior_steps: int
+    behavior_batch: int
+    critic_steps: int
+    critic_batch: int
+    policy_steps: int
+    policy_batch: int
+    log_every: int
+    checkpoint_every: int
+
+
+PROFILES: dict[str, Profile] = {
+    # Seconds on a 2-core CPU; enough to exercise every code path.
+    "smoke": Profile(1500, 256, 500, 256, 800, 256, 100, 500),
+    # Sized for a 2-core CPU: behavior updates at batch 2048 run at ~7/s there.
+    "default": Profile(30_000, 256, 30_000, 256, 20_000, 256, 1000, 5000),
+    # SPEC §5, the public code's budgets.
+    "paper": Profile(2_000_000, 2048, 1_500_000, 256, 1_000_000, 256, 1000, 20_000),
+}
+
+
+def make_config(task: str, profile: str = "default", seed: int = 0, overrides: dict[str, str] | None = None) -> RunConfig:
+    """Compose a run: task preset + profile budgets + ``section.field=value`` overrides."""
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; known tasks: {', '.join(sorted(TASKS))}")
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; known profiles: {', '.join(PROFILES)}")
+    preset, prof = TASKS[task], PROFILES[profile]
+    cfg = RunConfig(
+        task=task,
+        seed=seed,
+        profile=profile,
+        reward_mode=preset.reward_mode,
+        behavior=BehaviorConfig(steps=prof.behavior_steps, batch_size=prof.behavior_batch),
+        critic=CriticConfig(steps=prof.critic_steps, batch_size=prof.critic_batch, expectile=preset.expectile),
+        policy=PolicyConfig(
+            steps=prof.policy_steps,
+            batch_size=prof.policy_batch,
+            beta=preset.beta,
+            normalize_q_grad=preset.normalize_q_grad,
+            hidden=preset.policy_hidden,
+        ),
+        log_every=prof.log_every,
+        checkpoint_every=prof.checkpoint_every,
+    )
+    return apply_overrides(cfg, overrides or {})
+
+
+def apply_overrides(cfg: RunConfig, overrides: dict[str, str]) -> RunConfig:
+    """Return ``cfg`` with dotted ``section.field`` (or top-level ``field``) set from strings.
+
+    Values are parsed by the field's declared type, so ``policy.t_fixed=0.5``,
+    ``policy.baseline=true`` and ``policy.t_range=0.1,0.9`` all work; the dataclass
+    checks then run again on the result.
+    """
+    sections: dict[str, dict[str, Any]] = {}
+    top: dict[str, Any] = {}
+    for key, raw in overrides.items():
+        section, _, name = key.rpartition(".")
+        target = getattr(cfg, section) if section else cfg
+        if section and section not in ("behavior", "critic", "policy"):
+            raise ValueError(f"unknown config section {section!r} in {key!r}; use behavior, critic or policy")
+        fields = {f.name: f for f in dataclasses.fields(target)}
+        if name not in fields:
+            raise ValueError(f"unknown config field {key!r}; {section or 'run'} has: {', '.join(fields)}")
+        hint = typing.get_type_hints(type(target))[name]
+        value = _parse(raw, hint, key)
+        (sections.setdefault(section, {}) if section else top)[name] = value
+    for section, changes in sections.items():
+        top[section] = replace(getattr(cfg, section), **changes)
+    return replace(cfg, **top)
+
+
+def _parse(raw: str, hint: Any, key: str) -> Any:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if raw.lower() in ("none", "null", ""):
+            if type(None) in args:
+                return None
+        return _parse(raw, next(a for a in args if a is not type(None)), key)
+    try:
+        if hint is bool:
+            if raw.lower() in ("true", "1", "yes", "on"):
+                return True
+            if raw.lower() in ("false", "0", "no", "off"):
+                return False
+            raise ValueError(raw)
+        if hint is int:
+            return int(raw)
+        if hint is float:
+            return float(raw)
+        if origin is tuple:
+            elem = args[0]
+            return tuple(_parse(x.strip(), elem, key) for x in raw.split(",") if x.strip())
+        if origin is Literal:
+            if raw not in args:
+                raise ValueError(raw)
+            return raw
+        return raw
+    except ValueError:
+        raise ValueError(f"cannot parse {key}={raw!r} as {hint}") from None

@@ -1,0 +1,113 @@
+"""IQL critic (Kostrikov et al. 2022), as SRPO uses it (SPEC §4; SRPO §4.3, Eq. 11-12).
+
+Twin Q heads and a state value V. V regresses the min of the target Q heads with
+an expectile loss; Q regresses r + gamma (1 - done) V(s'). Target Q networks
+track the online ones by EMA. The losses are pure functions of tensors.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from srpo.networks import mlp
+
+
+class TwinQ(nn.Module):
+    """Two independent Q(s, a) heads, each an MLP (SPEC §5: 256-256)."""
+
+    def __init__(self, state_dim: int, action_dim: int, hidden: Sequence[int] = (256, 256)) -> None:
+        super().__init__()
+        self.q1 = mlp(state_dim + action_dim, hidden, 1)
+        self.q2 = mlp(state_dim + action_dim, hidden, 1)
+
+    def forward(self, state: Tensor, action: Tensor) -> tuple[Tensor, Tensor]:
+        x = torch.cat([state, action], dim=-1)
+        return self.q1(x).squeeze(-1), self.q2(x).squeeze(-1)
+
+
+class ValueNet(nn.Module):
+    """V(s), an MLP (SPEC §5: 256-256)."""
+
+    def __init__(self, state_dim: int, hidden: Sequence[int] = (256, 256)) -> None:
+        super().__init__()
+        self.v = mlp(state_dim, hidden, 1)
+
+    def forward(self, state: Tensor) -> Tensor:
+        return self.v(state).squeeze(-1)
+
+
+class Critic(nn.Module):
+    """Online twin Q, its EMA target copy, and V; the object the policy stage queries."""
+
+    def __init__(self, state_dim: int, action_dim: int, hidden: Sequence[int] = (256, 256)) -> None:
+        super().__init__()
+        self.q = TwinQ(state_dim, action_dim, hidden)
+        self.q_target = copy.deepcopy(self.q).requires_grad_(False)
+        self.v = ValueNet(state_dim, hidden)
+
+    def target_q_mean(self, state: Tensor, action: Tensor) -> Tensor:
+        """Mean of the two target Q heads: the Q that SRPO's policy ascends (SPEC §3)."""
+        q1, q2 = self.q_target(state, action)
+        return 0.5 * (q1 + q2)
+
+
+def expectile_loss(diff: Tensor, expectile: float) -> Tensor:
+    """Asymmetric squared loss L2^tau(u) = |tau - 1(u < 0)| u^2, averaged (SPEC §4)."""
+    weight = torch.where(diff < 0, 1.0 - expectile, expectile)
+    return (weight * diff * diff).mean()
+
+
+def value_loss(q_target_min: Tensor, v: Tensor, expectile: float) -> Tensor:
+    """L_V = E L2^tau(min_i Qbar_i(s, a) - V(s)); the target Q is treated as fixed."""
+    return expectile_loss(q_target_min.detach() - v, expectile)
+
+
+def td_target(reward: Tensor, done: Tensor, v_next: Tensor, gamma: float) -> Tensor:
+    """r + gamma (1 - done) V(s'), with no gradient into V."""
+    return reward + gamma * (1.0 - done) * v_next.detach()
+
+
+def q_loss(q1: Tensor, q2: Tensor, target: Tensor) -> Tensor:
+    """L_Q = E sum_i (target - Q_i(s, a))^2   (SPEC §4)."""
+    return ((q1 - target) ** 2 + (q2 - target) ** 2).mean()
+
+
+@torch.no_grad()
+def ema_update(target: nn.Module, online: nn.Module, rate: float) -> None:
+    """target <- (1 - rate) target + rate online (SPEC §4: rate 0.005)."""
+    for pt, po in zip(target.parameters(), online.parameters()):
+        pt.lerp_(po, rate)
+
+
+def episode_returns(rewards: np.ndarray, episode_ends: np.ndarray) -> np.ndarray:
+    """Undiscounted return of each episode; ``episode_ends`` marks terminal or timeout steps.
+
+    A trailing incomplete episode counts as an episode, as in D4RL's IQL preprocessing.
+    """
+    ends = np.flatnonzero(episode_ends)
+    if len(ends) == 0 or ends[-1] != len(rewards) - 1:
+        ends = np.append(ends, len(rewards) - 1)
+    cums = np.cumsum(rewards)[ends]
+    return np.diff(np.concatenate([[0.0], cums]))
+
+
+def scale_rewards_locomotion(rewards: np.ndarray, episode_ends: np.ndarray) -> np.ndarray:
+    """r <- r * 1000 / (max episode return - min episode return)   (SPEC §4, locomotion)."""
+    ret = episode_returns(rewards, episode_ends)
+    spread = float(ret.max() - ret.min())
+    if spread <= 0:
+        raise ValueError(
+            "cannot scale rewards: every episode has the same return "
+            f"({float(ret[0]):.3f}); use reward_mode='none' for such a dataset"
+        )
+    return rewards * (1000.0 / spread)
+
+
+def shift_rewards_antmaze(rewards: np.ndarray) -> np.ndarray:
+    """r <- r - 1   (SPEC §4, AntMaze)."""
+    return rewards - 1.0

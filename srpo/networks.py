@@ -1,0 +1,63 @@
+"""Network building blocks shared by the critic, the policy and the behavior model (SPEC §5)."""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+from torch import Tensor, nn
+
+
+def mlp(
+    in_dim: int,
+    hidden: Sequence[int],
+    out_dim: int,
+    activation: type[nn.Module] = nn.ReLU,
+    output_activation: type[nn.Module] | None = None,
+) -> nn.Sequential:
+    """A plain multilayer perceptron: Linear -> activation, repeated, then a linear head."""
+    layers: list[nn.Module] = []
+    width = in_dim
+    for h in hidden:
+        layers += [nn.Linear(width, h), activation()]
+        width = h
+    layers.append(nn.Linear(width, out_dim))
+    if output_activation is not None:
+        layers.append(output_activation())
+    return nn.Sequential(*layers)
+
+
+class GaussianFourierEmbedding(nn.Module):
+    """Random Fourier features of the diffusion time: [sin(2 pi W t), cos(2 pi W t)].
+
+    W ~ N(0, scale^2) is drawn once at construction (from the generator passed in,
+    so model construction is seeded) and never trained (SPEC §5: 64 features, scale 30).
+    """
+
+    def __init__(self, dim: int = 64, scale: float = 30.0, generator: torch.Generator | None = None) -> None:
+        super().__init__()
+        if dim % 2:
+            raise ValueError(f"embedding dim must be even, got {dim}")
+        self.register_buffer("W", torch.randn(dim // 2, generator=generator) * scale)
+
+    def forward(self, t: Tensor) -> Tensor:
+        proj = 2.0 * math.pi * t[..., None] * self.W
+        return torch.cat([torch.sin(proj), torch.cos(proj)], dim=-1)
+
+
+class ResidualBlock(nn.Module):
+    """Pre-norm residual MLP block: x + Linear(Mish(Linear(Dropout(LayerNorm(x)))))."""
+
+    def __init__(self, width: int, expansion: int = 4, dropout: float = 0.1) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Dropout(dropout) if dropout > 0 else nn.Identity(),
+            nn.LayerNorm(width),
+            nn.Linear(width, width * expansion),
+            nn.Mish(),
+            nn.Linear(width * expansion, width),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.net(x)

@@ -1,0 +1,101 @@
+"""Deterministic policy and the score-regularized policy gradient (SPEC §3, E6; SRPO §3.2-3.3).
+
+The policy a = pi_theta(s) is trained by the surrogate gradient
+
+    grad_theta = E_{s,t,eps}[ beta grad_a Q(s,a)|_{a=pi(s)} - w(t)(eps_psi(a_t|s,t) - eps) ] d pi(s)/d theta,
+    a_t = alpha_t pi(s) + sigma_t eps,
+
+written as a loss whose autograd gradient is the negative of that expression.
+Each option the paper and the public code disagree on is an explicit argument.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from srpo import schedule
+from srpo.networks import mlp
+
+Weighting = Literal["sigma2", "one", "score"]
+WEIGHTINGS: tuple[str, ...] = ("sigma2", "one", "score")
+
+
+class DeterministicPolicy(nn.Module):
+    """pi_theta(s): MLP with a tanh output in [-1, 1]^d (SPEC §5: 256-256, AntMaze 4 layers)."""
+
+    def __init__(self, state_dim: int, action_dim: int, hidden: Sequence[int] = (256, 256)) -> None:
+        super().__init__()
+        self.state_dim = state_dim
+        self.action_dim = action_dim
+        self.net = mlp(state_dim, hidden, action_dim, nn.ReLU, nn.Tanh)
+
+    def forward(self, state: Tensor) -> Tensor:
+        return self.net(state)
+
+
+def weight(t: Tensor, kind: Weighting) -> Tensor:
+    """w(t), the paper's omega(t) with its alpha_t / sigma_t factor folded in (SPEC §3).
+
+    - "sigma2": w = sigma_t^2, the paper's choice and the public code's default;
+    - "one":    w = 1;
+    - "score":  w = alpha_t / sigma_t, an unweighted ensemble of KL terms.
+    """
+    if kind == "sigma2":
+        return schedule.sigma(t) ** 2
+    if kind == "one":
+        return torch.ones_like(t)
+    if kind == "score":
+        return schedule.alpha(t) / schedule.sigma(t)
+    raise ValueError(f"unknown weighting {kind!r}; choose one of {WEIGHTINGS}")
+
+
+def sample_policy_time(
+    batch: int,
+    t_range: tuple[float, float],
+    t_fixed: float | None,
+    generator: torch.Generator,
+    device: torch.device,
+    dtype: torch.dtype,
+) -> Tensor:
+    """Diffusion times for one policy batch: U(t_range) (public code: (0.02, 0.98)) or fixed."""
+    if t_fixed is not None:
+        return torch.full((batch,), t_fixed, device=device, dtype=dtype)
+    lo, hi = t_range
+    return lo + (hi - lo) * torch.rand(batch, generator=generator, device=device, dtype=dtype)
+
+
+def normalize_q_grad(q_grad: Tensor, eps: float = 1e-8) -> Tensor:
+    """Divide each sample's grad_a Q by its root-mean-square over action dims ("regq", AntMaze)."""
+    rms = q_grad.pow(2).mean(-1, keepdim=True).sqrt()
+    return q_grad / (rms + eps)
+
+
+def behavior_direction(eps_pred: Tensor, eps: Tensor, t: Tensor, weighting: Weighting, baseline: bool) -> Tensor:
+    """The regularizer's per-sample direction w(t) (eps_psi - eps) of E6 (without the minus sign).
+
+    ``baseline`` subtracts eps (the paper's Alg. 1); the public code's default does not.
+    Subtracting eps leaves the expectation unchanged because E[eps] = 0 and eps does not
+    depend on theta or s.
+    """
+    direction = eps_pred - eps if baseline else eps_pred
+    return weight(t, weighting)[:, None] * direction
+
+
+def surrogate_loss(action: Tensor, reg_direction: Tensor, q_grad: Tensor, beta: float) -> Tensor:
+    """A scalar whose gradient w.r.t. theta is minus the E6 gradient, averaged over the batch.
+
+    loss = mean_b [ (w (eps_psi - eps))_detached . a - beta (grad_a Q)_detached . a ]
+    (SPEC §3: "as a loss for autograd").
+    """
+    return ((reg_direction.detach() - beta * q_grad.detach()) * action).sum(-1).mean()
+
+
+def q_action_grad(critic_q: "callable", state: Tensor, action: Tensor) -> Tensor:
+    """grad_a Q(s, a) at the given actions, per sample, with no graph kept."""
+    with torch.enable_grad():
+        a = action.detach().requires_grad_(True)
+        (g,) = torch.autograd.grad(critic_q(state, a).sum(), a)
+    return g

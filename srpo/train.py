@@ -1,0 +1,360 @@
+"""SRPO training, SRPO Alg. 1: behavior model -> IQL critic -> policy extraction.
+
+Each stage is one plain loop you can read top to bottom. Around it, a
+:class:`StageState` owns what makes a run reproducible and resumable: the seeded
+generator for data and noise, the global RNG (dropout draws from it), the
+optimizer, the loss history, and the atomic checkpoint that holds all of them.
+A run killed at any point resumes from its last checkpoint and finishes with
+bit-identical parameters on CPU.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from srpo import artifacts, behavior, critic as iql, policy as srpo_policy, schedule
+from srpo.behavior import NoisePredictor
+from srpo.config import RunConfig
+from srpo.critic import Critic
+from srpo.policy import DeterministicPolicy
+from srpo.transitions import Transitions
+
+STAGES = ("behavior", "critic", "policy")
+
+
+class Interrupted(RuntimeError):
+    """Raised when ``stop_after`` ends a stage early (a kill simulated right after a checkpoint)."""
+
+
+def stage_seed(seed: int, stage: str) -> int:
+    """A distinct, stable 63-bit seed per (run seed, stage)."""
+    return (seed * 1_000_003 + zlib.crc32(stage.encode())) % (2**63)
+
+
+@dataclass
+class StageState:
+    """Resumable state of one stage: modules, optimizer, generator, step and history."""
+
+    name: str
+    path: Path
+    config: dict[str, Any]
+    modules: dict[str, nn.Module]
+    optimizer: torch.optim.Optimizer
+    generator: torch.Generator
+    scheduler: Any = None
+    step: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+    _sums: dict[str, Tensor] = field(default_factory=dict)
+    _count: int = 0
+    _t0: float = field(default_factory=time.perf_counter)
+    _elapsed_before: float = 0.0
+
+    def resume(self) -> bool:
+        """Load the checkpoint if one exists; True if the stage had already finished."""
+        if not self.path.exists():
+            return False
+        ckpt = artifacts.load_torch(self.path)
+        if ckpt.get("config") != self.config:
+            raise ValueError(
+                f"{self.path} was written by a run with a different {self.name} config; "
+                "use another --out directory or delete the checkpoint to start over"
+            )
+        for key, module in self.modules.items():
+            module.load_state_dict(ckpt["modules"][key])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        if self.scheduler is not None:
+            self.scheduler.load_state_dict(ckpt["scheduler"])
+        self.generator.set_state(ckpt["generator"])
+        torch.set_rng_state(ckpt["torch_rng"])
+        if torch.cuda.is_available() and ckpt.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state_all(ckpt["cuda_rng"])
+        self.step, self.history = ckpt["step"], ckpt["history"]
+        self._elapsed_before = ckpt.get("elapsed_s", 0.0)
+        return bool(ckpt["done"])
+
+    def save(self, done: bool) -> None:
+        artifacts.save_torch(
+            self.path,
+            {
+                "stage": self.name,
+                "config": self.config,
+                "step": self.step,
+                "done": done,
+                "modules": {k: m.state_dict() for k, m in self.modules.items()},
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
+                "generator": self.generator.get_state(),
+                "torch_rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+                "history": self.history,
+                "elapsed_s": self.elapsed,
+            },
+        )
+
+    @property
+    def elapsed(self) -> float:
+        return self._elapsed_before + time.perf_counter() - self._t0
+
+    def record(self, **values: Tensor) -> None:
+        """Accumulate detached metrics on device; no host sync until :meth:`flush`."""
+        for k, v in values.items():
+            v = v.detach()
+            self._sums[k] = self._sums[k] + v if k in self._sums else v.clone()
+        self._count += 1
+
+    def flush(self) -> dict[str, float]:
+        """Average what :meth:`record` gathered since the last flush into the history."""
+        entry = {"step": self.step, **{k: float(v) / self._count for k, v in self._sums.items()}}
+        self.history.append(entry)
+        self._sums, self._count = {}, 0
+        return entry
+
+
+@contextlib.contextmanager
+def _seeded_global_rng(seed: int, device: torch.device) -> Iterator[None]:
+    """Fork the global RNG (used by module init and dropout), seed it, restore it afterwards."""
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
+
+
+def _run_loop(
+    st: StageState,
+    total: int,
+    log_every: int,
+    checkpoint_every: int,
+    step_fn,
+    progress: bool,
+    stop_after: int | None,
+) -> None:
+    """Drive ``step_fn`` from the resumed step to ``total`` with logging and checkpoints."""
+    bar = tqdm(total=total, initial=st.step, desc=st.name, disable=not progress, dynamic_ncols=True, leave=False)
+    while st.step < total:
+        step_fn()
+        st.step += 1
+        bar.update(1)
+        if st.step % log_every == 0 or st.step == total:
+            entry = st.flush()
+            bar.set_postfix({k: f"{v:.4g}" for k, v in entry.items() if k != "step"})
+        if st.step % checkpoint_every == 0 or st.step == total:
+            st.save(done=st.step == total)
+        if stop_after is not None and st.step >= stop_after and st.step < total:
+            bar.close()
+            st.save(done=False)
+            raise Interrupted(f"{st.name} stopped after step {st.step}")
+    bar.close()
+    if total == 0 or not st.path.exists():
+        st.save(done=True)
+
+
+def train_behavior(
+    cfg: RunConfig,
+    data: Transitions,
+    out: Path,
+    device: torch.device,
+    dtype: torch.dtype = torch.float32,
+    progress: bool = True,
+    stop_after: int | None = None,
+) -> tuple[NoisePredictor, list[dict[str, float]]]:
+    """Stage 1: fit eps_psi by denoising score matching (E4) on the dataset's (s, a)."""
+    bc = cfg.behavior
+    seed = stage_seed(cfg.seed, "behavior")
+    with _seeded_global_rng(seed, device):
+        init_gen = torch.Generator().manual_seed(seed)
+        model = NoisePredictor(
+            data.state_dim, data.action_dim, bc.width, bc.n_blocks, bc.dropout, bc.time_features, bc.time_scale,
+            generator=init_gen,
+        ).to(device=device, dtype=dtype)
+        opt = torch.optim.AdamW(model.parameters(), lr=bc.lr, weight_decay=bc.weight_decay)
+        gen = torch.Generator(device=device).manual_seed(seed)
+        st = StageState("behavior", out / "behavior.pt", _stage_config(cfg, "behavior"), {"model": model}, opt, gen)
+        done = st.resume()
+        d = data.to_tensors(device, dtype)
+        n = len(data)
+
+        def step() -> None:
+            idx = torch.randint(n, (bc.batch_size,), generator=gen, device=device)
+            t, eps = behavior.sample_dsm_noise(bc.batch_size, data.action_dim, bc.t_min, gen, device, dtype)
+            loss = behavior.dsm_loss(model, d["obs"][idx], d["act"][idx], t, eps)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            st.record(loss=loss)
+
+        model.train()
+        if not done:
+            _run_loop(st, bc.steps, cfg.log_every, cfg.checkpoint_every, step, progress, stop_after)
+    model.eval()
+    return model, st.history
+
+
+def preprocess_rewards(cfg: RunConfig, data: Transitions):
+    """Reward preprocessing of SPEC §4, chosen by the task's reward mode."""
+    if cfg.reward_mode == "locomotion":
+        return iql.scale_rewards_locomotion(data.rewards, data.episode_ends)
+    if cfg.reward_mode == "antmaze":
+        return iql.shift_rewards_antmaze(data.rewards)
+    return data.rewards
+
+
+def train_critic(
+    cfg: RunConfig,
+    data: Transitions,
+    out: Path,
+    device: torch.device,
+    dtype: torch.dtype = torch.float32,
+    progress: bool = True,
+    stop_after: int | None = None,
+) -> tuple[Critic, list[dict[str, float]]]:
+    """Stage 2: IQL. Expectile regression of V on min target Q; TD regression of twin Q (SPEC §4)."""
+    cc = cfg.critic
+    seed = stage_seed(cfg.seed, "critic")
+    with _seeded_global_rng(seed, device):
+        critic = Critic(data.state_dim, data.action_dim, cc.hidden).to(device=device, dtype=dtype)
+        opt = torch.optim.Adam([*critic.q.parameters(), *critic.v.parameters()], lr=cc.lr)
+        gen = torch.Generator(device=device).manual_seed(seed)
+        st = StageState("critic", out / "critic.pt", _stage_config(cfg, "critic"), {"critic": critic}, opt, gen)
+        done = st.resume()
+        d = data.to_tensors(device, dtype, rewards=preprocess_rewards(cfg, data))
+        n = len(data)
+
+        def step() -> None:
+            idx = torch.randint(n, (cc.batch_size,), generator=gen, device=device)
+            s, a, r, s2, done_ = d["obs"][idx], d["act"][idx], d["rew"][idx], d["next_obs"][idx], d["done"][idx]
+            with torch.no_grad():
+                q1_t, q2_t = critic.q_target(s, a)
+                v_next = critic.v(s2)
+            v_loss = iql.value_loss(torch.minimum(q1_t, q2_t), critic.v(s), cc.expectile)
+            q1, q2 = critic.q(s, a)
+            q_loss = iql.q_loss(q1, q2, iql.td_target(r, done_, v_next, cc.gamma))
+            opt.zero_grad(set_to_none=True)
+            (v_loss + q_loss).backward()
+            opt.step()
+            iql.ema_update(critic.q_target, critic.q, cc.target_ema)
+            st.record(v_loss=v_loss, q_loss=q_loss, q_mean=q1.mean())
+
+        if not done:
+            _run_loop(st, cc.steps, cfg.log_every, cfg.checkpoint_every, step, progress, stop_after)
+    critic.eval()
+    return critic, st.history
+
+
+def train_policy(
+    cfg: RunConfig,
+    data: Transitions,
+    behavior_model: nn.Module,
+    critic: Critic,
+    out: Path,
+    device: torch.device,
+    dtype: torch.dtype = torch.float32,
+    progress: bool = True,
+    stop_after: int | None = None,
+) -> tuple[DeterministicPolicy, list[dict[str, float]]]:
+    """Stage 3: SRPO policy extraction with the score-regularized gradient (E6)."""
+    pc = cfg.policy
+    seed = stage_seed(cfg.seed, "policy")
+    behavior_model.eval().requires_grad_(False)
+    critic.eval().requires_grad_(False)
+    with _seeded_global_rng(seed, device):
+        pi = DeterministicPolicy(data.state_dim, data.action_dim, pc.hidden).to(device=device, dtype=dtype)
+        opt = torch.optim.Adam(pi.parameters(), lr=pc.lr)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(pc.steps, 1)) if pc.cosine_decay else None
+        gen = torch.Generator(device=device).manual_seed(seed)
+        st = StageState("policy", out / "policy.pt", _stage_config(cfg, "policy"), {"policy": pi}, opt, gen, sched)
+        done = st.resume()
+        d = data.to_tensors(device, dtype)
+        n = len(data)
+
+        def step() -> None:
+            s = d["obs"][torch.randint(n, (pc.batch_size,), generator=gen, device=device)]
+            loss, diag = srpo_loss(pi, behavior_model, critic, s, cfg, gen)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if sched is not None:
+                sched.step()
+            st.record(loss=loss, **diag)
+
+        if not done:
+            _run_loop(st, pc.steps, cfg.log_every, cfg.checkpoint_every, step, progress, stop_after)
+    pi.eval()
+    return pi, st.history
+
+
+def srpo_loss(
+    pi: nn.Module, behavior_model: nn.Module, critic: Critic, state: Tensor, cfg: RunConfig, gen: torch.Generator
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """One batch of the E6 surrogate: a = pi(s), a_t = alpha_t a + sigma_t eps, query eps_psi and grad_a Q."""
+    pc = cfg.policy
+    b, dev, dt = state.shape[0], state.device, state.dtype
+    action = pi(state)
+    t = srpo_policy.sample_policy_time(b, pc.t_range, pc.t_fixed, gen, dev, dt)
+    eps = torch.randn(action.shape, generator=gen, device=dev, dtype=dt)
+    with torch.no_grad():
+        eps_pred = behavior_model(schedule.diffuse(action.detach(), t, eps), state, t)
+    q_grad = srpo_policy.q_action_grad(critic.target_q_mean, state, action)
+    if pc.normalize_q_grad:
+        q_grad = srpo_policy.normalize_q_grad(q_grad)
+    direction = srpo_policy.behavior_direction(eps_pred, eps, t, pc.weighting, pc.baseline)
+    loss = srpo_policy.surrogate_loss(action, direction, q_grad, pc.beta)
+    return loss, {"q_grad_norm": q_grad.norm(dim=-1).mean(), "reg_norm": direction.norm(dim=-1).mean()}
+
+
+def _stage_config(cfg: RunConfig, stage: str) -> dict[str, Any]:
+    """What a stage's checkpoint must agree with to be resumed: its section, the seed, the task."""
+    d = cfg.to_dict()
+    upstream = {"behavior": [], "critic": [], "policy": ["behavior", "critic"]}[stage]
+    return {
+        "task": cfg.task,
+        "seed": cfg.seed,
+        "reward_mode": cfg.reward_mode,
+        stage: d[stage],
+        **{u: d[u] for u in upstream},
+    }
+
+
+@dataclass
+class TrainResult:
+    behavior: NoisePredictor
+    critic: Critic
+    policy: DeterministicPolicy
+    histories: dict[str, list[dict[str, float]]]
+    wall_s: dict[str, float]
+
+
+def train(
+    cfg: RunConfig,
+    data: Transitions,
+    out: Path,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+    progress: bool = True,
+    stop_after: dict[str, int] | None = None,
+) -> TrainResult:
+    """Run (or resume) the three stages in order, writing checkpoints under ``out``."""
+    device = torch.device(device)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    artifacts.write_json(out / "config.json", cfg.to_dict())
+    stop_after = stop_after or {}
+    wall: dict[str, float] = {}
+    t0 = time.perf_counter()
+    bmodel, bhist = train_behavior(cfg, data, out, device, dtype, progress, stop_after.get("behavior"))
+    wall["behavior"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    critic, chist = train_critic(cfg, data, out, device, dtype, progress, stop_after.get("critic"))
+    wall["critic"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    pi, phist = train_policy(cfg, data, bmodel, critic, out, device, dtype, progress, stop_after.get("policy"))
+    wall["policy"] = time.perf_counter() - t0
+    return TrainResult(bmodel, critic, pi, {"behavior": bhist, "critic": chist, "policy": phist}, wall)
