@@ -49,6 +49,11 @@ class NoisePredictor(nn.Module):
         self.out = nn.Sequential(nn.LayerNorm(width), nn.Mish(), nn.Linear(width, action_dim))
 
     def forward(self, a_t: Tensor, state: Tensor, t: Tensor) -> Tensor:
+        if a_t.shape[-1] != self.action_dim or state.shape[-1] != self.state_dim:
+            raise ValueError(
+                f"NoisePredictor built for state dim {self.state_dim} and action dim {self.action_dim}, "
+                f"called with state {tuple(state.shape)} and action {tuple(a_t.shape)}"
+            )
         h = torch.cat([a_t, state, self.time_embed(t)], dim=-1)
         return self.out(self.blocks(self.inp(h)))
 

@@ -97,6 +97,22 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bandit_suite(args: argparse.Namespace) -> int:
+    from validation.bandit_suite import run_suite
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    report = run_suite(
+        args.profile, args.seeds, Path(args.out), Path(args.work), args.shapes or None,
+        _parse_sets(args.sets), progress=not args.no_progress,
+    )
+    print(f"{'shape':10s} {'exact':>8s} {'learned':>8s} {'pipeline':>8s}   (distance to exact-score optimum, mean over {len(args.seeds)} seeds)")
+    for shape, row in report["summary"].items():
+        print(f"{shape:10s} " + " ".join(f"{row[v]['mean_distance']:8.4f}" for v in ("exact", "learned_score", "pipeline")))
+    print(f"written to {args.out}", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="srpo",
@@ -119,6 +135,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser(
+        "bandit-suite",
+        help="SRPO on every exact-score bandit: distance of exact-score, learned-score and full-pipeline policies to the true optimum",
+    )
+    p.add_argument("--profile", default="default", choices=list(PROFILES), help="budget profile (default: %(default)s)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds (default: 0)")
+    p.add_argument("--shapes", nargs="*", default=None, help="subset of shapes (default: all)")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE", help="config override (repeatable)")
+    p.add_argument("--out", default="reports/bandit_suite.json", help="JSON report (default: %(default)s)")
+    p.add_argument("--work", default="runs/bandit-suite", help="checkpoint directory (default: %(default)s)")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.set_defaults(func=cmd_bandit_suite)
 
     p = sub.add_parser("tasks", help="list task presets (temperature beta, reward preprocessing, ...)")
     p.set_defaults(func=cmd_tasks)

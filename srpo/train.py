@@ -11,6 +11,7 @@ bit-identical parameters on CPU.
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 import zlib
 from dataclasses import dataclass, field
@@ -32,7 +33,7 @@ STAGES = ("behavior", "critic", "policy")
 
 
 class Interrupted(RuntimeError):
-    """Raised when ``stop_after`` ends a stage early (a kill simulated right after a checkpoint)."""
+    """Raised when ``stop_after`` ends a stage early: a simulated kill, progress since the last checkpoint lost."""
 
 
 def stage_seed(seed: int, stage: str) -> int:
@@ -114,6 +115,12 @@ class StageState:
     def flush(self) -> dict[str, float]:
         """Average what :meth:`record` gathered since the last flush into the history."""
         entry = {"step": self.step, **{k: float(v) / self._count for k, v in self._sums.items()}}
+        bad = [k for k, v in entry.items() if not math.isfinite(v)]
+        if bad:
+            raise FloatingPointError(
+                f"{self.name}: {', '.join(bad)} became non-finite by step {self.step}; the last good "
+                f"checkpoint is kept in {self.path}. Check the data's scale or lower the learning rate."
+            )
         self.history.append(entry)
         self._sums, self._count = {}, 0
         return entry
@@ -140,18 +147,20 @@ def _run_loop(
     """Drive ``step_fn`` from the resumed step to ``total`` with logging and checkpoints."""
     bar = tqdm(total=total, initial=st.step, desc=st.name, disable=not progress, dynamic_ncols=True, leave=False)
     while st.step < total:
+        if stop_after is not None and st.step >= stop_after:
+            bar.close()
+            raise Interrupted(f"{st.name} stopped at step {st.step} (last checkpoint kept)")
         step_fn()
         st.step += 1
         bar.update(1)
-        if st.step % log_every == 0 or st.step == total:
+        ckpt_due = st.step % checkpoint_every == 0 or st.step == total
+        if st.step % log_every == 0 or ckpt_due:
+            # Flushing before every checkpoint keeps the saved history exact, and the
+            # finiteness check below guarantees that no diverged state is ever saved.
             entry = st.flush()
             bar.set_postfix({k: f"{v:.4g}" for k, v in entry.items() if k != "step"})
-        if st.step % checkpoint_every == 0 or st.step == total:
+        if ckpt_due:
             st.save(done=st.step == total)
-        if stop_after is not None and st.step >= stop_after and st.step < total:
-            bar.close()
-            st.save(done=False)
-            raise Interrupted(f"{st.name} stopped after step {st.step}")
     bar.close()
     if total == 0 or not st.path.exists():
         st.save(done=True)
@@ -263,6 +272,11 @@ def train_policy(
     """Stage 3: SRPO policy extraction with the score-regularized gradient (E6)."""
     pc = cfg.policy
     seed = stage_seed(cfg.seed, "policy")
+    if getattr(behavior_model, "action_dim", data.action_dim) != data.action_dim:
+        raise ValueError(
+            f"behavior model predicts {behavior_model.action_dim}-dim actions but dataset {data.name!r} "
+            f"has {data.action_dim}-dim actions; train the behavior model on this dataset"
+        )
     behavior_model.eval().requires_grad_(False)
     critic.eval().requires_grad_(False)
     with _seeded_global_rng(seed, device):

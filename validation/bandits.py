@@ -160,7 +160,7 @@ class SurrogateOptimum:
 
 
 def surrogate_optimum(
-    bandit: Bandit, pc: PolicyConfig, n_starts: int = 25, iters: int = 250, seed: int = 0
+    bandit: Bandit, pc: PolicyConfig, n_starts: int = 16, iters: int = 200, seed: int = 0
 ) -> SurrogateOptimum:
     """Maximize J over (-1, 1)^2 by Adam from a grid of starts (a = tanh(u), as the policy's head)."""
     side = int(math.ceil(math.sqrt(n_starts)))

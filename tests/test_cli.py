@@ -1,0 +1,61 @@
+"""The `srpo` command line."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from srpo.cli import main
+
+
+def run(*args):
+    return subprocess.run([sys.executable, "-m", "srpo.cli", *args], capture_output=True, text=True)
+
+
+def test_help_documents_e6_options():
+    out = run("--help")
+    assert out.returncode == 0
+    for option in ("policy.weighting", "policy.t_range", "policy.t_fixed", "policy.baseline", "policy.normalize_q_grad"):
+        assert option in out.stdout
+    train_help = run("train", "--help")
+    assert train_help.returncode == 0 and "--profile" in train_help.stdout and "--seed" in train_help.stdout
+
+
+def test_tasks_lists_presets(capsys):
+    assert main(["tasks"]) == 0
+    out = capsys.readouterr().out
+    assert "antmaze-umaze" in out and "bandit-ring8" in out
+
+
+def test_config_applies_overrides(capsys):
+    assert main(["config", "--task", "hopper-medium", "--profile", "paper", "--set", "policy.baseline=true"]) == 0
+    cfg = json.loads(capsys.readouterr().out)
+    assert cfg["policy"]["baseline"] is True and cfg["policy"]["beta"] == 0.05
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["train", "--task", "nope", "--profile", "smoke"], "unknown task 'nope'"),
+        (["train", "--task", "bandit-ring8", "--set", "policy.beta=0"], "beta must be > 0"),
+        (["train", "--task", "bandit-ring8", "--set", "policy.beta"], "--set expects KEY=VALUE"),
+        (["train", "--task", "hopper-medium", "--profile", "smoke"], "no dataset loader for task 'hopper-medium'"),
+        (["train", "--task", "bandit-ring8", "--dataset", "x.hdf5"], "generates its own data"),
+    ],
+)
+def test_errors_exit_2_with_message(args, message, capsys, tmp_path):
+    assert main([*args, "--out", str(tmp_path / "run")]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+def test_smoke_train_writes_checkpoints_and_metrics(tmp_path):
+    out = run("train", "--task", "bandit-ring8", "--profile", "smoke", "--out", str(tmp_path), "--no-progress")
+    assert out.returncode == 0, out.stderr
+    for stage in ("behavior", "critic", "policy"):
+        assert (tmp_path / f"{stage}.pt").exists()
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["bandit"]["distance_to_optimum"] >= 0
+    assert set(metrics["history"]) == {"behavior", "critic", "policy"}
+    assert metrics["final"]["policy"]["step"] == 500
