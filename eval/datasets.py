@@ -1,29 +1,145 @@
-"""Dataset resolution: a task name (and optional path) to validated :class:`Transitions`.
+"""Dataset resolution: a task name and a dataset spec to validated :class:`Transitions`.
 
-Today this knows the exact-score bandit suite; Minari ids, D4RL hdf5 files and the
-locally generated D4RL-style datasets plug in here (issue: offline datasets).
+Three sources, one entry point (:func:`load_dataset`):
+
+- the exact-score bandits (task ``bandit-*``), generated from the task's mixture;
+- a D4RL-format hdf5 file (``observations, actions, rewards, terminals, timeouts``,
+  optional ``next_observations``), normalized with D4RL's reference returns;
+- a Minari dataset id (``mujoco/hopper/medium-v0``, ``D4RL/antmaze/umaze-v1``) from
+  the local Minari store (``MINARI_DATASETS_PATH``), normalized with its
+  ``ref_min_score`` / ``ref_max_score`` metadata.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from eval.references import Reference, d4rl_reference
 from srpo.transitions import Transitions
 from validation import bandits
 
 BANDIT_DATASET_SIZE = 10_000
+D4RL_REQUIRED_KEYS = ("observations", "actions", "rewards", "terminals", "timeouts")
 
 
-def load_dataset(task: str, dataset: str | None = None, seed: int = 0) -> Transitions:
-    """The offline dataset for ``task``.
+@dataclass(frozen=True)
+class OfflineDataset:
+    """Transitions plus what turns a policy's return into a normalized score (None for bandits)."""
 
-    Bandit tasks generate their data from the task's mixture (the dataset seed is
-    the run seed, so each seed sees its own sample); ``dataset`` must then be unset.
-    """
+    transitions: Transitions
+    reference: Reference | None
+
+
+def load_dataset(task: str, dataset: str | None = None, seed: int = 0) -> OfflineDataset:
+    """The offline dataset for ``task``: generated (bandits), an hdf5 path, or a Minari id."""
     if task.startswith("bandit-"):
         if dataset is not None:
             raise ValueError(f"{task} generates its own data; drop --dataset {dataset}")
-        return bandits.make_dataset(bandits.get_bandit(task), BANDIT_DATASET_SIZE, seed)
-    raise ValueError(
-        f"no dataset loader for task {task!r} yet: this version trains on the exact-score bandit "
-        f"tasks ({', '.join('bandit-' + b for b in bandits.BANDITS)}); Minari/D4RL/generated "
-        "locomotion datasets are not wired in yet"
+        return OfflineDataset(bandits.make_dataset(bandits.get_bandit(task), BANDIT_DATASET_SIZE, seed), None)
+    if dataset is None:
+        raise ValueError(
+            f"task {task!r} needs --dataset: a D4RL-format .hdf5 file or a Minari dataset id "
+            "such as mujoco/hopper/medium-v0"
+        )
+    if dataset.endswith((".hdf5", ".h5")) or Path(dataset).is_file():
+        return load_d4rl_hdf5(Path(dataset), env=task)
+    return load_minari(dataset)
+
+
+def load_d4rl_hdf5(path: Path, env: str) -> OfflineDataset:
+    """Read a D4RL-format hdf5 file; ``env`` (e.g. the task name) selects the reference returns.
+
+    Without ``next_observations`` the next state is the following row, and the last
+    step of each episode that ended by timeout is dropped (its successor is unknown),
+    as D4RL's ``qlearning_dataset`` does.
+    """
+    import h5py
+
+    if not path.exists():
+        raise FileNotFoundError(f"dataset file {path} not found")
+    try:
+        with h5py.File(path, "r") as f:
+            missing = [k for k in D4RL_REQUIRED_KEYS if k not in f]
+            if missing:
+                raise ValueError(
+                    f"{path} is missing key(s) {', '.join(missing)}; a D4RL-format file needs "
+                    f"{', '.join(D4RL_REQUIRED_KEYS)} (next_observations optional)"
+                )
+            arrays = {k: np.asarray(f[k]) for k in (*D4RL_REQUIRED_KEYS, "next_observations") if k in f}
+    except OSError as exc:
+        raise ValueError(f"{path} is not a readable hdf5 file ({exc})") from exc
+    lengths = {k: len(v) for k, v in arrays.items()}
+    if len(set(lengths.values())) != 1:
+        raise ValueError(f"{path}: arrays have mismatched lengths {lengths}; every key needs one row per step")
+    obs = arrays["observations"].astype(np.float32)
+    terminals = arrays["terminals"].astype(np.float32).reshape(-1)
+    timeouts = arrays["timeouts"].astype(np.float32).reshape(-1)
+    if "next_observations" in arrays:
+        keep = np.ones(len(obs), dtype=bool)
+        next_obs = arrays["next_observations"].astype(np.float32)
+    else:
+        next_obs = np.concatenate([obs[1:], obs[-1:]])
+        keep = timeouts == 0
+        keep[-1] = terminals[-1] > 0  # the final row has no successor unless it is terminal
+    transitions = Transitions(
+        observations=obs[keep],
+        actions=arrays["actions"].astype(np.float32)[keep],
+        rewards=arrays["rewards"].astype(np.float32).reshape(-1)[keep],
+        next_observations=next_obs[keep],
+        terminals=terminals[keep],
+        timeouts=timeouts[keep],
+        name=str(path),
+        info={"source": "d4rl-hdf5", "path": str(path)},
     )
+    return OfflineDataset(transitions, d4rl_reference(env))
+
+
+def load_minari(dataset_id: str) -> OfflineDataset:
+    """Load a Minari dataset from the local store and flatten its episodes into transitions."""
+    import minari
+
+    local = sorted(minari.list_local_datasets())
+    if dataset_id not in local:
+        raise ValueError(
+            f"Minari dataset {dataset_id!r} is not in the local store ({_minari_root()}). "
+            f"Local datasets: {', '.join(local) or 'none'}. On a machine with internet run "
+            f"`minari download {dataset_id}` and copy the store here, or set MINARI_DATASETS_PATH."
+        )
+    ds = minari.load_dataset(dataset_id)
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in ("obs", "next_obs", "act", "rew", "term", "trunc")}
+    for ep in ds.iterate_episodes():
+        obs = _flat_observation(ep.observations)
+        parts["obs"].append(obs[:-1])
+        parts["next_obs"].append(obs[1:])
+        parts["act"].append(np.asarray(ep.actions, dtype=np.float32))
+        parts["rew"].append(np.asarray(ep.rewards, dtype=np.float32))
+        parts["term"].append(np.asarray(ep.terminations, dtype=np.float32))
+        parts["trunc"].append(np.asarray(ep.truncations, dtype=np.float32))
+    cat = {k: np.concatenate(v) for k, v in parts.items()}
+    meta = ds.storage.metadata
+    ref = None
+    if meta.get("ref_min_score") is not None and meta.get("ref_max_score") is not None:
+        ref = Reference(float(meta["ref_min_score"]), float(meta["ref_max_score"]), f"Minari metadata of {dataset_id}")
+    transitions = Transitions(
+        observations=cat["obs"], actions=cat["act"], rewards=cat["rew"], next_observations=cat["next_obs"],
+        terminals=cat["term"], timeouts=cat["trunc"], name=dataset_id,
+        info={"source": "minari", "dataset_id": dataset_id, "episodes": int(ds.total_episodes)},
+    )
+    return OfflineDataset(transitions, ref)
+
+
+def _flat_observation(obs) -> np.ndarray:
+    """Minari stores dict observations (AntMaze) as dicts: use observation + desired goal, as D4RL did."""
+    if isinstance(obs, dict):
+        keys = [k for k in ("observation", "desired_goal") if k in obs] or sorted(obs)
+        return np.concatenate([np.asarray(obs[k], dtype=np.float32) for k in keys], axis=-1)
+    return np.asarray(obs, dtype=np.float32)
+
+
+def _minari_root() -> str:
+    from minari.storage import get_dataset_path
+
+    return str(get_dataset_path())

@@ -71,14 +71,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     out = Path(args.out or f"runs/{args.task}/{args.profile}/seed{args.seed}")
     if args.threads:
         torch.set_num_threads(args.threads)
-    data = load_dataset(cfg.task, args.dataset, cfg.seed)
+    offline = load_dataset(cfg.task, args.dataset, cfg.seed)
+    data = offline.transitions
     t0 = time.perf_counter()
     result = train(cfg, data, out, device=args.device, progress=not args.no_progress)
     metrics = {
         "task": cfg.task,
         "seed": cfg.seed,
         "profile": cfg.profile,
-        "dataset": {"name": data.name, "transitions": len(data), **data.info},
+        "dataset": {"name": data.name, "transitions": len(data), **data.info,
+                    "reference": None if offline.reference is None else vars(offline.reference)},
         "wall_s": {**result.wall_s, "total": time.perf_counter() - t0},
         "final": {stage: (hist[-1] if hist else {}) for stage, hist in result.histories.items()},
         "history": result.histories,

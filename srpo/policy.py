@@ -11,7 +11,7 @@ Each option the paper and the public code disagree on is an explicit argument.
 
 from __future__ import annotations
 
-from typing import Literal, Sequence
+from typing import Callable, Literal, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -93,7 +93,7 @@ def surrogate_loss(action: Tensor, reg_direction: Tensor, q_grad: Tensor, beta: 
     return ((reg_direction.detach() - beta * q_grad.detach()) * action).sum(-1).mean()
 
 
-def q_action_grad(critic_q: "callable", state: Tensor, action: Tensor) -> Tensor:
+def q_action_grad(critic_q: Callable[[Tensor, Tensor], Tensor], state: Tensor, action: Tensor) -> Tensor:
     """grad_a Q(s, a) at the given actions, per sample, with no graph kept."""
     with torch.enable_grad():
         a = action.detach().requires_grad_(True)

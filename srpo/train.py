@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
@@ -207,7 +208,7 @@ def train_behavior(
     return model, st.history
 
 
-def preprocess_rewards(cfg: RunConfig, data: Transitions):
+def preprocess_rewards(cfg: RunConfig, data: Transitions) -> np.ndarray:
     """Reward preprocessing of SPEC §4, chosen by the task's reward mode."""
     if cfg.reward_mode == "locomotion":
         return iql.scale_rewards_locomotion(data.rewards, data.episode_ends)

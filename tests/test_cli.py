@@ -40,7 +40,7 @@ def test_config_applies_overrides(capsys):
         (["train", "--task", "nope", "--profile", "smoke"], "unknown task 'nope'"),
         (["train", "--task", "bandit-ring8", "--set", "policy.beta=0"], "beta must be > 0"),
         (["train", "--task", "bandit-ring8", "--set", "policy.beta"], "--set expects KEY=VALUE"),
-        (["train", "--task", "hopper-medium", "--profile", "smoke"], "no dataset loader for task 'hopper-medium'"),
+        (["train", "--task", "hopper-medium", "--profile", "smoke"], "task 'hopper-medium' needs --dataset"),
         (["train", "--task", "bandit-ring8", "--dataset", "x.hdf5"], "generates its own data"),
     ],
 )
