@@ -115,6 +115,42 @@ def cmd_bandit_suite(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from eval.references import d4rl_reference
+    from eval.rollout import env_id_for_task, evaluate, torch_policy
+    from srpo import artifacts
+    from srpo.policy import DeterministicPolicy
+
+    ckpt_path = Path(args.checkpoint)
+    if ckpt_path.is_dir():
+        ckpt_path = ckpt_path / "policy.pt"
+    if not ckpt_path.exists():
+        raise FileNotFoundError(f"no policy checkpoint at {ckpt_path}; train first with `srpo train`")
+    ckpt = artifacts.load_torch(ckpt_path)
+    if ckpt.get("stage") != "policy":
+        raise ValueError(f"{ckpt_path} is a {ckpt.get('stage')!r} checkpoint; pass a policy.pt")
+    if not ckpt["done"]:
+        print(f"warning: {ckpt_path} is an unfinished policy (step {ckpt['step']})", file=sys.stderr)
+    task = ckpt["config"]["task"]
+    if task.startswith("bandit-"):
+        raise ValueError(f"{task} is scored against its exact optimum in the run's metrics.json, not by rollouts")
+    weights = ckpt["modules"]["policy"]
+    linear = [k for k in weights if k.endswith(".weight")]
+    state_dim, action_dim = weights[linear[0]].shape[1], weights[linear[-1]].shape[0]
+    pi = DeterministicPolicy(state_dim, action_dim, tuple(ckpt["config"]["policy"]["hidden"]))
+    pi.load_state_dict(weights)
+    pi.eval()
+    env_id = args.env or env_id_for_task(task)
+    reference = d4rl_reference(task) if args.env is None else None
+    result = evaluate(torch_policy(pi), env_id, args.episodes, args.seed, args.num_envs, reference)
+    out = Path(args.out) if args.out else ckpt_path.parent / "evaluation.json"
+    artifacts.write_json(out, {"checkpoint": str(ckpt_path), "task": task, "seed": args.seed, **result.to_dict()})
+    norm = result.to_dict()["mean_normalized"]
+    print(f"{env_id}: mean return {result.returns.mean():.1f} over {args.episodes} episodes"
+          + (f", D4RL-normalized {norm:.1f}" if norm is not None else "") + f"; written to {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="srpo",
@@ -151,6 +187,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.set_defaults(func=cmd_bandit_suite)
+
+    p = sub.add_parser("evaluate", help="roll out a trained policy deterministically; per-episode returns and normalized score")
+    p.add_argument("--checkpoint", required=True, help="a run directory or its policy.pt")
+    p.add_argument("--episodes", type=int, default=10, help="number of episodes (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="episode i is reset with seed SEED + i (default: %(default)s)")
+    p.add_argument("--num-envs", type=int, default=8, help="parallel environments (default: %(default)s)")
+    p.add_argument("--env", default=None, help="Gymnasium id (default: from the task, e.g. Hopper-v5)")
+    p.add_argument("--out", default=None, help="JSON output (default: evaluation.json beside the checkpoint)")
+    p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("tasks", help="list task presets (temperature beta, reward preprocessing, ...)")
     p.set_defaults(func=cmd_tasks)
