@@ -151,6 +151,63 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _minari_root(arg: str | None) -> Path:
+    import os
+
+    from minari.storage import get_dataset_path
+
+    if arg:
+        os.environ["MINARI_DATASETS_PATH"] = str(Path(arg).resolve())
+    return Path(get_dataset_path())
+
+
+def cmd_data_make(args: argparse.Namespace) -> int:
+    from eval.generate import generate_env
+
+    root = _minari_root(args.root)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    for env in args.env:
+        result = generate_env(env, args.profile, args.seed, root, progress=not args.no_progress)
+        for kind, card in result["cards"].items():
+            print(f"{card['dataset_id']:32s} {card['transitions']:8d} transitions, {card['episodes']:5d} episodes")
+        r = next(iter(result["cards"].values()))["policy_returns"]
+        print(f"{env}: returns random {r['random']}, medium {r['medium']}, expert {r['expert']}; "
+              f"SAC {result['sac_env_steps_per_s']:.0f} env-steps/s; wall {sum(result['timings_s'].values()):.0f} s")
+    print(f"Minari store: {root}", file=sys.stderr)
+    return 0
+
+
+def cmd_data_list(args: argparse.Namespace) -> int:
+    import minari
+
+    root = _minari_root(args.root)
+    local = minari.list_local_datasets()
+    if not local:
+        print(f"no datasets in {root}; make some with `srpo data make --env hopper`")
+    for did in sorted(local):
+        meta = local[did]
+        print(f"{did:36s} {meta.get('total_steps', '?'):>9} steps {meta.get('total_episodes', '?'):>6} episodes")
+    return 0
+
+
+def cmd_data_show(args: argparse.Namespace) -> int:
+    from eval.datasets import load_minari
+
+    root = _minari_root(args.root)
+    ds = load_minari(args.dataset_id)
+    t = ds.transitions
+    card_path = root / args.dataset_id / "srpo_card.json"
+    info = {
+        "dataset_id": args.dataset_id, "transitions": len(t), "state_dim": t.state_dim, "action_dim": t.action_dim,
+        "terminals": int(t.terminals.sum()), "timeouts": int(t.timeouts.sum()),
+        "reference": None if ds.reference is None else vars(ds.reference),
+        "card": json.loads(card_path.read_text()) if card_path.exists() else None,
+    }
+    print(json.dumps(info, indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="srpo",
@@ -196,6 +253,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--env", default=None, help="Gymnasium id (default: from the task, e.g. Hopper-v5)")
     p.add_argument("--out", default=None, help="JSON output (default: evaluation.json beside the checkpoint)")
     p.set_defaults(func=cmd_evaluate)
+
+    data = sub.add_parser("data", help="make, list and inspect offline datasets (Minari store)")
+    dsub = data.add_subparsers(dest="data_command", required=True)
+    p = dsub.add_parser("make", help="train SAC and write the five D4RL-style datasets per environment")
+    p.add_argument("--env", nargs="+", default=["halfcheetah", "hopper", "walker2d"], help="environments (default: all three)")
+    p.add_argument("--profile", default="default", help="generation profile: tiny, smoke, default, paper (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="generation seed (default: %(default)s)")
+    p.add_argument("--root", default=None, help="Minari store (default: $MINARI_DATASETS_PATH or ~/.minari/datasets)")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.set_defaults(func=cmd_data_make)
+    p = dsub.add_parser("list", help="datasets in the local Minari store")
+    p.add_argument("--root", default=None, help="Minari store (default: $MINARI_DATASETS_PATH or ~/.minari/datasets)")
+    p.set_defaults(func=cmd_data_list)
+    p = dsub.add_parser("show", help="one dataset's size, reference returns and card")
+    p.add_argument("dataset_id", help="e.g. srpo/hopper/medium-v0")
+    p.add_argument("--root", default=None, help="Minari store (default: $MINARI_DATASETS_PATH or ~/.minari/datasets)")
+    p.set_defaults(func=cmd_data_show)
 
     p = sub.add_parser("tasks", help="list task presets (temperature beta, reward preprocessing, ...)")
     p.set_defaults(func=cmd_tasks)

@@ -1,0 +1,53 @@
+"""Generating D4RL-style datasets: a tiny SAC run per environment, written as real Minari datasets."""
+
+import json
+
+import numpy as np
+import pytest
+
+from eval.datasets import load_minari
+from eval.generate import KINDS, dataset_id, generate_env
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    import os
+
+    root = tmp_path_factory.mktemp("minari")
+    old = os.environ.get("MINARI_DATASETS_PATH")
+    os.environ["MINARI_DATASETS_PATH"] = str(root)
+    yield root
+    if old is None:
+        os.environ.pop("MINARI_DATASETS_PATH")
+    else:
+        os.environ["MINARI_DATASETS_PATH"] = old
+
+
+@pytest.mark.parametrize("env", ["hopper", "halfcheetah", "walker2d"])
+def test_tiny_generation_writes_five_minari_datasets(store, env):
+    import minari
+
+    result = generate_env(env, "tiny", 0, store, progress=False)
+    assert set(result["cards"]) == set(KINDS)
+    local = minari.list_local_datasets()
+    for kind in KINDS:
+        did = dataset_id(env, kind)
+        assert did in local
+        ds = minari.load_dataset(did)
+        ours = load_minari(did)
+        returns = np.array([0.0, 1000.0])
+        assert np.allclose(ours.reference.normalize(returns), 100 * minari.get_normalized_score(ds, returns))
+        card = json.loads((store / did / "srpo_card.json").read_text())
+        assert card["seed"] == 0 and card["budget"]["profile"] == "tiny" and "srpo-bench" in card["code_version"]
+        assert card["transitions"] == len(ours.transitions)
+    cards = result["cards"]
+    assert cards["medium-expert"]["transitions"] == cards["medium"]["transitions"] + cards["expert"]["transitions"]
+    assert cards["random"]["transitions"] == 600
+    assert not list(store.glob(".staging-*")), "a staging directory was left behind"
+
+
+def test_unknown_env_and_profile(store):
+    with pytest.raises(ValueError, match="unknown environment 'ant'"):
+        generate_env("ant", "tiny", 0, store)
+    with pytest.raises(ValueError, match="unknown generation profile 'huge'"):
+        generate_env("hopper", "huge", 0, store)
