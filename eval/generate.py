@@ -57,8 +57,8 @@ GENERATION_PROFILES: dict[str, GenerationProfile] = {
     "smoke": GenerationProfile(SACConfig(env_steps=10_000, num_envs=4, start_steps=2_000, snapshot_every=2_000,
                                          eval_episodes=2, max_episode_steps=1000), 10_000, 2),
     # Sized so that all 15 datasets of the three environments take under 45 minutes on a 2-core CPU.
-    "default": GenerationProfile(SACConfig(env_steps=60_000, num_envs=4, start_steps=5_000, snapshot_every=5_000,
-                                           eval_episodes=3, max_episode_steps=1000), 100_000, 5),
+    "default": GenerationProfile(SACConfig(env_steps=50_000, num_envs=4, start_steps=5_000, snapshot_every=5_000,
+                                           eval_episodes=3, max_episode_steps=1000), 50_000, 3),
     # D4RL scale: 1M SAC steps and 1M transitions per dataset.
     "paper": GenerationProfile(SACConfig(env_steps=1_000_000, num_envs=4, start_steps=10_000,
                                          snapshot_every=20_000, eval_episodes=10), 1_000_000, 10),
