@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -22,12 +21,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-from train_throughput import machine_info  # noqa: E402
-
-from eval.generate import GENERATION_PROFILES, generate_env  # noqa: E402
-from eval.rollout import GYM_ENV_IDS  # noqa: E402
-from srpo import __version__, artifacts  # noqa: E402
+from eval.generate import GENERATION_PROFILES, generate_env
+from eval.rollout import GYM_ENV_IDS
+from srpo import __version__, artifacts
+from train_throughput import machine_info  # a sibling script: its folder is sys.path[0]
 
 
 def bare_env_steps_per_s(env_id: str, num_envs: int, steps: int = 4000) -> float:

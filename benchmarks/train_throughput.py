@@ -142,17 +142,19 @@ def _bare_rate(stage: str, steps: int, device: torch.device, repeats: int = 3) -
     return statistics.median(rates), rates
 
 
-def machine_info() -> dict:
-    cpu = platform.processor()
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo (Linux), else what platform reports."""
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
     except OSError:
-        pass
+        return platform.processor()
+    names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
+    return names[0] if names else platform.processor()
+
+
+def machine_info() -> dict:
     return {
-        "platform": platform.platform(), "cpu": cpu, "logical_cores": os.cpu_count(),
+        "platform": platform.platform(), "cpu": cpu_model(), "logical_cores": os.cpu_count(),
         "python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
         "torch_threads": torch.get_num_threads(), "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
     }

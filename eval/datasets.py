@@ -104,7 +104,7 @@ def load_minari(dataset_id: str) -> OfflineDataset:
     local = sorted(minari.list_local_datasets())
     if dataset_id not in local:
         raise ValueError(
-            f"Minari dataset {dataset_id!r} is not in the local store ({_minari_root()}). "
+            f"Minari dataset {dataset_id!r} is not in the local store ({minari_root()}). "
             f"Local datasets: {', '.join(local) or 'none'}. On a machine with internet run "
             f"`minari download {dataset_id}` and copy the store here, or set MINARI_DATASETS_PATH."
         )
@@ -139,7 +139,8 @@ def _flat_observation(obs) -> np.ndarray:
     return np.asarray(obs, dtype=np.float32)
 
 
-def _minari_root() -> str:
+def minari_root() -> Path:
+    """The local Minari store: $MINARI_DATASETS_PATH, else ~/.minari/datasets."""
     from minari.storage import get_dataset_path
 
-    return str(get_dataset_path())
+    return Path(get_dataset_path())

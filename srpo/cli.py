@@ -152,13 +152,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _minari_root(arg: str | None) -> Path:
+    """Point Minari at --root when given (it reads the variable on every call); return the store."""
     import os
 
-    from minari.storage import get_dataset_path
+    from eval.datasets import minari_root
 
     if arg:
         os.environ["MINARI_DATASETS_PATH"] = str(Path(arg).resolve())
-    return Path(get_dataset_path())
+    return minari_root()
 
 
 def cmd_data_make(args: argparse.Namespace) -> int:
@@ -169,7 +170,7 @@ def cmd_data_make(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     for env in args.env:
         result = generate_env(env, args.profile, args.seed, root, progress=not args.no_progress)
-        for kind, card in result["cards"].items():
+        for card in result["cards"].values():
             print(f"{card['dataset_id']:32s} {card['transitions']:8d} transitions, {card['episodes']:5d} episodes")
         r = next(iter(result["cards"].values()))["policy_returns"]
         print(f"{env}: returns random {r['random']}, medium {r['medium']}, expert {r['expert']}; "

@@ -30,8 +30,6 @@ from srpo.critic import Critic
 from srpo.policy import DeterministicPolicy
 from srpo.transitions import Transitions
 
-STAGES = ("behavior", "critic", "policy")
-
 
 class Interrupted(RuntimeError):
     """Raised when ``stop_after`` ends a stage early: a simulated kill, progress since the last checkpoint lost."""

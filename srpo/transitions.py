@@ -76,7 +76,9 @@ class Transitions:
 
     def to_tensors(self, device: torch.device, dtype: torch.dtype, rewards: np.ndarray | None = None) -> dict[str, Tensor]:
         """Tensors on ``device`` for on-device batch sampling; ``rewards`` may be preprocessed ones."""
-        as_t = lambda x: torch.as_tensor(np.asarray(x), dtype=dtype, device=device)  # noqa: E731
+        def as_t(x: np.ndarray) -> Tensor:
+            return torch.as_tensor(np.asarray(x), dtype=dtype, device=device)
+
         return {
             "obs": as_t(self.observations),
             "act": as_t(self.actions),

@@ -10,7 +10,7 @@ from hypothesis import given, settings, strategies as st
 
 from srpo import mixture, policy, schedule
 from srpo.config import make_config
-from srpo.train import train, train_policy
+from srpo.train import train_policy
 from validation import bandits
 
 SHAPES = sorted(bandits.BANDITS)

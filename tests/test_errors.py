@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-import torch
 
 from srpo import artifacts
 from srpo.config import make_config

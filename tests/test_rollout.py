@@ -44,7 +44,6 @@ def test_cli_evaluate_a_trained_policy(tmp_path, capsys):
     """A policy checkpoint shaped for Hopper (11 -> 3) is rolled out and scored by `srpo evaluate`."""
     import json
 
-    import torch
 
     from srpo import artifacts
     from srpo.cli import main
