@@ -22,9 +22,9 @@ import numpy as np
 import torch
 
 from eval.generate import GENERATION_PROFILES, generate_env
+from eval.provenance import machine_info
 from eval.rollout import GYM_ENV_IDS
 from srpo import __version__, artifacts
-from train_throughput import machine_info  # a sibling script: its folder is sys.path[0]
 
 
 def bare_env_steps_per_s(env_id: str, num_envs: int, steps: int = 4000) -> float:

@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import os
-import platform
 import statistics
 import tempfile
 import time
@@ -29,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from eval.provenance import machine_info
 from srpo import __version__, artifacts, behavior, critic as iql, schedule
 from srpo.behavior import NoisePredictor
 from srpo.config import make_config
@@ -140,24 +139,6 @@ def _bare_rate(stage: str, steps: int, device: torch.device, repeats: int = 3) -
             update()
         rates.append(steps / (time.perf_counter() - t0))
     return statistics.median(rates), rates
-
-
-def cpu_model() -> str:
-    """The CPU's model name from /proc/cpuinfo (Linux), else what platform reports."""
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-    except OSError:
-        return platform.processor()
-    names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
-    return names[0] if names else platform.processor()
-
-
-def machine_info() -> dict:
-    return {
-        "platform": platform.platform(), "cpu": cpu_model(), "logical_cores": os.cpu_count(),
-        "python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
-        "torch_threads": torch.get_num_threads(), "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-    }
 
 
 # (short, long) loop budgets and bare steps per stage: each stage ~10-30 s on a 2-core CPU.

@@ -17,11 +17,15 @@ from pathlib import Path
 
 import numpy as np
 
+from eval.observations import flatten_observation
 from eval.references import Reference, d4rl_reference
 from srpo.transitions import Transitions
 from validation import bandits
 
 BANDIT_DATASET_SIZE = 10_000
+GENERATED = "generated"  # --dataset value: our own D4RL-style dataset of the task
+NAMESPACE = "srpo"  # Minari namespace of the datasets that eval/generate.py writes
+KINDS = ("random", "medium", "medium-replay", "expert", "medium-expert")
 D4RL_REQUIRED_KEYS = ("observations", "actions", "rewards", "terminals", "timeouts")
 
 
@@ -33,8 +37,25 @@ class OfflineDataset:
     reference: Reference | None
 
 
+def dataset_id(env: str, kind: str) -> str:
+    """The Minari id of one of our generated datasets: ``srpo/<env>/<kind>-v0``."""
+    return f"{NAMESPACE}/{env}/{kind}-v0"
+
+
+def generated_dataset_id(task: str) -> str:
+    """``hopper-medium-replay`` -> ``srpo/hopper/medium-replay-v0``."""
+    env, _, kind = task.partition("-")
+    if kind not in KINDS:
+        raise ValueError(f"task {task!r} has no generated dataset; generated kinds are {', '.join(KINDS)} "
+                         "(e.g. hopper-medium-replay)")
+    return dataset_id(env, kind)
+
+
 def load_dataset(task: str, dataset: str | None = None, seed: int = 0) -> OfflineDataset:
-    """The offline dataset for ``task``: generated (bandits), an hdf5 path, or a Minari id."""
+    """The offline dataset for ``task``: generated (bandits), an hdf5 path, or a Minari id.
+
+    ``dataset="generated"`` names our own D4RL-style dataset of the task (``srpo data make``).
+    """
     if task.startswith("bandit-"):
         if dataset is not None:
             raise ValueError(f"{task} generates its own data; drop --dataset {dataset}")
@@ -44,6 +65,8 @@ def load_dataset(task: str, dataset: str | None = None, seed: int = 0) -> Offlin
             f"task {task!r} needs --dataset: a D4RL-format .hdf5 file or a Minari dataset id "
             "such as mujoco/hopper/medium-v0"
         )
+    if dataset == GENERATED:
+        return load_minari(generated_dataset_id(task))
     if dataset.endswith((".hdf5", ".h5")) or Path(dataset).is_file():
         return load_d4rl_hdf5(Path(dataset), env=task)
     return load_minari(dataset)
@@ -111,7 +134,7 @@ def load_minari(dataset_id: str) -> OfflineDataset:
     ds = minari.load_dataset(dataset_id)
     parts: dict[str, list[np.ndarray]] = {k: [] for k in ("obs", "next_obs", "act", "rew", "term", "trunc")}
     for ep in ds.iterate_episodes():
-        obs = _flat_observation(ep.observations)
+        obs = flatten_observation(ep.observations)
         parts["obs"].append(obs[:-1])
         parts["next_obs"].append(obs[1:])
         parts["act"].append(np.asarray(ep.actions, dtype=np.float32))
@@ -129,14 +152,6 @@ def load_minari(dataset_id: str) -> OfflineDataset:
         info={"source": "minari", "dataset_id": dataset_id, "episodes": int(ds.total_episodes)},
     )
     return OfflineDataset(transitions, ref)
-
-
-def _flat_observation(obs) -> np.ndarray:
-    """Minari stores dict observations (AntMaze) as dicts: use observation + desired goal, as D4RL did."""
-    if isinstance(obs, dict):
-        keys = [k for k in ("observation", "desired_goal") if k in obs] or sorted(obs)
-        return np.concatenate([np.asarray(obs[k], dtype=np.float32) for k in keys], axis=-1)
-    return np.asarray(obs, dtype=np.float32)
 
 
 def minari_root() -> Path:

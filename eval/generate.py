@@ -19,9 +19,9 @@ half-written.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
-import subprocess
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -31,13 +31,13 @@ from typing import Callable
 import numpy as np
 import torch
 
+from eval.datasets import KINDS, dataset_id
+from eval.provenance import code_version
 from eval.references import d4rl_reference
 from eval.rollout import GYM_ENV_IDS, evaluate
 from eval.sac import ReplayBuffer, SACConfig, TanhGaussianActor, train_sac
-from srpo import __version__, artifacts
+from srpo import artifacts
 
-KINDS = ("random", "medium", "medium-replay", "expert", "medium-expert")
-NAMESPACE = "srpo"
 
 
 @dataclass(frozen=True)
@@ -54,19 +54,16 @@ GENERATION_PROFILES: dict[str, GenerationProfile] = {
     "tiny": GenerationProfile(SACConfig(env_steps=800, num_envs=2, start_steps=400, snapshot_every=400,
                                         eval_episodes=1, max_episode_steps=100), 600, 1),
     # Minutes: the smoke pipeline.
-    "smoke": GenerationProfile(SACConfig(env_steps=10_000, num_envs=4, start_steps=2_000, snapshot_every=2_000,
-                                         eval_episodes=2, max_episode_steps=1000), 10_000, 2),
-    # Sized so that all 15 datasets of the three environments take under 45 minutes on a 2-core CPU.
-    "default": GenerationProfile(SACConfig(env_steps=50_000, num_envs=4, start_steps=5_000, snapshot_every=5_000,
+    "smoke": GenerationProfile(SACConfig(env_steps=4_000, num_envs=4, start_steps=1_000, snapshot_every=1_000,
+                                         eval_episodes=2, max_episode_steps=1000), 5_000, 2),
+    # Sized so that all 15 datasets of the three environments take under 45 minutes on a 2-core CPU
+    # (measured: reports/bench/datasets.json); 70k SAC steps is about 13 minutes per environment.
+    "default": GenerationProfile(SACConfig(env_steps=70_000, num_envs=4, start_steps=5_000, snapshot_every=5_000,
                                            eval_episodes=3, max_episode_steps=1000), 50_000, 3),
     # D4RL scale: 1M SAC steps and 1M transitions per dataset.
     "paper": GenerationProfile(SACConfig(env_steps=1_000_000, num_envs=4, start_steps=10_000,
                                          snapshot_every=20_000, eval_episodes=10), 1_000_000, 10),
 }
-
-
-def dataset_id(env: str, kind: str) -> str:
-    return f"{NAMESPACE}/{env}/{kind}-v0"
 
 
 @dataclass
@@ -159,15 +156,6 @@ def replay_episodes(buffer: ReplayBuffer, size: int) -> list[Episode]:
     return episodes
 
 
-def code_version() -> str:
-    try:
-        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                             cwd=Path(__file__).parent, timeout=10).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        rev = ""
-    return f"srpo-bench {__version__}" + (f" ({rev})" if rev else "")
-
-
 def _write_minari(root: Path, did: str, env_id: str, episodes: list[Episode], card: dict) -> None:
     """Write one Minari dataset into a private root, then move it into ``root`` atomically."""
     import minari
@@ -201,6 +189,20 @@ def _write_minari(root: Path, did: str, env_id: str, episodes: list[Episode], ca
         shutil.rmtree(staging, ignore_errors=True)
 
 
+def finished_cards(env: str, profile: str, seed: int, root: Path) -> dict[str, dict] | None:
+    """The five cards of ``env`` in ``root`` if all exist and were made with this profile and seed."""
+    cards = {}
+    for kind in KINDS:
+        path = Path(root) / dataset_id(env, kind) / "srpo_card.json"
+        if not path.exists():
+            return None
+        card = json.loads(path.read_text())
+        if card.get("seed") != seed or card.get("budget", {}).get("profile") != profile:
+            return None
+        cards[kind] = card
+    return cards
+
+
 def generate_env(env: str, profile: str, seed: int, root: Path, progress: bool = True) -> dict:
     """One SAC run for ``env`` and its five datasets in the Minari store at ``root``.
 
@@ -212,6 +214,7 @@ def generate_env(env: str, profile: str, seed: int, root: Path, progress: bool =
         raise ValueError(f"unknown generation profile {profile!r}; choose from {', '.join(GENERATION_PROFILES)}")
     prof = GENERATION_PROFILES[profile]
     env_id, sac = GYM_ENV_IDS[env], prof.sac
+    root = Path(root).resolve()  # Minari resolves relative store paths against its own notion of cwd
     root.mkdir(parents=True, exist_ok=True)
     ref = d4rl_reference(env)
     torch.manual_seed(seed)

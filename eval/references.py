@@ -38,3 +38,22 @@ def d4rl_reference(env: str) -> Reference:
         raise ValueError(f"no D4RL reference returns for {env!r}; known: {', '.join(D4RL_LOCOMOTION)}")
     lo, hi = D4RL_LOCOMOTION[base]
     return Reference(lo, hi, f"D4RL v2 reference returns for {base} (SPEC §7)")
+
+
+# D4RL AntMaze: the sparse reward is 1 at the goal, so a successful episode scores 100.
+ANTMAZE_REFERENCE = Reference(0.0, 1.0, "D4RL AntMaze: normalized score = 100 x success rate")
+
+
+# The paper's Table 1 (D4RL locomotion -v2, normalized scores; SPEC §10), for the report's
+# comparison column. Measured on D4RL's datasets, not on the ones this suite generates.
+PAPER_TABLE1: dict[str, dict[str, float]] = {
+    "halfcheetah-medium-expert": {"SfBC": 92.6, "Diffusion-QL": 96.8, "QGPO": 93.5, "IDQL": 95.9, "SRPO": 92.2},
+    "hopper-medium-expert": {"SfBC": 108.6, "Diffusion-QL": 111.1, "QGPO": 108.0, "IDQL": 108.6, "SRPO": 100.1},
+    "walker2d-medium-expert": {"SfBC": 109.8, "Diffusion-QL": 110.1, "QGPO": 110.7, "IDQL": 112.7, "SRPO": 114.0},
+    "halfcheetah-medium": {"SfBC": 45.9, "Diffusion-QL": 51.1, "QGPO": 54.1, "IDQL": 51.0, "SRPO": 60.4},
+    "hopper-medium": {"SfBC": 57.1, "Diffusion-QL": 90.5, "QGPO": 98.0, "IDQL": 65.4, "SRPO": 95.5},
+    "walker2d-medium": {"SfBC": 77.9, "Diffusion-QL": 87.0, "QGPO": 86.0, "IDQL": 82.5, "SRPO": 84.4},
+    "halfcheetah-medium-replay": {"SfBC": 37.1, "Diffusion-QL": 47.8, "QGPO": 47.6, "IDQL": 45.9, "SRPO": 51.4},
+    "hopper-medium-replay": {"SfBC": 86.2, "Diffusion-QL": 100.7, "QGPO": 96.9, "IDQL": 92.1, "SRPO": 101.2},
+    "walker2d-medium-replay": {"SfBC": 65.1, "Diffusion-QL": 95.5, "QGPO": 84.4, "IDQL": 85.1, "SRPO": 84.6},
+}

@@ -190,7 +190,9 @@ def train_sac(
                 opt_q.step()
 
                 a, logp = actor.sample(b["obs"])
+                q.requires_grad_(False)  # the actor loss needs dQ/da only, not gradients for Q's weights
                 q1p, q2p = q(b["obs"], a)
+                q.requires_grad_(True)
                 actor_loss = (alpha * logp - torch.minimum(q1p, q2p)).mean()
                 opt_actor.zero_grad(set_to_none=True)
                 actor_loss.backward()

@@ -61,3 +61,88 @@ def test_cli_evaluate_a_trained_policy(tmp_path, capsys):
     assert out["env_id"] == "Hopper-v5" and out["episodes"] == 3 and out["mean_normalized"] is not None
     assert main(["evaluate", "--checkpoint", str(tmp_path / "missing")]) == 2
     assert "no policy checkpoint" in capsys.readouterr().err
+
+
+class _GoalToy:
+    """A 1-D toy that reports info['success'] once its position passes 3: success-scoring without MuJoCo."""
+
+    @staticmethod
+    def make(**kwargs):
+        import gymnasium as gym
+
+        class Toy(gym.Env):
+            observation_space = gym.spaces.Dict({
+                "achieved_goal": gym.spaces.Box(-100, 100, (1,)), "observation": gym.spaces.Box(-1, 1, (1,)),
+                "desired_goal": gym.spaces.Box(-100, 100, (1,))})
+            action_space = gym.spaces.Box(-1, 1, (1,))
+
+            def reset(self, seed=None, options=None):
+                super().reset(seed=seed)
+                self.x = 0.0
+                return self._obs(), {}
+
+            def _obs(self):
+                return {"achieved_goal": np.array([self.x], np.float32), "observation": np.zeros(1, np.float32),
+                        "desired_goal": np.array([3.0], np.float32)}
+
+            def step(self, action):
+                self.x += float(action[0])
+                return self._obs(), float(self.x >= 3), False, False, {"success": self.x >= 3}
+
+        return Toy()
+
+
+def test_success_scoring_counts_an_episode_that_reached_the_goal_once():
+    import gymnasium as gym
+
+    from eval.references import ANTMAZE_REFERENCE
+    from eval.rollout import EnvSpec
+
+    gym.register("SrpoGoalToy-v0", entry_point=_GoalToy.make)
+    seen = []
+
+    def policy(obs):  # moves forward only when the flat observation starts with x (achieved_goal first)
+        seen.append(obs.copy())
+        return np.where(obs[:, -1:] == 3.0, 1.0, -1.0)
+
+    res = evaluate(policy, EnvSpec("SrpoGoalToy-v0", "success", 10), episodes=3, seed=0, num_envs=2,
+                   reference=ANTMAZE_REFERENCE)
+    assert seen[0].shape == (2, 3) and np.all(seen[0][:, 2] == 3.0)  # achieved_goal, observation, desired_goal
+    assert np.array_equal(res.successes, [True, True, True])
+    assert np.allclose(res.normalized, 100.0) and res.to_dict()["success_rate"] == 1.0
+    stuck = evaluate(lambda o: -np.ones((len(o), 1)), EnvSpec("SrpoGoalToy-v0", "success", 10), episodes=2,
+                     reference=ANTMAZE_REFERENCE)
+    assert np.array_equal(stuck.successes, [False, False]) and np.allclose(stuck.normalized, 0.0)
+
+
+def test_antmaze_without_gymnasium_robotics_is_skipped_with_a_clear_message(monkeypatch, tmp_path, capsys):
+    import json
+    import sys
+
+    from eval.rollout import EvaluationUnavailable, env_spec_for_task
+    from srpo import artifacts
+    from srpo.cli import main
+    from srpo.policy import DeterministicPolicy
+
+    monkeypatch.setitem(sys.modules, "gymnasium_robotics", None)  # import now raises ImportError
+    with pytest.raises(EvaluationUnavailable, match=r"pip install 'srpo-bench\[antmaze\]'"):
+        env_spec_for_task("antmaze-umaze")
+    pi = DeterministicPolicy(31, 8, (16, 16))
+    artifacts.save_torch(tmp_path / "policy.pt", {
+        "stage": "policy", "done": True, "step": 1, "config": {"task": "antmaze-umaze", "policy": {"hidden": [16, 16]}},
+        "modules": {"policy": pi.state_dict()}})
+    assert main(["evaluate", "--checkpoint", str(tmp_path), "--episodes", "2"]) == 0
+    assert "gymnasium-robotics" in json.loads((tmp_path / "evaluation.json").read_text())["skipped"]
+    assert "skipping the evaluation of antmaze-umaze" in capsys.readouterr().err
+
+
+def test_antmaze_rollout_when_gymnasium_robotics_is_installed():
+    pytest.importorskip("gymnasium_robotics")
+    from eval.references import ANTMAZE_REFERENCE
+    from eval.rollout import env_spec_for_task
+
+    spec = env_spec_for_task("antmaze-umaze")
+    assert spec.scoring == "success" and spec.max_episode_steps == 700
+    res = evaluate(lambda o: np.zeros((len(o), 8)), spec, episodes=2, max_episode_steps=20, reference=ANTMAZE_REFERENCE)
+    assert res.successes is not None and np.array_equal(res.lengths, [20, 20])
+    assert np.allclose(res.normalized, 100.0 * res.successes)
