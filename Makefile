@@ -3,16 +3,18 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
+# DVC stages call `python`: put the venv first on PATH.
+DVC    := PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/dvc
 
-.PHONY: setup test test-slow smoke repro bench clean help
+.PHONY: setup test test-slow smoke repro bench bench-datasets clean help
 
 help:
 	@echo "make setup      create $(VENV): torch==2.13.0 (CPU wheel) first, then the project with dev extras"
 	@echo "make test       default test suite (under 10 minutes on 2 CPU cores)"
 	@echo "make test-slow  the slow tests (learned-score bandit accuracy on every shape, real SIGKILL resume)"
-	@echo "make smoke      seconds-scale end-to-end run"
-	@echo "make repro      regenerate every published result"
-	@echo "make bench      training-throughput benchmark -> reports/bench/train_throughput.json"
+	@echo "make smoke      the whole DVC pipeline, smoke profile (minutes) -> reports/smoke/report.md"
+	@echo "make repro      the whole DVC pipeline, default profile (under 2 hours on 2 cores) -> reports/report.md"
+	@echo "make bench      benchmarks -> reports/bench/*.json (training throughput; dataset generation: make bench-datasets)"
 
 setup: $(STAMP)
 
@@ -29,16 +31,16 @@ test-slow: setup
 	$(PY) -m pytest -m slow $(PYTEST_ARGS)
 
 smoke: setup
-	@echo "The DVC smoke pipeline (datasets -> ... -> report) is not yet available;"
-	@echo "running the single-run smoke check: srpo train --task bandit-ring8 --profile smoke"
-	$(VENV)/bin/srpo train --task bandit-ring8 --profile smoke --seed 0 --out runs/smoke/bandit-ring8
+	$(DVC) repro pipelines/smoke/dvc.yaml
 
 repro: setup
-	@echo "make repro: the DVC pipeline (dvc.yaml, params.yaml, reports/report.md) is not yet available."
-	@echo "Today: 'make test', 'make smoke', 'make bench' and 'srpo train --help'."
+	$(DVC) repro dvc.yaml
 
 bench: setup
 	$(PY) benchmarks/train_throughput.py --out reports/bench/train_throughput.json
+
+bench-datasets: setup
+	$(PY) benchmarks/datasets.py --profile default --out reports/bench/datasets.json
 
 clean:
 	rm -rf runs .pytest_cache .hypothesis

@@ -65,34 +65,41 @@ def cmd_train(args: argparse.Namespace) -> int:
     # Imported here so `srpo --help` and `srpo tasks` stay fast.
     from eval.datasets import load_dataset
     from srpo import artifacts
-    from srpo.train import train
+    from srpo.train import STAGES, train
 
     cfg = make_config(args.task, args.profile, args.seed, _parse_sets(args.sets))
     out = Path(args.out or f"runs/{args.task}/{args.profile}/seed{args.seed}")
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.minari_root:
+        _minari_root(args.minari_root)
+    stages = tuple(s for s in STAGES if s in (args.stages or STAGES))
     offline = load_dataset(cfg.task, args.dataset, cfg.seed)
     data = offline.transitions
     t0 = time.perf_counter()
-    result = train(cfg, data, out, device=args.device, progress=not args.no_progress)
+    result = train(cfg, data, out, device=args.device, progress=not args.no_progress, stages=stages,
+                   upstream=Path(args.upstream) if args.upstream else None, restart_on_change=args.restart_on_change)
     metrics = {
         "task": cfg.task,
         "seed": cfg.seed,
         "profile": cfg.profile,
-        "dataset": {"name": data.name, "transitions": len(data), **data.info,
+        "stages": list(stages),
+        "dataset": {"name": data.name, "transitions": len(data), "fingerprint": data.fingerprint(), **data.info,
                     "reference": None if offline.reference is None else vars(offline.reference)},
         "wall_s": {**result.wall_s, "total": time.perf_counter() - t0},
         "final": {stage: (hist[-1] if hist else {}) for stage, hist in result.histories.items()},
         "history": result.histories,
     }
-    if cfg.task.startswith("bandit-"):
+    if cfg.task.startswith("bandit-") and "policy" in stages:
         from validation import bandits
 
         bandit = bandits.get_bandit(cfg.task)
         metrics["bandit"] = bandits.policy_report(
             bandit, result.policy, cfg.policy, bandits.surrogate_optimum(bandit, cfg.policy)
         )
-    artifacts.write_json(out / "metrics.json", metrics)
+    # A full run writes metrics.json; a single stage writes <stage>_metrics.json (one file per pipeline stage).
+    name = "metrics.json" if stages == STAGES else "_".join(stages) + "_metrics.json"
+    artifacts.write_json(out / name, metrics)
     summary = {k: v for k, v in metrics.items() if k not in ("history",)}
     print(json.dumps(summary, indent=2))
     print(f"checkpoints and metrics in {out}", file=sys.stderr)
@@ -116,37 +123,34 @@ def cmd_bandit_suite(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from eval.references import d4rl_reference
-    from eval.rollout import env_id_for_task, evaluate, torch_policy
+    from eval.checkpoints import load_policy, policy_path
+    from eval.references import ANTMAZE_REFERENCE, d4rl_reference
+    from eval.rollout import EnvSpec, EvaluationUnavailable, env_spec_for_task, evaluate, torch_policy
     from srpo import artifacts
-    from srpo.policy import DeterministicPolicy
 
-    ckpt_path = Path(args.checkpoint)
-    if ckpt_path.is_dir():
-        ckpt_path = ckpt_path / "policy.pt"
-    if not ckpt_path.exists():
-        raise FileNotFoundError(f"no policy checkpoint at {ckpt_path}; train first with `srpo train`")
-    ckpt = artifacts.load_torch(ckpt_path)
-    if ckpt.get("stage") != "policy":
-        raise ValueError(f"{ckpt_path} is a {ckpt.get('stage')!r} checkpoint; pass a policy.pt")
-    if not ckpt["done"]:
-        print(f"warning: {ckpt_path} is an unfinished policy (step {ckpt['step']})", file=sys.stderr)
-    task = ckpt["config"]["task"]
+    ckpt_path = policy_path(args.checkpoint)
+    pi, meta = load_policy(ckpt_path)
+    if not meta["done"]:
+        print(f"warning: {ckpt_path} is an unfinished policy (step {meta['step']})", file=sys.stderr)
+    task = meta["config"]["task"]
     if task.startswith("bandit-"):
         raise ValueError(f"{task} is scored against its exact optimum in the run's metrics.json, not by rollouts")
-    weights = ckpt["modules"]["policy"]
-    linear = [k for k in weights if k.endswith(".weight")]
-    state_dim, action_dim = weights[linear[0]].shape[1], weights[linear[-1]].shape[0]
-    pi = DeterministicPolicy(state_dim, action_dim, tuple(ckpt["config"]["policy"]["hidden"]))
-    pi.load_state_dict(weights)
-    pi.eval()
-    env_id = args.env or env_id_for_task(task)
-    reference = d4rl_reference(task) if args.env is None else None
-    result = evaluate(torch_policy(pi), env_id, args.episodes, args.seed, args.num_envs, reference)
     out = Path(args.out) if args.out else ckpt_path.parent / "evaluation.json"
+    try:
+        spec = EnvSpec(args.env) if args.env else env_spec_for_task(task)
+    except EvaluationUnavailable as exc:
+        artifacts.write_json(out, {"checkpoint": str(ckpt_path), "task": task, "skipped": str(exc)})
+        print(str(exc), file=sys.stderr)
+        return 0
+    if args.env:
+        reference = None
+    else:
+        reference = ANTMAZE_REFERENCE if spec.scoring == "success" else d4rl_reference(task)
+    result = evaluate(torch_policy(pi), spec, args.episodes, args.seed, args.num_envs, reference)
     artifacts.write_json(out, {"checkpoint": str(ckpt_path), "task": task, "seed": args.seed, **result.to_dict()})
     norm = result.to_dict()["mean_normalized"]
-    print(f"{env_id}: mean return {result.returns.mean():.1f} over {args.episodes} episodes"
+    print(f"{spec.env_id}: mean return {result.returns.mean():.1f} over {args.episodes} episodes"
+          + (f", success rate {result.successes.mean():.2f}" if result.successes is not None else "")
           + (f", D4RL-normalized {norm:.1f}" if norm is not None else "") + f"; written to {out}")
     return 0
 
@@ -165,10 +169,16 @@ def _minari_root(arg: str | None) -> Path:
 def cmd_data_make(args: argparse.Namespace) -> int:
     from eval.generate import generate_env
 
+    from eval.generate import finished_cards
+
     root = _minari_root(args.root)
     if args.threads:
         torch.set_num_threads(args.threads)
     for env in args.env:
+        if not args.force and finished_cards(env, args.profile, args.seed, root):
+            print(f"{env}: the five datasets of profile {args.profile}, seed {args.seed} are already in {root}; "
+                  "skipping (--force regenerates them)")
+            continue
         result = generate_env(env, args.profile, args.seed, root, progress=not args.no_progress)
         for card in result["cards"].values():
             print(f"{card['dataset_id']:32s} {card['transitions']:8d} transitions, {card['episodes']:5d} episodes")
@@ -225,8 +235,18 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=_E6_HELP,
     )
     _add_run_args(p)
-    p.add_argument("--dataset", default=None, help="dataset path or id (bandit tasks generate their own)")
+    p.add_argument("--dataset", default=None,
+                   help="a D4RL .hdf5 file, a Minari id, or 'generated' (our srpo/ENV/KIND-v0 for the task); "
+                        "bandit tasks generate their own")
+    p.add_argument("--minari-root", default=None, help="Minari store (default: $MINARI_DATASETS_PATH or ~/.minari/datasets)")
     p.add_argument("--out", default=None, help="run directory (default: runs/TASK/PROFILE/seedSEED)")
+    p.add_argument("--stage", dest="stages", action="append", choices=["behavior", "critic", "policy"], default=None,
+                   help="train only this stage (repeatable; default: all three in order)")
+    p.add_argument("--upstream", default=None,
+                   help="directory with the finished behavior.pt and critic.pt that the policy stage uses (default: --out)")
+    p.add_argument("--restart-on-change", action="store_true",
+                   help="start a stage over when its checkpoint was made with another config or dataset "
+                        "(default: refuse); the pipeline uses this")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default: %(default)s)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
@@ -261,6 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--env", nargs="+", default=["halfcheetah", "hopper", "walker2d"], help="environments (default: all three)")
     p.add_argument("--profile", default="default", help="generation profile: tiny, smoke, default, paper (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="generation seed (default: %(default)s)")
+    p.add_argument("--force", action="store_true", help="regenerate environments whose datasets already exist")
     p.add_argument("--root", default=None, help="Minari store (default: $MINARI_DATASETS_PATH or ~/.minari/datasets)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")

@@ -185,7 +185,7 @@ def train_behavior(
         ).to(device=device, dtype=dtype)
         opt = torch.optim.AdamW(model.parameters(), lr=bc.lr, weight_decay=bc.weight_decay)
         gen = torch.Generator(device=device).manual_seed(seed)
-        st = StageState("behavior", out / "behavior.pt", _stage_config(cfg, "behavior"), {"model": model}, opt, gen)
+        st = StageState("behavior", out / "behavior.pt", _stage_config(cfg, "behavior", data), {"model": model}, opt, gen)
         done = st.resume()
         d = data.to_tensors(device, dtype)
         n = len(data)
@@ -231,7 +231,7 @@ def train_critic(
         critic = Critic(data.state_dim, data.action_dim, cc.hidden).to(device=device, dtype=dtype)
         opt = torch.optim.Adam([*critic.q.parameters(), *critic.v.parameters()], lr=cc.lr)
         gen = torch.Generator(device=device).manual_seed(seed)
-        st = StageState("critic", out / "critic.pt", _stage_config(cfg, "critic"), {"critic": critic}, opt, gen)
+        st = StageState("critic", out / "critic.pt", _stage_config(cfg, "critic", data), {"critic": critic}, opt, gen)
         done = st.resume()
         d = data.to_tensors(device, dtype, rewards=preprocess_rewards(cfg, data))
         n = len(data)
@@ -283,7 +283,7 @@ def train_policy(
         opt = torch.optim.Adam(pi.parameters(), lr=pc.lr)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(pc.steps, 1)) if pc.cosine_decay else None
         gen = torch.Generator(device=device).manual_seed(seed)
-        st = StageState("policy", out / "policy.pt", _stage_config(cfg, "policy"), {"policy": pi}, opt, gen, sched)
+        st = StageState("policy", out / "policy.pt", _stage_config(cfg, "policy", data), {"policy": pi}, opt, gen, sched)
         done = st.resume()
         d = data.to_tensors(device, dtype)
         n = len(data)
@@ -323,26 +323,50 @@ def srpo_loss(
     return loss, {"q_grad_norm": q_grad.norm(dim=-1).mean(), "reg_norm": direction.norm(dim=-1).mean()}
 
 
-def _stage_config(cfg: RunConfig, stage: str) -> dict[str, Any]:
-    """What a stage's checkpoint must agree with to be resumed: its section, the seed, the task."""
+STAGES = ("behavior", "critic", "policy")
+UPSTREAM = {"behavior": (), "critic": (), "policy": ("behavior", "critic")}
+
+
+def _stage_config(cfg: RunConfig, stage: str, data: Transitions) -> dict[str, Any]:
+    """What a stage's checkpoint must agree with to be resumed: its section, the seed, the task, the data."""
     d = cfg.to_dict()
-    upstream = {"behavior": [], "critic": [], "policy": ["behavior", "critic"]}[stage]
     return {
         "task": cfg.task,
         "seed": cfg.seed,
         "reward_mode": cfg.reward_mode,
+        "data": data.fingerprint(),
         stage: d[stage],
-        **{u: d[u] for u in upstream},
+        **{u: d[u] for u in UPSTREAM[stage]},
     }
+
+
+def load_finished(
+    stage: str, cfg: RunConfig, data: Transitions, directory: Path, device: torch.device, dtype: torch.dtype
+) -> nn.Module:
+    """The module of a finished ``behavior`` or ``critic`` checkpoint made with this config and dataset."""
+    path = Path(directory) / f"{stage}.pt"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: run the {stage} stage first (srpo train --stage {stage} ...)")
+    ckpt = artifacts.load_torch(path)
+    if ckpt.get("config") != _stage_config(cfg, stage, data):
+        raise ValueError(f"{path} was trained with a different {stage} config, seed or dataset than this run; "
+                         f"retrain the {stage} stage")
+    if not ckpt["done"]:
+        raise ValueError(f"{path} is unfinished (step {ckpt['step']}); finish the {stage} stage first")
+    trainer = {"behavior": train_behavior, "critic": train_critic}[stage]
+    module, _ = trainer(cfg, data, Path(directory), device, dtype, progress=False)  # finished: loads, trains nothing
+    return module
 
 
 @dataclass
 class TrainResult:
-    behavior: NoisePredictor
-    critic: Critic
-    policy: DeterministicPolicy
+    modules: dict[str, nn.Module]
     histories: dict[str, list[dict[str, float]]]
     wall_s: dict[str, float]
+
+    @property
+    def policy(self) -> DeterministicPolicy:
+        return self.modules["policy"]
 
 
 def train(
@@ -353,21 +377,49 @@ def train(
     dtype: torch.dtype = torch.float32,
     progress: bool = True,
     stop_after: dict[str, int] | None = None,
+    stages: tuple[str, ...] = STAGES,
+    upstream: Path | None = None,
+    restart_on_change: bool = False,
 ) -> TrainResult:
-    """Run (or resume) the three stages in order, writing checkpoints under ``out``."""
+    """Run (or resume) ``stages`` in order, writing checkpoints under ``out``.
+
+    The policy stage uses the behavior model and critic trained in this call, or else the
+    finished checkpoints in ``upstream`` (default: ``out``), so that variants of the policy
+    stage can share one behavior model and critic. With ``restart_on_change`` a checkpoint
+    made with another config or dataset is deleted and its stage starts over (a pipeline
+    whose parameters changed); without it such a checkpoint is refused.
+    """
+    unknown = [s for s in stages if s not in STAGES]
+    if unknown:
+        raise ValueError(f"unknown stage(s) {', '.join(unknown)}; choose from {', '.join(STAGES)}")
     device = torch.device(device)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     artifacts.write_json(out / "config.json", cfg.to_dict())
     stop_after = stop_after or {}
+    modules: dict[str, nn.Module] = {}
+    histories: dict[str, list[dict[str, float]]] = {}
     wall: dict[str, float] = {}
-    t0 = time.perf_counter()
-    bmodel, bhist = train_behavior(cfg, data, out, device, dtype, progress, stop_after.get("behavior"))
-    wall["behavior"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    critic, chist = train_critic(cfg, data, out, device, dtype, progress, stop_after.get("critic"))
-    wall["critic"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    pi, phist = train_policy(cfg, data, bmodel, critic, out, device, dtype, progress, stop_after.get("policy"))
-    wall["policy"] = time.perf_counter() - t0
-    return TrainResult(bmodel, critic, pi, {"behavior": bhist, "critic": chist, "policy": phist}, wall)
+    for stage in STAGES:
+        if stage not in stages:
+            continue
+        t0 = time.perf_counter()
+        if restart_on_change:
+            _discard_stale(out / f"{stage}.pt", _stage_config(cfg, stage, data))
+        if stage == "policy":
+            for dep in UPSTREAM["policy"]:
+                if dep not in modules:
+                    modules[dep] = load_finished(dep, cfg, data, upstream or out, device, dtype)
+            modules[stage], histories[stage] = train_policy(
+                cfg, data, modules["behavior"], modules["critic"], out, device, dtype, progress, stop_after.get(stage))
+        else:
+            trainer = {"behavior": train_behavior, "critic": train_critic}[stage]
+            modules[stage], histories[stage] = trainer(cfg, data, out, device, dtype, progress, stop_after.get(stage))
+        wall[stage] = time.perf_counter() - t0
+    return TrainResult(modules, histories, wall)
+
+
+def _discard_stale(path: Path, config: dict[str, Any]) -> None:
+    if path.exists() and artifacts.load_torch(path).get("config") != config:
+        print(f"{path} was made with another config or dataset: starting this stage over", flush=True)
+        path.unlink()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -69,6 +70,15 @@ class Transitions:
     @property
     def action_dim(self) -> int:
         return self.actions.shape[1]
+
+    def fingerprint(self) -> str:
+        """A short content hash of the arrays: a checkpoint is only resumed on the data it was trained on."""
+        h = hashlib.sha1()
+        for key in ("observations", "actions", "rewards", "next_observations", "terminals", "timeouts"):
+            arr = np.ascontiguousarray(getattr(self, key))
+            h.update(f"{key}{arr.shape}{arr.dtype}".encode())
+            h.update(arr.tobytes())
+        return h.hexdigest()[:16]
 
     @property
     def episode_ends(self) -> np.ndarray:

@@ -149,3 +149,54 @@ def test_sigkill_and_resume_via_cli_is_bit_identical(tmp_path):
     subprocess.run(_srpo_cmd(tmp_path / "run"), check=True, env=env, capture_output=True)
     assert_bitwise_equal(final_params(tmp_path / "ref"), final_params(tmp_path / "run"))
     assert not list((tmp_path / "run").glob(".*.tmp")), "a temporary file was left behind"
+
+
+def test_stages_run_separately_equal_one_full_run_and_policy_variants_share_upstream(tmp_path):
+    """The pipeline trains behavior, critic and policy as separate steps; the result must not change."""
+    data = tiny_data()
+    train(tiny_config(), data, tmp_path / "full", progress=False)
+    for stage in ("behavior", "critic"):
+        train(tiny_config(), data, tmp_path / "staged", progress=False, stages=(stage,))
+    assert not (tmp_path / "staged" / "policy.pt").exists()
+    train(tiny_config(), data, tmp_path / "variant", progress=False, stages=("policy",), upstream=tmp_path / "staged")
+    assert not (tmp_path / "variant" / "behavior.pt").exists()
+    full = final_params(tmp_path / "full")
+    staged = {k: v for k, v in full.items() if not k.startswith("policy")}
+    for stage in ("behavior", "critic"):
+        for name, sd in artifacts.load_torch(tmp_path / "staged" / f"{stage}.pt")["modules"].items():
+            for k, v in sd.items():
+                assert torch.equal(v, staged.pop(f"{stage}.{name}.{k}"))
+    assert not staged
+    policy = artifacts.load_torch(tmp_path / "variant" / "policy.pt")["modules"]["policy"]
+    for k, v in policy.items():
+        assert torch.equal(v, full[f"policy.policy.{k}"])
+
+
+def test_policy_stage_refuses_missing_unfinished_or_foreign_upstream(tmp_path):
+    data = tiny_data()
+    with pytest.raises(FileNotFoundError, match="run the behavior stage first"):
+        train(tiny_config(), data, tmp_path / "p", progress=False, stages=("policy",), upstream=tmp_path / "none")
+    with pytest.raises(Interrupted):
+        train(tiny_config(), data, tmp_path / "u", progress=False, stages=("behavior",), stop_after={"behavior": 15})
+    train(tiny_config(), data, tmp_path / "u", progress=False, stages=("critic",))
+    with pytest.raises(ValueError, match="unfinished"):
+        train(tiny_config(), data, tmp_path / "p", progress=False, stages=("policy",), upstream=tmp_path / "u")
+    train(tiny_config(), data, tmp_path / "u", progress=False, stages=("behavior",))
+    other_data = tiny_data(seed=5)  # same config, other dataset: the fingerprint differs
+    with pytest.raises(ValueError, match="different behavior config, seed or dataset"):
+        train(tiny_config(), other_data, tmp_path / "p", progress=False, stages=("policy",), upstream=tmp_path / "u")
+    with pytest.raises(ValueError, match="unknown stage"):
+        train(tiny_config(), data, tmp_path / "p", progress=False, stages=("actor",))
+
+
+def test_restart_on_change_starts_a_stale_stage_over_instead_of_refusing(tmp_path):
+    data = tiny_data()
+    train(tiny_config(), data, tmp_path / "r", progress=False, stages=("critic",))
+    changed = tiny_config(**{"critic.lr": "1e-3"})
+    with pytest.raises(ValueError, match="different critic config"):
+        train(changed, data, tmp_path / "r", progress=False, stages=("critic",))
+    train(changed, data, tmp_path / "r", progress=False, stages=("critic",), restart_on_change=True)
+    train(changed, data, tmp_path / "fresh", progress=False, stages=("critic",))
+    a = artifacts.load_torch(tmp_path / "r" / "critic.pt")["modules"]["critic"]
+    b = artifacts.load_torch(tmp_path / "fresh" / "critic.pt")["modules"]["critic"]
+    assert all(torch.equal(a[k], b[k]) for k in a)

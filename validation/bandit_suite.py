@@ -39,7 +39,7 @@ def run_shape(shape: str, profile: str, seed: int, work: Path, overrides: dict[s
     result = train(cfg, data, work / "pipeline", cpu, progress=progress)
     exact_pi, _ = train_policy(cfg, data, bandits.ExactNoisePredictor(bandit), bandits.ExactCritic(bandit),
                                work / "exact", cpu, progress=progress)
-    learned_pi, _ = train_policy(cfg, data, result.behavior, bandits.ExactCritic(bandit),
+    learned_pi, _ = train_policy(cfg, data, result.modules["behavior"], bandits.ExactCritic(bandit),
                                  work / "learned_score", cpu, progress=progress)
     return {
         "task": task,

@@ -1,0 +1,119 @@
+"""The DVC pipeline end to end, smoke profile, in a scratch copy of the repository.
+
+The default test runs the pipeline once and checks the report, then checks that a second
+`dvc repro` does nothing. The slow test also changes one seed and checks that only that
+seed's stages (and the report) run again.
+"""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from eval.pipeline import load_params, main as pipeline_main
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE = "pipelines/smoke/dvc.yaml"
+
+
+def _copy_repo(dst: Path) -> Path:
+    """The working tree as git sees it (tracked and new files, nothing ignored), symlinks kept."""
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT, check=True,
+                           capture_output=True, text=True).stdout.split("\0")
+    for rel in filter(None, files):
+        src = ROOT / rel
+        if not src.exists() and not src.is_symlink():
+            continue  # deleted in the working tree
+        target = dst / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if src.is_symlink():
+            os.symlink(os.readlink(src), target)
+        else:
+            shutil.copy2(src, target)
+    subprocess.run(["git", "init", "-q"], cwd=dst, check=True)
+    return dst
+
+
+def _dvc(repo: Path, *args: str) -> str:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+           "DVC_NO_ANALYTICS": "1"}
+    proc = subprocess.run([str(Path(sys.executable).parent / "dvc"), *args], cwd=repo, env=env,
+                          capture_output=True, text=True, timeout=1500)
+    assert proc.returncode == 0, f"dvc {' '.join(args)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+    return proc.stdout + proc.stderr
+
+
+def _ran(output: str) -> set[str]:
+    return set(re.findall(r"Running stage '(?:[^']*:)?([^']+)'", output))
+
+
+@pytest.fixture(scope="module")
+def smoke_repo(tmp_path_factory):
+    repo = _copy_repo(tmp_path_factory.mktemp("repo"))
+    out = _dvc(repo, "repro", SMOKE)
+    return repo, out
+
+
+def test_smoke_pipeline_writes_the_report_with_every_table_and_figure(smoke_repo):
+    repo, out = smoke_repo
+    assert {"datasets@hopper", "behavior@hopper-medium-0", "policy@hopper-medium-1-srpo-baseline",
+            "evaluate@hopper-medium-0-srpo", "report"} <= _ran(out)
+    rep = repo / "reports/smoke"
+    text = (rep / "report.md").read_text()
+    for section in ("## Per-task scores", "## Aggregate scores", "### Probability of improvement", "## Figures",
+                    "## Datasets", "## Run metadata", "paper SRPO (D4RL)", "not** comparable"):
+        assert section in text, section
+    for fig in ("learning_curves", "performance_profiles", "aggregate_intervals"):
+        assert (rep / "figures" / f"{fig}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert f"figures/{fig}.png" in text
+    metrics = json.loads((rep / "metrics.json").read_text())
+    assert metrics["n_runs"] == 2 and metrics["n_tasks"] == 1
+    iqm = metrics["aggregate"]["srpo"]["iqm"]
+    assert iqm["low"] <= iqm["value"] <= iqm["high"] and iqm["n_runs"] == 2
+    assert "srpo > srpo-baseline" in metrics["probability_of_improvement"]
+    assert (rep / "plots" / "performance_profile.csv").exists()
+    shown = _dvc(repo, "metrics", "show", "--json")
+    assert "reports/smoke/metrics.json" in shown
+
+
+def test_second_repro_is_a_no_op(smoke_repo):
+    repo, _ = smoke_repo
+    out = _dvc(repo, "repro", SMOKE)
+    assert not _ran(out), out
+
+
+@pytest.mark.slow
+def test_changing_one_seed_reruns_only_that_seeds_stages(smoke_repo):
+    repo, _ = smoke_repo
+    params_path = repo / "pipelines/smoke/params.yaml"
+    params = yaml.safe_load(params_path.read_text())
+    params["seeds"] = [0, 2]
+    params_path.write_text(yaml.safe_dump(params, sort_keys=False))
+    ran = _ran(_dvc(repo, "repro", SMOKE))
+    variants = ("srpo", "srpo-baseline")
+    assert ran == {"behavior@hopper-medium-2", "critic@hopper-medium-2", "report",
+                   *(f"{s}@hopper-medium-2-{v}" for s in ("policy", "evaluate") for v in variants)}, ran
+
+
+def test_bad_params_are_refused_before_any_work(tmp_path, capsys):
+    good = yaml.safe_load((ROOT / "pipelines/smoke/params.yaml").read_text())
+    cases = {
+        "unknown task": {**good, "kinds": ["mediocre"]},
+        "reference_variant": {**good, "report": {**good["report"], "reference_variant": "nope"}},
+        "lacks key": {k: v for k, v in good.items() if k != "seeds"},
+        "unknown key": {**good, "sedes": [0]},
+        "distinct integers": {**good, "seeds": [0, 0]},
+    }
+    for message, params in cases.items():
+        path = tmp_path / "params.yaml"
+        path.write_text(yaml.safe_dump(params))
+        with pytest.raises(ValueError, match=message):
+            load_params(path)
+    assert pipeline_main(["report", "--params", str(tmp_path / "missing.yaml")]) == 2
+    assert "not found" in capsys.readouterr().err

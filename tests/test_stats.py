@@ -1,0 +1,109 @@
+"""Score statistics: properties of the estimators and agreement with rliable's definitions."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from eval import stats
+
+finite = st.floats(-200, 200, allow_nan=False, allow_infinity=False)
+runs = st.lists(finite, min_size=2, max_size=12)
+
+
+def matrices(min_runs=2, max_runs=6, max_tasks=4):
+    return st.integers(min_runs, max_runs).flatmap(
+        lambda r: st.integers(1, max_tasks).flatmap(
+            lambda t: st.lists(st.lists(finite, min_size=t, max_size=t), min_size=r, max_size=r)))
+
+
+@given(runs)
+def test_task_interval_contains_the_mean(x):
+    est, std = stats.task_estimate(x, reps=500)
+    assert est.low - 1e-9 <= est.value <= est.high + 1e-9
+    assert est.n_runs == len(x) and np.isclose(est.value, np.mean(x)) and np.isclose(std, np.std(x, ddof=1))
+
+
+@given(matrices())
+@settings(max_examples=15, deadline=None)
+def test_aggregate_intervals_contain_their_estimates_and_match_the_definitions(m):
+    m = np.asarray(m)
+    est = stats.aggregate_estimates({"a": m}, reps=300)["a"]
+    for e in est.values():
+        assert e.low - 1e-6 <= e.value <= e.high + 1e-6 and e.n_runs == m.shape[0]
+    assert np.isclose(est["mean"].value, m.mean(axis=0).mean())
+    assert np.isclose(est["median"].value, np.median(m.mean(axis=0)))
+    assert np.isclose(est["iqm"].value, stats.iqm(m))
+    assert np.isclose(est["optimality_gap"].value, np.mean(np.maximum(100.0 - m, 0.0)))
+
+
+@given(finite, st.integers(2, 8), st.integers(1, 4))
+@settings(max_examples=15, deadline=None)
+def test_iqm_and_aggregates_of_a_constant_are_that_constant(c, n_runs, n_tasks):
+    m = np.full((n_runs, n_tasks), c)
+    assert np.isclose(stats.iqm(m), c)
+    est = stats.aggregate_estimates({"a": m}, reps=200)["a"]
+    for name in ("mean", "median", "iqm"):
+        assert np.isclose(est[name].value, c) and np.isclose(est[name].low, c) and np.isclose(est[name].high, c)
+
+
+@given(matrices(max_runs=8), st.randoms(use_true_random=False))
+@settings(max_examples=15, deadline=None)
+def test_estimates_do_not_depend_on_the_order_of_runs(m, rnd):
+    m = np.asarray(m)
+    perm = list(range(m.shape[0]))
+    rnd.shuffle(perm)
+    a = stats.aggregate_estimates({"a": m}, reps=300)["a"]
+    b = stats.aggregate_estimates({"a": m[perm]}, reps=300)["a"]
+    assert a == b
+    assert stats.task_estimate(m[:, 0], reps=300) == stats.task_estimate(m[perm, 0], reps=300)
+
+
+@given(st.integers(0, 10_000))
+@settings(max_examples=10, deadline=None)
+def test_interval_narrows_with_more_runs(seed):
+    rng = np.random.default_rng(seed)
+    few, _ = stats.task_estimate(rng.normal(50, 10, 4), reps=2000)
+    many, _ = stats.task_estimate(rng.normal(50, 10, 256), reps=2000)
+    assert many.high - many.low < few.high - few.low
+
+
+def test_bootstrap_interval_covers_the_true_mean_about_95_percent_of_the_time():
+    rng = np.random.default_rng(123)
+    trials, hits = 300, 0
+    for i in range(trials):
+        est, _ = stats.task_estimate(rng.normal(50.0, 10.0, 30), reps=2000, seed=i)
+        hits += est.low <= 50.0 <= est.high
+    # Percentile intervals under-cover a little at n = 30; the binomial sd here is 0.013.
+    assert 0.90 <= hits / trials <= 0.99
+
+
+def test_probability_of_improvement():
+    rng = np.random.default_rng(0)
+    y = rng.normal(0, 1, (5, 3))
+    assert stats.probability_of_improvement(y + 100, y, reps=300).value == 1.0
+    assert stats.probability_of_improvement(y - 100, y, reps=300).value == 0.0
+    same = stats.probability_of_improvement(y, y, reps=300)
+    assert same.value == 0.5 and same.low - 1e-9 <= 0.5 <= same.high + 1e-9
+    with pytest.raises(ValueError, match="same tasks"):
+        stats.probability_of_improvement(y, y[:, :2])
+
+
+def test_performance_profile_is_a_decreasing_fraction_with_bands():
+    m = np.random.default_rng(1).uniform(0, 100, (6, 3))
+    taus = np.linspace(-1, 101, 30)
+    prof = stats.performance_profile({"a": m}, taus, reps=300)["a"]
+    f = prof["fraction"]
+    assert f[0] == 1.0 and f[-1] == 0.0 and np.all(np.diff(f) <= 1e-12)
+    assert np.all(prof["low"] <= f + 1e-9) and np.all(f <= prof["high"] + 1e-9)
+
+
+def test_bad_scores_are_refused_with_a_reason():
+    with pytest.raises(ValueError, match="NaN or inf"):
+        stats.aggregate_estimates({"a": np.array([[1.0, np.nan]])})
+    with pytest.raises(ValueError, match="runs x tasks"):
+        stats.aggregate_estimates({"a": np.array([1.0, 2.0])})
+    with pytest.raises(ValueError, match="finite"):
+        stats.task_estimate([])
+    one, std = stats.task_estimate([3.0])
+    assert one.value == 3.0 and np.isnan(one.low) and np.isnan(std) and one.format() == "3.0 [n/a]"
