@@ -14,7 +14,7 @@ help:
 	@echo "make test-slow  the slow tests (learned-score bandit accuracy on every shape, real SIGKILL resume)"
 	@echo "make smoke      the whole DVC pipeline, smoke profile (minutes) -> reports/smoke/report.md"
 	@echo "make repro      the whole DVC pipeline, default profile (under 2 hours on 2 cores) -> reports/report.md"
-	@echo "make bench      benchmarks -> reports/bench/*.json (training throughput; dataset generation: make bench-datasets)"
+	@echo "make bench      benchmarks -> reports/bench/*.json (training throughput, action-sampling latency; dataset generation: make bench-datasets)"
 
 setup: $(STAMP)
 
@@ -38,6 +38,7 @@ repro: setup
 
 bench: setup
 	$(PY) benchmarks/train_throughput.py --out reports/bench/train_throughput.json
+	$(PY) benchmarks/sampling.py --out reports/bench/sampling.json
 
 bench-datasets: setup
 	$(PY) benchmarks/datasets.py --profile default --out reports/bench/datasets.json

@@ -1,12 +1,19 @@
-"""Rebuild a trained deterministic policy from a ``policy.pt`` checkpoint written by ``srpo train``."""
+"""Rebuild trained modules from the checkpoints ``srpo train`` and the pipeline write.
+
+The architecture of each module is read off its weights (and the stage config stored
+with them), so a checkpoint is enough: no dataset or run config is needed to load it.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from srpo import artifacts
+from srpo.behavior import NoisePredictor
+from srpo.critic import Critic
 from srpo.policy import DeterministicPolicy
 
 
@@ -20,15 +27,67 @@ def policy_path(checkpoint: str | Path) -> Path:
     return path
 
 
-def load_policy(checkpoint: str | Path, device: str | torch.device = "cpu") -> tuple[DeterministicPolicy, dict]:
-    """The policy module (eval mode) and the checkpoint's metadata (config, step, done)."""
+def _load_stage(path: Path, stage: str) -> dict:
+    if not path.exists():
+        raise FileNotFoundError(f"no {stage} checkpoint at {path}; run the {stage} stage first")
+    ckpt = artifacts.load_torch(path)
+    if ckpt.get("stage") != stage:
+        raise ValueError(f"{path} is a {ckpt.get('stage')!r} checkpoint, expected {stage!r}")
+    if not ckpt.get("done"):
+        raise ValueError(f"{path} is unfinished (step {ckpt.get('step')}); finish the {stage} stage first")
+    return ckpt
+
+
+def load_behavior(path: str | Path, device: str | torch.device = "cpu") -> NoisePredictor:
+    """The behavior model eps_psi of a finished ``behavior.pt`` (eval mode)."""
+    ckpt = _load_stage(Path(path), "behavior")
+    w, bc = ckpt["modules"]["model"], ckpt["config"]["behavior"]
+    action_dim, width = w["out.2.weight"].shape
+    time_hidden, time_features = w["time_embed.1.weight"].shape
+    state_dim = w["inp.weight"].shape[1] - action_dim - time_hidden
+    model = NoisePredictor(state_dim, action_dim, width, bc["n_blocks"], bc["dropout"], time_features,
+                           bc["time_scale"], time_hidden)
+    model.load_state_dict(w)
+    return model.to(device).eval()
+
+
+def load_critic(path: str | Path, device: str | torch.device = "cpu") -> Critic:
+    """The IQL critic (twin Q, target Q, V) of a finished ``critic.pt`` (eval mode)."""
+    ckpt = _load_stage(Path(path), "critic")
+    w = ckpt["modules"]["critic"]
+    state_dim = w["v.v.0.weight"].shape[1]
+    action_dim = w["q.q1.0.weight"].shape[1] - state_dim
+    critic = Critic(state_dim, action_dim, tuple(ckpt["config"]["critic"]["hidden"]))
+    critic.load_state_dict(w)
+    return critic.to(device).eval()
+
+
+def load_policy(checkpoint: str | Path, device: str | torch.device = "cpu", upstream: str | Path | None = None,
+                seed: int = 0) -> tuple[nn.Module, dict]:
+    """The policy (eval mode) and the checkpoint's metadata (config, step, done).
+
+    A trained policy (SRPO, BC, IQL-AWR) is a :class:`DeterministicPolicy`. The diffusion
+    baseline has no weights of its own: it is rebuilt from ``behavior.pt`` and ``critic.pt``
+    in ``upstream`` (default: the directory above the policy's, the pipeline's layout),
+    and ``seed`` seeds its candidate draws.
+    """
     path = policy_path(checkpoint)
     ckpt = artifacts.load_torch(path)
     if ckpt.get("stage") != "policy":
         raise ValueError(f"{path} is a {ckpt.get('stage')!r} checkpoint; pass a policy.pt")
+    meta = {k: ckpt[k] for k in ("config", "step", "done")}
+    if ckpt.get("method") == "diffusion":
+        from eval.baselines import DiffusionSelectionPolicy
+
+        up = Path(upstream) if upstream is not None else path.parent.parent
+        sel = ckpt["config"]["baseline"]
+        gen = torch.Generator(device=device).manual_seed(seed)
+        pi = DiffusionSelectionPolicy(load_behavior(up / "behavior.pt", device), load_critic(up / "critic.pt", device),
+                                      sel["n_candidates"], sel["solver_steps"], gen)
+        return pi, meta
     weights = ckpt["modules"]["policy"]
     linear = [k for k in weights if k.endswith(".weight")]
     state_dim, action_dim = weights[linear[0]].shape[1], weights[linear[-1]].shape[0]
     pi = DeterministicPolicy(state_dim, action_dim, tuple(ckpt["config"]["policy"]["hidden"]))
     pi.load_state_dict(weights)
-    return pi.to(device).eval(), {k: ckpt[k] for k in ("config", "step", "done")}
+    return pi.to(device).eval(), meta

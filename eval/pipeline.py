@@ -49,6 +49,8 @@ class PipelineParams:
     evaluation: dict
     report: dict
     datasets: dict[str, str] = field(default_factory=dict)  # task -> Minari id or hdf5 path; default: generated
+    focus: dict = field(default_factory=dict)  # envs, kinds, variants: extra variants on a subset of the tasks
+    validation: dict = field(default_factory=dict)  # score_accuracy, gradient_variance, bandit_ablation settings
     threads: int = 0
     device: str = "cpu"
     source: str = "params.yaml"
@@ -70,6 +72,24 @@ class PipelineParams:
             raise ValueError(f"train.profile must be one of {', '.join(PROFILES)} {where}")
         if not self.variants:
             raise ValueError(f"variants must name at least one policy variant {where} (e.g. srpo: {{}})")
+        if self.focus:
+            missing = {"envs", "kinds", "variants"} - set(self.focus)
+            if missing:
+                raise ValueError(f"focus needs envs, kinds and variants {where}; missing {', '.join(sorted(missing))}")
+            outside = [t for t in self.focus_tasks if t not in self.tasks]
+            if outside:
+                raise ValueError(f"focus task(s) {', '.join(outside)} are not among the tasks {where}: the focus "
+                                 "variants reuse those runs' behavior models and critics")
+            both = set(self.focus["variants"]) & set(self.variants)
+            if both:
+                raise ValueError(f"variant name(s) {', '.join(sorted(both))} appear in variants and focus.variants {where}")
+        for name in self.all_variants:
+            if "." in name or "/" in name:
+                raise ValueError(f"variant name {name!r} {where} may not contain '.' or '/' (DVC reads params by "
+                                 "dotted path, and the name is a directory): write e.g. t-fixed-0p3")
+            self.variant_spec(name)  # raises on an unknown method or a bad baseline setting
+        if self.validation:
+            self._check_validation(where)
         if self.report.get("reference_variant") not in self.variants:
             raise ValueError(f"report.reference_variant must be one of the variants {list(self.variants)} {where}")
         if int(self.evaluation.get("episodes", 0)) < 1:
@@ -79,6 +99,90 @@ class PipelineParams:
     def tasks(self) -> list[str]:
         """ENV-KIND for every env and kind: the pipeline's matrix (hopper-medium, ...)."""
         return [f"{env}-{kind}" for env in self.envs for kind in self.kinds]
+
+    def _check_validation(self, where: str) -> None:
+        from validation.bandits import BANDITS
+
+        v = self.validation
+        missing = sorted({"envs", "kinds", "bandits", "bandit_profile", "bandit_overrides", "score_accuracy",
+                          "gradient_variance", "bandit_ablation"} - set(v))
+        if missing:
+            raise ValueError(f"validation lacks {', '.join(missing)} {where}; params.yaml shows the full set")
+        outside = [t for t in self.validation_tasks if t not in self.tasks]
+        if outside:
+            raise ValueError(f"validation task(s) {', '.join(outside)} are not among the tasks {where}: gradient "
+                             "variance is measured on those runs' behavior models and critics")
+        shapes = [*v["bandits"], *v["bandit_ablation"].get("bandits", [])]
+        unknown = [b for b in shapes if b not in BANDITS]
+        if unknown:
+            raise ValueError(f"unknown bandit(s) {', '.join(unknown)} {where}; known: {', '.join(BANDITS)}")
+        if v["bandit_profile"] not in PROFILES:
+            raise ValueError(f"validation.bandit_profile must be one of {', '.join(PROFILES)} {where}")
+
+    @property
+    def validation_tasks(self) -> list[str]:
+        """Locomotion tasks of the score-accuracy and gradient-variance stages."""
+        v = self.validation or {}
+        return [f"{env}-{kind}" for env in v.get("envs", []) for kind in v.get("kinds", [])]
+
+    @property
+    def validation_dir(self) -> Path:
+        """Outputs of the validation stages (beside run_dir, which the report reads as a whole)."""
+        return Path(self.run_dir + "-validation")
+
+    @property
+    def focus_tasks(self) -> list[str]:
+        """The tasks that also run the focus variants (ablations, expensive baselines)."""
+        if not self.focus:
+            return []
+        return [f"{env}-{kind}" for env in self.focus["envs"] for kind in self.focus["kinds"]]
+
+    @property
+    def all_variants(self) -> dict[str, dict]:
+        return {**self.variants, **(self.focus.get("variants") or {} if self.focus else {})}
+
+    def variants_of(self, task: str) -> list[str]:
+        """The variants that run on ``task``: every main variant, plus the focus ones on focus tasks."""
+        extra = list(self.focus["variants"]) if task in self.focus_tasks else []
+        return [*self.variants, *extra]
+
+    def variant_spec(self, variant: str) -> "VariantSpec":
+        """How a variant is made: its method, baseline knobs, config overrides and evaluation episodes."""
+        from eval.baselines import METHODS, BaselineConfig
+
+        if variant not in self.all_variants:
+            raise ValueError(f"unknown variant {variant!r}; {self.source} defines {', '.join(self.all_variants)}")
+        raw = dict(self.all_variants[variant] or {})
+        method = raw.pop("method", "srpo")
+        if method not in METHODS:
+            raise ValueError(f"variant {variant!r} has unknown method {method!r} in {self.source}; "
+                             f"choose from {', '.join(METHODS)}")
+        knobs = {k: raw.pop(k) for k in BASELINE_KEYS if k in raw}
+        episodes = raw.pop("episodes", None)
+        beta_scale = float(raw.pop("beta_scale", 1.0))
+        if not beta_scale > 0:
+            raise ValueError(f"variant {variant!r} in {self.source}: beta_scale must be > 0, got {beta_scale}")
+        try:
+            bcfg = BaselineConfig(**knobs)
+        except ValueError as exc:
+            raise ValueError(f"variant {variant!r} in {self.source}: {exc}") from None
+        if knobs and method == "srpo":
+            raise ValueError(f"variant {variant!r} in {self.source}: {', '.join(knobs)} apply to baselines only")
+        if episodes is not None and int(episodes) < 1:
+            raise ValueError(f"variant {variant!r} in {self.source}: episodes must be >= 1, got {episodes}")
+        return VariantSpec(method, bcfg, {str(k): _as_override(v) for k, v in raw.items()},
+                           int(episodes if episodes is not None else self.evaluation["episodes"]), beta_scale)
+
+    def run_config(self, task: str, seed: int, variant: str | None = None):
+        """The RunConfig of a run: task preset, training profile, profile and variant overrides, beta scale."""
+        from dataclasses import replace
+
+        from srpo.config import make_config
+
+        cfg = make_config(task, self.train["profile"], seed, self.overrides(variant))
+        if variant is not None and self.variant_spec(variant).beta_scale != 1.0:
+            cfg = replace(cfg, policy=replace(cfg.policy, beta=cfg.policy.beta * self.variant_spec(variant).beta_scale))
+        return cfg
 
     def run_path(self, task: str, seed: int) -> Path:
         return Path(self.run_dir) / task / f"seed{seed}"
@@ -94,10 +198,21 @@ class PipelineParams:
         """``--set`` overrides of a run: the profile's, then the variant's."""
         sets = {str(k): _as_override(v) for k, v in (self.train.get("overrides") or {}).items()}
         if variant is not None:
-            if variant not in self.variants:
-                raise ValueError(f"unknown variant {variant!r}; {self.source} defines {', '.join(self.variants)}")
-            sets |= {str(k): _as_override(v) for k, v in (self.variants[variant] or {}).items()}
+            sets |= self.variant_spec(variant).overrides
         return sets
+
+
+# Variant keys that are not RunConfig overrides: the baselines' knobs (eval.baselines.BaselineConfig).
+BASELINE_KEYS = ("temperature", "weight_clip", "n_candidates", "solver_steps")
+
+
+@dataclass(frozen=True)
+class VariantSpec:
+    method: str  # srpo, bc, iql-awr or diffusion (eval.baselines.METHODS)
+    baseline: object  # eval.baselines.BaselineConfig
+    overrides: dict[str, str]  # RunConfig overrides (policy.beta, policy.t_fixed, ...)
+    episodes: int  # evaluation episodes of each run
+    beta_scale: float = 1.0  # policy.beta = the task preset's beta x beta_scale (a beta sweep across tasks)
 
 
 def _as_override(value) -> str:
@@ -158,10 +273,9 @@ def step_datasets(p: PipelineParams, env: str) -> None:
 
 def _train(p: PipelineParams, task: str, seed: int, stage: str, variant: str | None) -> None:
     from srpo import artifacts
-    from srpo.config import make_config
     from srpo.train import train
 
-    cfg = make_config(task, p.train["profile"], seed, p.overrides(variant))
+    cfg = p.run_config(task, seed, variant)
     offline = _dataset(p, task)
     out = p.run_path(task, seed) if variant is None else p.variant_path(task, seed, variant)
     result = train(cfg, offline.transitions, out, p.device, stages=(stage,), upstream=p.run_path(task, seed),
@@ -181,7 +295,40 @@ def step_train(p: PipelineParams, task: str, seed: int, stage: str) -> None:
 
 
 def step_policy(p: PipelineParams, task: str, seed: int, variant: str) -> None:
-    _train(p, task, seed, "policy", variant)
+    import time
+
+    import torch
+
+    from eval import baselines
+    from srpo import artifacts
+    from srpo.train import load_finished
+
+    spec = p.variant_spec(variant)
+    if variant not in p.variants_of(task):
+        raise ValueError(f"variant {variant!r} does not run on {task} (not a focus task) in {p.source}")
+    if spec.method == "srpo":
+        _train(p, task, seed, "policy", variant)
+        return
+    cfg = p.run_config(task, seed, variant)
+    offline = _dataset(p, task)
+    data, out = offline.transitions, p.variant_path(task, seed, variant)
+    t0 = time.perf_counter()
+    history: list = []
+    if spec.method == "diffusion":
+        baselines.write_selection_checkpoint(out / "policy.pt", cfg, spec.baseline)
+    else:
+        critic = None
+        if spec.method == "iql-awr":
+            critic = load_finished("critic", cfg, data, p.run_path(task, seed), torch.device(p.device),
+                                   torch.float32)
+        _, history = baselines.train_regression_policy(spec.method, cfg, spec.baseline, data, critic, out, torch.device(p.device),
+                                                       restart_on_change=True, progress=sys.stderr.isatty())
+    artifacts.write_json(out / "policy_metrics.json", {
+        "task": task, "seed": seed, "variant": variant, "stage": "policy", "method": spec.method,
+        "config": cfg.to_dict(), "baseline": vars(spec.baseline),
+        "dataset": {"name": data.name, "transitions": len(data), "fingerprint": data.fingerprint()},
+        "wall_s": time.perf_counter() - t0, "history": history,
+    })
 
 
 def step_evaluate(p: PipelineParams, task: str, seed: int, variant: str) -> None:
@@ -190,27 +337,128 @@ def step_evaluate(p: PipelineParams, task: str, seed: int, variant: str) -> None
     from eval.checkpoints import load_policy
     from eval.references import ANTMAZE_REFERENCE
     from eval.rollout import EvaluationUnavailable, env_spec_for_task, evaluate, torch_policy
+    from eval.latency import TimedPolicy
     from srpo import artifacts
 
     out = p.variant_path(task, seed, variant)
-    pi, meta = load_policy(out, p.device)
     ev = p.evaluation
-    record = {"task": task, "seed": seed, "variant": variant, "policy_step": meta["step"]}
+    spec = p.variant_spec(variant)
+    # Evaluation episodes are seeded apart from training: run seed S uses seeds base + 1000 S + i
+    # (the diffusion baseline's candidate draws too).
+    eval_seed = int(ev["seed"]) + 1000 * seed
+    pi, meta = load_policy(out, p.device, upstream=p.run_path(task, seed), seed=eval_seed)
+    record = {"task": task, "seed": seed, "variant": variant, "method": spec.method, "policy_step": meta["step"]}
     try:
-        spec = env_spec_for_task(task)
+        env_spec = env_spec_for_task(task)
     except EvaluationUnavailable as exc:
         artifacts.write_json(out / "evaluation.json", {**record, "skipped": str(exc)})
         print(exc, file=sys.stderr)
         return
     reference = _dataset(p, task).reference
-    if spec.scoring == "success":
+    if env_spec.scoring == "success":
         reference = ANTMAZE_REFERENCE
     t0 = time.perf_counter()
-    # Evaluation episodes are seeded apart from training: run seed S uses seeds base + 1000 S + i.
-    result = evaluate(torch_policy(pi), spec, int(ev["episodes"]), int(ev["seed"]) + 1000 * seed,
-                      int(ev.get("num_envs", 8)), reference)
-    artifacts.write_json(out / "evaluation.json", {**record, **result.to_dict(), "wall_s": time.perf_counter() - t0})
+    timed = TimedPolicy(torch_policy(pi))
+    num_envs = min(int(ev.get("num_envs", 8)), spec.episodes)
+    result = evaluate(timed, env_spec, spec.episodes, eval_seed, num_envs, reference)
+    # The latency of one action-selection call for num_envs states, over every step of the rollouts.
+    latency = {**timed.summary(), "batch": num_envs}
+    artifacts.write_json(out / "evaluation.json", {**record, **result.to_dict(), "wall_s": time.perf_counter() - t0,
+                                                   "action_latency": latency})
     print(f"{task} seed {seed} {variant}: normalized {result.to_dict()['mean_normalized']}")
+
+
+def _bandit_config(p: PipelineParams, shape: str, seed: int, variant: str | None = None):
+    """A bandit run at the validation's bandit profile, with a variant's policy options."""
+    from dataclasses import replace
+
+    from srpo.config import make_config
+
+    sets = dict(p.validation.get("bandit_overrides") or {})
+    if variant is not None:
+        sets |= p.variant_spec(variant).overrides
+    cfg = make_config(f"bandit-{shape}", p.validation["bandit_profile"], seed, {k: _as_override(v) for k, v in sets.items()})
+    if variant is not None and p.variant_spec(variant).beta_scale != 1.0:
+        cfg = replace(cfg, policy=replace(cfg.policy, beta=cfg.policy.beta * p.variant_spec(variant).beta_scale))
+    return cfg
+
+
+def step_score_bandits(p: PipelineParams) -> None:
+    """Score accuracy against the exact score: every validation bandit x seed -> one JSON."""
+    from srpo import artifacts
+    from validation import score_accuracy as sa
+
+    sc = p.validation["score_accuracy"]
+    records = []
+    for shape in p.validation["bandits"]:
+        for seed in p.seeds:
+            work = p.validation_dir / "work" / "bandits" / shape / f"seed{seed}"
+            records.append(sa.bandit_record(shape, seed, _bandit_config(p, shape, seed), work, int(sc["n_train"]),
+                                            int(sc["n_heldout"]), device=p.device, progress=sys.stderr.isatty()))
+            print(f"score accuracy, bandit {shape} seed {seed}: done", flush=True)
+    artifacts.write_json(p.validation_dir / "score_bandits.json", {"records": records})
+
+
+def step_score_dataset(p: PipelineParams, task: str, seed: int) -> None:
+    """Score accuracy on held-out episodes of a dataset: a behavior model trained on the other episodes."""
+    from srpo import artifacts
+    from validation import score_accuracy as sa
+
+    sc = p.validation["score_accuracy"]
+    cfg = p.run_config(task, seed)
+    record = sa.dataset_record(task, _dataset(p, task).transitions, seed, cfg,
+                               p.validation_dir / "work" / "score" / task / f"seed{seed}",
+                               float(sc["heldout_fraction"]), draws_per_bin=int(sc["draws_per_bin"]),
+                               device=p.device, progress=sys.stderr.isatty())
+    artifacts.write_json(p.validation_dir / "score" / task / f"seed{seed}.json", record)
+
+
+def step_gradvar_bandits(p: PipelineParams) -> None:
+    """Gradient variance of E6 with the exact score and Q: every validation bandit x seed -> one JSON."""
+    from srpo import artifacts
+    from validation import gradient_variance as gv
+
+    gc = p.validation["gradient_variance"]
+    records = []
+    for shape in p.validation["bandits"]:
+        for seed in p.seeds:
+            work = p.validation_dir / "work" / "gradvar" / shape / f"seed{seed}"
+            records.append(gv.measure_bandit(shape, seed, _bandit_config(p, shape, seed), work,
+                                             fractions=tuple(gc["fractions"]), n_samples=int(gc["n_samples"]),
+                                             reps=int(gc["bootstrap_reps"]), progress=sys.stderr.isatty()))
+            print(f"gradient variance, bandit {shape} seed {seed}: done", flush=True)
+    artifacts.write_json(p.validation_dir / "gradvar_bandits.json", {"records": records})
+
+
+def step_gradvar_dataset(p: PipelineParams, task: str, seed: int) -> None:
+    """Gradient variance of E6 on a dataset, with the run's behavior model and IQL critic."""
+    from srpo import artifacts
+    from validation import gradient_variance as gv
+
+    gc = p.validation["gradient_variance"]
+    record = gv.measure_task(p.run_config(task, seed), _dataset(p, task).transitions, p.run_path(task, seed),
+                             p.validation_dir / "work" / "gradvar" / task / f"seed{seed}", device=p.device,
+                             fractions=tuple(gc["fractions"]), n_samples=int(gc["n_samples"]),
+                             reps=int(gc["bootstrap_reps"]), progress=sys.stderr.isatty())
+    artifacts.write_json(p.validation_dir / "gradvar" / task / f"seed{seed}.json", record)
+
+
+def step_bandit_ablation(p: PipelineParams) -> None:
+    """The reference variant and every SRPO focus variant on the ablation bandits (exact-surrogate optimum)."""
+    from srpo import artifacts
+    from validation.bandit_suite import ablation_record
+
+    ref = p.report["reference_variant"]
+    names = [ref, *[v for v in (p.focus.get("variants") or {}) if p.variant_spec(v).method == "srpo"]]
+    records = []
+    for shape in p.validation["bandit_ablation"]["bandits"]:
+        for seed in p.seeds:
+            work = p.validation_dir / "work" / "ablation" / shape / f"seed{seed}"
+            variants = {v: _bandit_config(p, shape, seed, v) for v in names}
+            records.append(ablation_record(shape, seed, _bandit_config(p, shape, seed, ref), variants, work,
+                                           progress=sys.stderr.isatty()))
+            print(f"bandit ablation {shape} seed {seed}: done", flush=True)
+    artifacts.write_json(p.validation_dir / "bandit_ablation.json", {"reference": ref, "records": records})
 
 
 def step_report(p: PipelineParams) -> None:
@@ -236,6 +484,11 @@ def build_parser() -> argparse.ArgumentParser:
     add("train", "train the behavior model or the IQL critic of one run", "task", "seed", "stage")
     add("policy", "extract one policy variant from a run's behavior model and critic", "task", "seed", "variant")
     add("evaluate", "roll out one policy variant; per-episode returns and normalized scores", "task", "seed", "variant")
+    add("score-bandits", "score accuracy of learned behavior models against the exact score (bandits)")
+    add("score-dataset", "score accuracy on held-out episodes of one task's dataset", "task", "seed")
+    add("gradvar-bandits", "variance of the E6 gradient on the bandits (exact score and Q)")
+    add("gradvar-dataset", "variance of the E6 gradient on one run's behavior model and critic", "task", "seed")
+    add("bandit-ablation", "SRPO focus variants on the bandits against their exact-surrogate optima")
     add("report", "statistics, tables and figures over every run -> report.md")
     return parser
 
@@ -247,7 +500,9 @@ def main(argv: list[str] | None = None) -> int:
         _setup(p)
         kwargs = {k: v for k, v in vars(args).items() if k not in ("step", "params")}
         {"datasets": step_datasets, "train": step_train, "policy": step_policy, "evaluate": step_evaluate,
-         "report": step_report}[args.step](p, **kwargs)
+         "score-bandits": step_score_bandits, "score-dataset": step_score_dataset,
+         "gradvar-bandits": step_gradvar_bandits, "gradvar-dataset": step_gradvar_dataset,
+         "bandit-ablation": step_bandit_ablation, "report": step_report}[args.step](p, **kwargs)
     except (ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

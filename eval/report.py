@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -48,15 +46,17 @@ def collect_scores(p: PipelineParams) -> pd.DataFrame:
     rows = []
     for task in p.tasks:
         for seed in p.seeds:
-            for variant in p.variants:
+            for variant in p.variants_of(task):
                 ev = _read_json(p.variant_path(task, seed, variant) / "evaluation.json")
                 if "skipped" in ev:
                     rows.append({"task": task, "seed": seed, "variant": variant, "skipped": ev["skipped"]})
                     continue
                 if ev.get("mean_normalized") is None:
                     raise ValueError(f"{task} has no normalization reference; its dataset needs ref_min/ref_max")
+                latency = ev.get("action_latency") or {}
                 rows.append({"task": task, "seed": seed, "variant": variant, "score": ev["mean_normalized"],
-                             "mean_return": ev["mean_return"], "episodes": ev["episodes"], "skipped": None})
+                             "mean_return": ev["mean_return"], "episodes": ev["episodes"], "skipped": None,
+                             "latency_ms": latency.get("median_ms", np.nan), "latency_batch": latency.get("batch")})
     return pd.DataFrame(rows)
 
 
@@ -75,32 +75,12 @@ def collect_curves(p: PipelineParams) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def score_matrices(scores: pd.DataFrame, p: PipelineParams) -> dict[str, np.ndarray]:
-    """(runs x tasks) matrix per variant over the tasks that were evaluated."""
+def score_matrices(scores: pd.DataFrame, tasks: list[str], variants) -> dict[str, np.ndarray]:
+    """(runs x tasks) matrix per variant over the given tasks that were evaluated."""
     ok = scores[scores["skipped"].isna()]
-    tasks = [t for t in p.tasks if t in set(ok["task"])]
+    tasks = [t for t in tasks if t in set(ok["task"])]
     return {v: ok[ok["variant"] == v].pivot(index="seed", columns="task", values="score")[tasks].to_numpy()
-            for v in p.variants}
-
-
-def _atomic_figure(fig, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=110, bbox_inches="tight")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+            for v in variants}
 
 
 def plot_learning_curves(curves: pd.DataFrame, path: Path, confidence: float) -> None:
@@ -124,7 +104,7 @@ def plot_learning_curves(curves: pd.DataFrame, path: Path, confidence: float) ->
             ax.tick_params(labelsize=7)
     fig.suptitle(f"Training curves: mean over seeds with {100 * confidence:.0f}% bootstrap CI bands", fontsize=10)
     fig.tight_layout()
-    _atomic_figure(fig, path)
+    artifacts.save_figure(fig, path)
     plt.close(fig)
 
 
@@ -144,7 +124,7 @@ def plot_profiles(profiles: dict, path: Path, n_runs: int, n_tasks: int) -> None
     ax.set_title(f"Performance profiles ({n_runs} runs × {n_tasks} tasks, 95% CI bands)", fontsize=10)
     ax.legend(fontsize=8)
     sns.despine(fig)
-    _atomic_figure(fig, path)
+    artifacts.save_figure(fig, path)
     plt.close(fig)
 
 
@@ -169,7 +149,7 @@ def plot_aggregates(aggs: dict, path: Path) -> None:
         ax.tick_params(axis="x", labelsize=7)
     fig.suptitle("Aggregate D4RL-normalized scores, 95% stratified-bootstrap CIs", fontsize=10)
     fig.tight_layout()
-    _atomic_figure(fig, path)
+    artifacts.save_figure(fig, path)
     plt.close(fig)
 
 
@@ -193,7 +173,7 @@ def _wall_times(p: PipelineParams) -> dict[str, float]:
         for seed in p.seeds:
             for stage in ("behavior", "critic"):
                 total[stage] = total.get(stage, 0.0) + _read_json(p.run_path(task, seed) / f"{stage}_metrics.json")["wall_s"]
-            for v in p.variants:
+            for v in p.variants_of(task):
                 d = p.variant_path(task, seed, v)
                 total["policy"] = total.get("policy", 0.0) + _read_json(d / "policy_metrics.json")["wall_s"]
                 total["evaluate"] = total.get("evaluate", 0.0) + _read_json(d / "evaluation.json").get("wall_s", 0.0)
@@ -206,7 +186,7 @@ def write_report(p: PipelineParams) -> Path:
     out = Path(p.report_dir)
     scores = collect_scores(p)
     curves = collect_curves(p)
-    mats = score_matrices(scores, p)
+    mats = score_matrices(scores, p.tasks, p.variants)
     ok = scores[scores["skipped"].isna()]
     tasks = [t for t in p.tasks if t in set(ok["task"])]
     if not tasks:
@@ -228,35 +208,149 @@ def write_report(p: PipelineParams) -> Path:
     profiles = stats.performance_profile(mats, np.linspace(lo, hi + 1.0, 60), conf, min(reps, 2000), seed)
     poi = {f"{ref} > {v}": stats.probability_of_improvement(mats[ref], mats[v], conf, reps, seed)
            for v in p.variants if v != ref}
+    focus = focus_study(p, scores, conf, reps, seed) if p.focus else None
+    latency = latency_table(p, scores, aggs, focus)
+    validation = validation_study(p, out / "figures", conf, min(reps, 2000), seed) if p.validation else None
 
     figs = out / "figures"
     plot_learning_curves(curves, figs / "learning_curves.png", conf)
     plot_profiles(profiles, figs / "performance_profiles.png", n_runs, len(tasks))
     plot_aggregates(aggs, figs / "aggregate_intervals.png")
+    plot_latency(latency, figs / "latency_vs_score.png")
 
     plots = out / "plots"
     curve_means = curves.groupby(["stage", "metric", "step", "task"])["value"].mean().reset_index()
     for stage, metric, _ in CURVES:
         wide = curve_means[(curve_means["stage"] == stage) & (curve_means["metric"] == metric)].pivot(
             index="step", columns="task", values="value")
-        _atomic_text(plots / f"{stage}_{metric}.csv", wide.reindex(columns=tasks).to_csv())
+        artifacts.write_text(plots / f"{stage}_{metric}.csv", wide.reindex(columns=tasks).to_csv())
     prof_df = pd.DataFrame({"tau": profiles[ref]["tau"], **{v: profiles[v]["fraction"] for v in p.variants}})
-    _atomic_text(plots / "performance_profile.csv", prof_df.to_csv(index=False))
+    artifacts.write_text(plots / "performance_profile.csv", prof_df.to_csv(index=False))
 
     metrics = {
         "profile": p.profile, "n_runs": n_runs, "n_tasks": len(tasks), "confidence": conf,
         "aggregate": {v: {k: e.to_dict() for k, e in a.items()} for v, a in aggs.items()},
         "per_task": per_task,
         "probability_of_improvement": {k: e.to_dict() for k, e in poi.items()},
+        "focus": focus,
+        "latency_vs_score": latency.to_dict("records"),
+        "validation": None if validation is None else validation["summaries"],
         "skipped": scores[scores["skipped"].notna()][["task", "seed", "variant", "skipped"]].to_dict("records"),
     }
     artifacts.write_json(out / "metrics.json", metrics)
-    text = render_markdown(p, per_task, aggs, poi, tasks, _dataset_cards(p), _wall_times(p), metrics["skipped"])
-    _atomic_text(out / "report.md", text)
+    text = render_markdown(p, per_task, aggs, poi, tasks, _dataset_cards(p), _wall_times(p), metrics["skipped"],
+                           focus, latency, validation)
+    artifacts.write_text(out / "report.md", text)
     return out / "report.md"
 
 
-def render_markdown(p, per_task, aggs, poi, tasks, cards, wall, skipped) -> str:
+def focus_study(p: PipelineParams, scores: pd.DataFrame, conf: float, reps: int, seed: int) -> dict:
+    """Focus variants beside the reference on the focus tasks: per-task CIs, aggregates, P(variant > reference)."""
+    ref = p.report["reference_variant"]
+    variants = [ref, *[v for v in p.focus["variants"]]]
+    ok = scores[scores["skipped"].isna()]
+    tasks = [t for t in p.focus_tasks if t in set(ok["task"])]
+    if not tasks:
+        return {"tasks": [], "variants": variants, "per_task": {}, "aggregate": {}, "poi": {}}
+    mats = score_matrices(scores, tasks, variants)
+    per_task = {}
+    for task in tasks:
+        per_task[task] = {}
+        for v in variants:
+            x = ok[(ok["task"] == task) & (ok["variant"] == v)].sort_values("seed")["score"].to_numpy()
+            est, std = stats.task_estimate(x, conf, reps, seed)
+            per_task[task][v] = {**est.to_dict(), "std": std}
+    aggs = stats.aggregate_estimates(mats, conf, reps, seed)
+    poi = {v: stats.probability_of_improvement(mats[v], mats[ref], conf, reps, seed).to_dict()
+           for v in variants if v != ref}
+    return {"tasks": tasks, "variants": variants, "per_task": per_task,
+            "aggregate": {v: {k: e.to_dict() for k, e in a.items()} for v, a in aggs.items()}, "poi": poi}
+
+
+def latency_table(p: PipelineParams, scores: pd.DataFrame, aggs: dict, focus: dict | None) -> pd.DataFrame:
+    """Per variant: median action-selection latency over its runs, beside its score with CI.
+
+    Main variants are scored by their IQM over all tasks; focus variants (and, for
+    comparison, the reference) by their mean over the focus tasks, so each point's score
+    and latency come from the same runs.
+    """
+    ok = scores[scores["skipped"].isna()]
+    rows = []
+    for v in p.variants:
+        e = aggs[v]["iqm"]
+        lat = ok[ok["variant"] == v]["latency_ms"]
+        rows.append({"variant": v, "method": p.variant_spec(v).method, "tasks": "all", "score": e.value,
+                     "low": e.low, "high": e.high, "score_stat": "IQM", "latency_ms": float(lat.median()),
+                     "batch": ok[ok["variant"] == v]["latency_batch"].iloc[0] if len(lat) else None})
+    if focus and focus["tasks"]:
+        for v in focus["variants"]:
+            e = focus["aggregate"][v]["mean"]
+            sel = ok[(ok["variant"] == v) & ok["task"].isin(focus["tasks"])]
+            rows.append({"variant": v, "method": p.variant_spec(v).method, "tasks": "focus", "score": e["value"],
+                         "low": e["low"], "high": e["high"], "score_stat": "mean",
+                         "latency_ms": float(sel["latency_ms"].median()),
+                         "batch": sel["latency_batch"].iloc[0] if len(sel) else None})
+    return pd.DataFrame(rows)
+
+
+def plot_latency(table: pd.DataFrame, path: Path) -> None:
+    """Score against action-selection latency (log x), the layout of SRPO's Figure 1."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    groups = [g for g in ("all", "focus") if (table["tasks"] == g).any()]
+    fig, axes = plt.subplots(1, len(groups), figsize=(5.2 * len(groups), 3.8), squeeze=False)
+    methods = sorted(set(table["method"]))
+    colors = dict(zip(methods, sns.color_palette("colorblind", len(methods))))
+    for ax, g in zip(axes[0], groups):
+        d = table[table["tasks"] == g]
+        for _, r in d.iterrows():
+            ax.errorbar(r["latency_ms"], r["score"], yerr=[[r["score"] - r["low"]], [r["high"] - r["score"]]],
+                        fmt="o", color=colors[r["method"]], capsize=3)
+            ax.annotate(r["variant"], (r["latency_ms"], r["score"]), fontsize=7, xytext=(4, 3),
+                        textcoords="offset points")
+        ax.set_xscale("log")
+        ax.set_xlabel(f"action-selection latency per call, ms (batch {int(d['batch'].iloc[0])}, median over steps)")
+        stat = d["score_stat"].iloc[0]
+        ax.set_ylabel(f"D4RL-normalized score, {stat} (95% CI)")
+        ax.set_title("every task" if g == "all" else "focus tasks", fontsize=10)
+    handles = [plt.Line2D([], [], marker="o", ls="", color=c, label=m) for m, c in colors.items()]
+    axes[0][-1].legend(handles=handles, fontsize=8, title="method", title_fontsize=8)
+    sns.despine(fig)
+    fig.suptitle("Score vs action-selection latency, measured in the same evaluation runs", fontsize=10)
+    fig.tight_layout()
+    artifacts.save_figure(fig, path)
+    plt.close(fig)
+
+
+def validation_study(p: PipelineParams, figs: Path, conf: float, reps: int, seed: int) -> dict:
+    """Summaries, figures and report lines of the validation stages (SPEC §9)."""
+    from validation import gradient_variance as gv, score_accuracy as sa
+    from validation.bandit_suite import ablation_markdown, ablation_summary
+
+    vdir = p.validation_dir
+    per_task = lambda sub: [_read_json(vdir / sub / t / f"seed{s}.json")  # noqa: E731
+                            for t in p.validation_tasks for s in p.seeds]
+    score = sa.summarize(_read_json(vdir / "score_bandits.json")["records"] + per_task("score"), conf, reps, seed)
+    grad = gv.summarize(_read_json(vdir / "gradvar_bandits.json")["records"] + per_task("gradvar"), conf, seed)
+    abl = _read_json(vdir / "bandit_ablation.json")
+    ablation = ablation_summary(abl["records"], conf, reps, seed)
+    sa.plot(score, figs / "score_accuracy.png")
+    gv.plot(grad, figs / "gradient_variance.png")
+    lines = ["## Validation: SRPO's mechanisms (SPEC §9)", "",
+             "### Score accuracy by diffusion time", "", *sa.markdown(score), "",
+             "![score accuracy](figures/score_accuracy.png)", "",
+             "### Variance of the E6 gradient", "", *gv.markdown(grad), "",
+             "![gradient variance](figures/gradient_variance.png)", "",
+             *ablation_markdown(ablation, abl["reference"])]
+    return {"summaries": {"score_accuracy": score, "gradient_variance": grad, "bandit_ablation": ablation},
+            "lines": lines}
+
+
+def render_markdown(p, per_task, aggs, poi, tasks, cards, wall, skipped, focus, latency, validation) -> str:
     ref = p.report["reference_variant"]
     n = len(p.seeds)
     generated = any(c.get("generated") for c in cards)
@@ -277,17 +371,14 @@ def render_markdown(p, per_task, aggs, poi, tasks, cards, wall, skipped) -> str:
     L += ["## Per-task scores", "",
           f"Mean ± standard deviation over runs, and the {conf:.0f}% percentile-bootstrap CI of the mean "
           f"(n = {n} runs per cell).", ""]
-    head = "| task | " + " | ".join(f"{v}: mean ± std | {v}: CI" for v in p.variants) + " | paper SRPO (D4RL) |"
-    L += [head, "|" + "---|" * (2 * len(p.variants) + 2)]
+    head = "| task | " + " | ".join(p.variants) + " | paper SRPO (D4RL) |"
+    L += [head, "|" + "---|" * (len(p.variants) + 2)]
     for task in tasks:
-        cells = []
-        for v in p.variants:
-            d = per_task[task][v]
-            e = stats.Estimate(d["value"], d["low"], d["high"], d["n_runs"], d["confidence"])
-            cells += [f"{d['value']:.1f} ± {d['std']:.1f}", e.format().split(" ", 1)[1]]
+        cells = [_cell(per_task[task][v]) for v in p.variants]
         paper = PAPER_TABLE1.get(task, {}).get("SRPO")
         L.append(f"| {task} | " + " | ".join(cells) + f" | {'—' if paper is None else f'{paper:.1f}'} |")
-    L.append("")
+    L += ["", "Each cell: mean ± std [CI]. Baselines (eval/baselines.py) use the same data, seeds, critic and "
+          "behavior model as SRPO: " + "; ".join(f"`{v}` = {_describe(p, v)}" for v in p.variants) + ".", ""]
     if skipped:
         L += ["Skipped evaluations: " + "; ".join(f"{s['task']} seed {s['seed']} {s['variant']}: {s['skipped']}"
                                                  for s in skipped), ""]
@@ -310,6 +401,10 @@ def render_markdown(p, per_task, aggs, poi, tasks, cards, wall, skipped) -> str:
     else:
         L += [f"Probability of improvement needs two variants; this profile has only `{ref}`.", ""]
 
+    L += _focus_markdown(p, focus, conf)
+    L += _latency_markdown(latency)
+    if validation is not None:
+        L += validation["lines"]
     L += ["## Figures", "", "![aggregate intervals](figures/aggregate_intervals.png)", "",
           "![performance profiles](figures/performance_profiles.png)", "",
           "![learning curves](figures/learning_curves.png)", ""]
@@ -334,6 +429,61 @@ def render_markdown(p, per_task, aggs, poi, tasks, cards, wall, skipped) -> str:
           "Machine: `" + json.dumps(machine_info()) + "`", "", "Params (`" + p.source + "`):", "", "```yaml",
           yaml.safe_dump(_params_dict(p), sort_keys=False).rstrip(), "```", ""]
     return "\n".join(L)
+
+
+def _cell(d: dict) -> str:
+    e = stats.Estimate(d["value"], d["low"], d["high"], d["n_runs"], d["confidence"])
+    return f"{d['value']:.1f} ± {d['std']:.1f} {e.format().split(' ', 1)[1]}"
+
+
+def _describe(p: PipelineParams, variant: str) -> str:
+    spec = p.variant_spec(variant)
+    if spec.method == "diffusion":
+        b = spec.baseline
+        return f"diffusion selection, N = {b.n_candidates} candidates, K = {b.solver_steps} solver steps"
+    if spec.method == "iql-awr":
+        return f"IQL AWR (temperature {spec.baseline.temperature or 'preset'}, clip {spec.baseline.weight_clip:g})"
+    if spec.method == "bc":
+        return "behavior cloning"
+    changes = {**spec.overrides, **({"beta": f"x{spec.beta_scale:g}"} if spec.beta_scale != 1.0 else {})}
+    return "SRPO" + (f" with {', '.join(f'{k}={v}' for k, v in changes.items())}" if changes else " (task preset)")
+
+
+def _focus_markdown(p: PipelineParams, focus: dict | None, conf: float) -> list[str]:
+    if not focus or not focus["tasks"]:
+        return []
+    ref = p.report["reference_variant"]
+    n = len(p.seeds)
+    L = ["## Focus variants: ablations and costly baselines", "",
+         f"On {', '.join(focus['tasks'])}, with the same runs' behavior models and critics ({n} runs per cell). "
+         f"P(X > {ref}): probability that a run of the variant beats a run of `{ref}` on the same task, "
+         f"{conf:.0f}% stratified-bootstrap CI; 0.5 = no difference.", ""]
+    L += ["| variant | what | " + " | ".join(focus["tasks"]) + f" | mean over tasks | P(X > {ref}) |",
+          "|" + "---|" * (len(focus["tasks"]) + 4)]
+    for v in focus["variants"]:
+        cells = [_cell(focus["per_task"][t][v]) for t in focus["tasks"]]
+        a = focus["aggregate"][v]["mean"]
+        mean = stats.Estimate(a["value"], a["low"], a["high"], a["n_runs"], a["confidence"]).format()
+        poi = focus["poi"].get(v)
+        poi_txt = "—" if poi is None else stats.Estimate(**poi).format(2)
+        L.append(f"| {v} | {_describe(p, v)} | " + " | ".join(cells) + f" | {mean} | {poi_txt} |")
+    L.append("")
+    return L
+
+
+def _latency_markdown(latency: pd.DataFrame) -> list[str]:
+    L = ["## Action-selection latency vs score", "",
+         "Latency: wall time of one policy call for a batch of states (one per parallel environment), median over "
+         "every step of the variant's evaluation rollouts, median over runs; measured in the same runs as the "
+         "scores. `make bench` (reports/bench/sampling.json) times each method in isolation at batch 1 and 256.", "",
+         "| variant | method | tasks | score [95% CI] | latency (ms) | × SRPO latency |", "|---|---|---|---|---|---|"]
+    base = latency[(latency["method"] == "srpo") & (latency["tasks"] == "all")]["latency_ms"]
+    base = float(base.iloc[0]) if len(base) else float("nan")
+    for _, r in latency.iterrows():
+        L.append(f"| {r['variant']} | {r['method']} | {r['tasks']} | {r['score_stat']} {r['score']:.1f} "
+                 f"[{r['low']:.1f}, {r['high']:.1f}] | {r['latency_ms']:.3f} | {r['latency_ms'] / base:.1f} |")
+    L += ["", "![latency vs score](figures/latency_vs_score.png)", ""]
+    return L
 
 
 def _params_dict(p: PipelineParams) -> dict:

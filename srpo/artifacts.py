@@ -41,6 +41,17 @@ def save_torch(path: Path, obj: Any) -> None:
     _atomic(path, lambda f: torch.save(obj, f))
 
 
+def write_text(path: Path, text: str) -> None:
+    """Write ``text`` (UTF-8), atomically."""
+    _atomic(path, lambda f: f.write(text.encode()))
+
+
+def save_figure(fig: Any, path: Path, dpi: int = 110) -> None:
+    """Save a matplotlib figure, atomically; the format follows the file's suffix (default png)."""
+    fmt = Path(path).suffix.lstrip(".") or "png"
+    _atomic(path, lambda f: fig.savefig(f, format=fmt, dpi=dpi, bbox_inches="tight"))
+
+
 def load_torch(path: Path) -> Any:
     """Load a checkpoint written by :func:`save_torch`, with a clear error if it is unreadable."""
     try:

@@ -62,21 +62,27 @@ def smoke_repo(tmp_path_factory):
 
 def test_smoke_pipeline_writes_the_report_with_every_table_and_figure(smoke_repo):
     repo, out = smoke_repo
-    assert {"datasets@hopper", "behavior@hopper-medium-0", "policy@hopper-medium-1-srpo-baseline",
+    assert {"datasets@hopper", "behavior@hopper-medium-0", "policy@hopper-medium-1-bc",
+            "policy@hopper-medium-0-iql-awr", "evaluate@hopper-medium-1-diffusion-n32-k5",
+            "focus_policy@hopper-medium-1-srpo-baseline", "focus_evaluate@hopper-medium-0-diffusion-n32-k15",
             "evaluate@hopper-medium-0-srpo", "report"} <= _ran(out)
     rep = repo / "reports/smoke"
     text = (rep / "report.md").read_text()
     for section in ("## Per-task scores", "## Aggregate scores", "### Probability of improvement", "## Figures",
+                    "## Focus variants", "## Action-selection latency vs score",
                     "## Datasets", "## Run metadata", "paper SRPO (D4RL)", "not** comparable"):
         assert section in text, section
-    for fig in ("learning_curves", "performance_profiles", "aggregate_intervals"):
+    for fig in ("learning_curves", "performance_profiles", "aggregate_intervals", "latency_vs_score"):
         assert (rep / "figures" / f"{fig}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert f"figures/{fig}.png" in text
     metrics = json.loads((rep / "metrics.json").read_text())
     assert metrics["n_runs"] == 2 and metrics["n_tasks"] == 1
     iqm = metrics["aggregate"]["srpo"]["iqm"]
     assert iqm["low"] <= iqm["value"] <= iqm["high"] and iqm["n_runs"] == 2
-    assert "srpo > srpo-baseline" in metrics["probability_of_improvement"]
+    assert {"srpo > bc", "srpo > iql-awr", "srpo > diffusion-n32-k5"} == set(metrics["probability_of_improvement"])
+    assert set(metrics["focus"]["poi"]) == {"srpo-baseline", "t-fixed-0p3", "diffusion-n32-k15"}
+    lat = {(r["variant"], r["tasks"]): r["latency_ms"] for r in metrics["latency_vs_score"]}
+    assert all(v > 0 for v in lat.values()) and ("diffusion-n32-k15", "focus") in lat
     assert (rep / "plots" / "performance_profile.csv").exists()
     shown = _dvc(repo, "metrics", "show", "--json")
     assert "reports/smoke/metrics.json" in shown
@@ -96,9 +102,13 @@ def test_changing_one_seed_reruns_only_that_seeds_stages(smoke_repo):
     params["seeds"] = [0, 2]
     params_path.write_text(yaml.safe_dump(params, sort_keys=False))
     ran = _ran(_dvc(repo, "repro", SMOKE))
-    variants = ("srpo", "srpo-baseline")
+    p = load_params(params_path)
     assert ran == {"behavior@hopper-medium-2", "critic@hopper-medium-2", "report",
-                   *(f"{s}@hopper-medium-2-{v}" for s in ("policy", "evaluate") for v in variants)}, ran
+                   *(f"{s}@hopper-medium-2-{v}" for s in ("policy", "evaluate") for v in p.variants),
+                   *(f"focus_{s}@hopper-medium-2-{v}" for s in ("policy", "evaluate") for v in p.focus["variants"]),
+                   "score_dataset@hopper-medium-2", "gradvar_dataset@hopper-medium-2",
+                   # one stage over all seeds each: their params (seeds) changed
+                   "score_bandits", "gradvar_bandits", "bandit_ablation"}, ran
 
 
 def test_bad_params_are_refused_before_any_work(tmp_path, capsys):
@@ -109,6 +119,13 @@ def test_bad_params_are_refused_before_any_work(tmp_path, capsys):
         "lacks key": {k: v for k, v in good.items() if k != "seeds"},
         "unknown key": {**good, "sedes": [0]},
         "distinct integers": {**good, "seeds": [0, 0]},
+        "unknown method": {**good, "variants": {**good["variants"], "x": {"method": "cql"}}},
+        "apply to baselines only": {**good, "variants": {**good["variants"], "x": {"n_candidates": 4}}},
+        "may not contain": {**good, "variants": {**good["variants"], "t0.3": {"policy.t_fixed": 0.3}}},
+        "n_candidates and solver_steps": {**good, "variants": {**good["variants"],
+                                                                 "x": {"method": "diffusion", "solver_steps": 0}}},
+        "not among the tasks": {**good, "focus": {**good["focus"], "envs": ["walker2d"]}},
+        "appear in variants and focus": {**good, "focus": {**good["focus"], "variants": {"bc": {"method": "bc"}}}},
     }
     for message, params in cases.items():
         path = tmp_path / "params.yaml"
