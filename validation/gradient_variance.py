@@ -776,6 +776,11 @@ def summarize(records: Sequence[dict[str, Any]], confidence: float | None = None
             for w in ws:
                 settings[w] = {side: {q: _across([c["weightings"][w][side][q] for c in per_run], confidence, seed)
                                       for q in QUANTITIES} for side in ("on", "off")}
+                for side in ("on", "off"):
+                    layers = per_run[0]["weightings"][w][side]["per_layer"]
+                    settings[w][side]["per_layer"] = {
+                        name: _across([c["weightings"][w][side]["per_layer"][name]["total_variance"] for c in per_run],
+                                      confidence, seed) for name in layers}
                 comps = [c["weightings"][w]["compare"] for c in per_run]
                 ps = [c["unbiasedness"]["p_value"] for c in comps]
                 p = ps[0] if len(ps) == 1 else float(sstats.combine_pvalues(ps, method="fisher").pvalue)
@@ -886,6 +891,14 @@ def markdown(summary: dict[str, Any]) -> list[str]:
                 for side in ("on", "off"):
                     d = sides[side]
                     L.append(f"| {ck['step']} | {w} | {side} | {_fmt(d['total_variance'])} | {_fmt(d['snr'])} |")
+        last = cks[-1]
+        names = list(next(iter(last["settings"].values()))["on"]["per_layer"])
+        L += ["", f"Per layer at step {last['step']}: tr Cov g_B restricted to each layer's parameters "
+              "(weight and bias), the same CIs.", "",
+              "| weighting | baseline | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]
+        for w, sides in last["settings"].items():
+            for side in ("on", "off"):
+                L.append(f"| {w} | {side} | " + " | ".join(_fmt(sides[side]["per_layer"][n]) for n in names) + " |")
         L += ["", f"Baseline on vs off on the same draws: variance ratio tr Cov g_on / tr Cov g_off ({pc:.0f}% CI), "
               f"‖E(g_on - g_off)‖ / ‖E g_off‖, and the sign-flip test of E(g_on - g_off) = 0"
               + (" (p-values of the seeds combined by Fisher's method)" if n_seeds > 1 else "") + ".", "",
