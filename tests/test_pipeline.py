@@ -134,3 +134,23 @@ def test_bad_params_are_refused_before_any_work(tmp_path, capsys):
             load_params(path)
     assert pipeline_main(["report", "--params", str(tmp_path / "missing.yaml")]) == 2
     assert "not found" in capsys.readouterr().err
+
+
+def test_variants_focus_and_beta_scale_compose_the_run_config():
+    p = load_params(ROOT / "params.yaml")
+    focus_task = p.focus_tasks[0]
+    other = next(t for t in p.tasks if t not in p.focus_tasks)
+    assert set(p.variants_of(other)) == set(p.variants)
+    assert set(p.variants_of(focus_task)) == set(p.variants) | set(p.focus["variants"])
+    base = p.run_config(focus_task, 0, "srpo")
+    assert p.run_config(focus_task, 0, "beta-x4").policy.beta == pytest.approx(4 * base.policy.beta)
+    assert p.run_config(focus_task, 0, "t-fixed-0p3").policy.t_fixed == 0.3
+    assert p.run_config(focus_task, 0, "srpo-baseline").policy.baseline is True
+    assert p.run_config(focus_task, 0, "weighting-one").policy.weighting == "one"
+    # Baseline knobs and evaluation episodes are not RunConfig overrides.
+    spec = p.variant_spec("diffusion-n32-k5")
+    assert spec.method == "diffusion" and spec.baseline.n_candidates == 32 and spec.baseline.solver_steps == 5
+    assert spec.overrides == p.variant_spec("srpo").overrides == {} and spec.episodes == 5
+    assert p.run_config(other, 1, "bc") == p.run_config(other, 1, "srpo")
+    with pytest.raises(ValueError, match="unknown variant"):
+        p.variant_spec("nope")
