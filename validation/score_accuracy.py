@@ -600,16 +600,16 @@ def _fmt(e: dict | None, digits: int = 3) -> str:
 
 
 def markdown(summary: dict[str, Any]) -> list[str]:
-    """The report section: what is measured, a table per kind, and the t -> 0 vs mid-t
-    comparison stated from the numbers in ``summary`` (nothing hard-coded)."""
+    """The report section's body (the caller writes its heading): what is measured, a table per
+    kind, and the t -> 0 vs mid-t comparison stated from the numbers in ``summary`` (nothing
+    hard-coded)."""
     conf = 100 * float(summary.get("confidence", 0.95))
     bd, dd = summary.get("bandit", {}), summary.get("dataset", {})
-    L = ["## Score accuracy on held-out data", "",
-         "SRPO uses only the behavior model's score, -ε_ψ(a_t|s,t)/σ_t (E5). Here it is checked on data the "
+    L = ["SRPO uses only the behavior model's score, -ε_ψ(a_t|s,t)/σ_t (E5). Here it is checked on data the "
          f"model was not trained on, per diffusion time t. Values are means over seeds with {conf:.0f}% "
          "percentile-bootstrap CIs over seeds; n is the number of seeds.", ""]
     if bd:
-        L += ["### Bandits: learned against exact score", "",
+        L += ["#### Bandits: learned against exact score", "",
               "Fresh actions from each bandit's behavior mixture (a seed the training set did not use). Relative "
               "error = E‖ε_ψ − ε*‖² / E‖ε*‖², which equals the relative error of the score since score = −ε/σ_t; "
               "cosine between ε_ψ and ε*; DSM loss (E4) at t of ε_ψ and of the exact ε* (its irreducible floor).", "",
@@ -629,7 +629,7 @@ def markdown(summary: dict[str, Any]) -> list[str]:
                      f"cosine {_fmt(c['cosine_near'], 4)} vs {_fmt(c['cosine_mid'], 4)} (n = {s['n_runs']}).")
         L.append("")
     if dd:
-        L += ["### Datasets: train against held-out episodes", "",
+        L += ["#### Datasets: train against held-out episodes", "",
               "Each dataset is split by whole episodes; the behavior model is trained on the train split only. "
               "DSM loss (E4) per t-bin on both splits with the same noise draws; gap = held-out − train. The exact "
               "score is unknown here, but the irreducible part of E4 is the same on both splits, so the gap is the "
