@@ -64,7 +64,7 @@ def test_smoke_pipeline_writes_the_report_with_every_table_and_figure(smoke_repo
     repo, out = smoke_repo
     assert {"datasets@hopper", "behavior@hopper-medium-0", "policy@hopper-medium-1-bc",
             "policy@hopper-medium-0-iql-awr", "evaluate@hopper-medium-1-diffusion-n32-k5",
-            "focus_policy@hopper-medium-1-srpo-baseline", "focus_evaluate@hopper-medium-0-diffusion-n32-k15",
+            "focus_policy@hopper-medium-1-srpo-baseline", "focus_evaluate@hopper-medium-0-t-fixed-0p3",
             "evaluate@hopper-medium-0-srpo", "report"} <= _ran(out)
     rep = repo / "reports/smoke"
     text = (rep / "report.md").read_text()
@@ -80,9 +80,9 @@ def test_smoke_pipeline_writes_the_report_with_every_table_and_figure(smoke_repo
     iqm = metrics["aggregate"]["srpo"]["iqm"]
     assert iqm["low"] <= iqm["value"] <= iqm["high"] and iqm["n_runs"] == 2
     assert {"srpo > bc", "srpo > iql-awr", "srpo > diffusion-n32-k5"} == set(metrics["probability_of_improvement"])
-    assert set(metrics["focus"]["poi"]) == {"srpo-baseline", "t-fixed-0p3", "diffusion-n32-k15"}
+    assert set(metrics["focus"]["poi"]) == {"srpo-baseline", "t-fixed-0p3"}
     lat = {(r["variant"], r["tasks"]): r["latency_ms"] for r in metrics["latency_vs_score"]}
-    assert all(v > 0 for v in lat.values()) and ("diffusion-n32-k15", "focus") in lat
+    assert all(v > 0 for v in lat.values()) and ("t-fixed-0p3", "focus") in lat
     assert (rep / "plots" / "performance_profile.csv").exists()
     shown = _dvc(repo, "metrics", "show", "--json")
     assert "reports/smoke/metrics.json" in shown
