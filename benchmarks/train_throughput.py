@@ -1,17 +1,24 @@
-"""Training throughput of each SRPO stage at the paper's batch sizes (SPEC §5).
+"""Training throughput of each SRPO stage: the eager reference loop against the seed-batched fast path.
 
-For each stage this measures the *marginal* cost of one update of the real
-training loop (srpo.train: batch sampling, noise, loss, optimizer step, metric
-accumulation, progress bookkeeping) as
+For each stage, at the paper's batch sizes and network sizes (SPEC §5) on a
+HalfCheetah-shaped dataset, this times
 
-    (wall(N_long) - wall(N_short)) / (N_long - N_short),
+- ``reference``: :mod:`srpo.train`'s plain eager loop, one seed;
+- ``fast`` with S seeds (S in --seeds, default 1 5 10): :mod:`srpo.seed_batch`, the S
+  seeds stacked and vmapped, fused optimizer, metrics read every ``log_every`` steps -
+  what the pipeline runs;
 
-which cancels model construction and data transfer. As the baseline measured in
-the same run it times a bare update (same network, same batch size, one
-pre-sampled batch, forward + backward + optimizer step and nothing else); the
-ratio loop/bare shows what the loop's bookkeeping costs.
+as the *marginal* rate of the real loops, (N_long - N_short) / (wall_long - wall_short)
+after a warm-up run, which cancels model construction, data transfer and the final
+checkpoint. The figure of merit is seed-updates/s (S x updates/s): how fast a
+multi-seed study advances. ``speedup`` is fast seed-updates/s over the reference's,
+both measured in this run.
 
-Writes JSON with the machine and library versions:
+The matmul FLOPs of one update (the torch profiler's counts on the reference loop) and
+the machine's measured float32 GEMM rate give each loop's share of peak, which bounds
+any exact speed-up: a loop already at a fraction f of peak cannot run more than 1/f
+times faster without doing less arithmetic.
+
     python benchmarks/train_throughput.py --out reports/bench/train_throughput.json
 """
 
@@ -19,25 +26,28 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from eval.provenance import machine_info
-from srpo import __version__, artifacts, behavior, critic as iql, schedule
+from srpo import __version__, artifacts, seed_batch, train as reference
 from srpo.behavior import NoisePredictor
-from srpo.config import make_config
+from srpo.config import RunConfig, make_config
 from srpo.critic import Critic
-from srpo.policy import DeterministicPolicy
-from srpo.train import train_behavior, train_critic, train_policy
 from srpo.transitions import Transitions
 
 # A locomotion-sized synthetic dataset (HalfCheetah: 17-dim state, 6-dim action).
 STATE_DIM, ACTION_DIM, N_TRANSITIONS = 17, 6, 100_000
+STAGES = ("behavior", "critic", "policy")
+TASK = "halfcheetah-medium"
+# Paper protocol of the projection: 5 seeds x 9 locomotion tasks (SPEC §5 budgets).
+PROTOCOL_SEEDS, PROTOCOL_TASKS = 5, 9
 
 
 def synthetic_dataset(seed: int = 0) -> Transitions:
@@ -54,95 +64,66 @@ def synthetic_dataset(seed: int = 0) -> Transitions:
     )
 
 
-def _loop_rate(stage: str, steps_short: int, steps_long: int, data: Transitions, device: torch.device) -> float:
-    """Updates/s of the real stage loop, by differencing two budgets."""
-    walls = {}
-    for steps in (steps_short, steps_long):
-        cfg = make_config("halfcheetah-medium", "paper", 0, {
-            f"{stage}.steps": str(steps), "log_every": "100", "checkpoint_every": str(10**9),
-        })
+def _configs(stage: str, steps: int, n_seeds: int) -> list[RunConfig]:
+    return [make_config(TASK, "paper", s, {f"{stage}.steps": str(steps), "log_every": "100",
+                                           "checkpoint_every": str(10**9)}) for s in range(n_seeds)]
+
+
+def _runner(stage: str, path: str, n_seeds: int, data: Transitions, device: torch.device) -> Callable[[int], None]:
+    """A function that trains ``stage`` for a given number of steps in a fresh directory."""
+    upstream = (
+        [NoisePredictor(STATE_DIM, ACTION_DIM).to(device) for _ in range(n_seeds)],
+        [Critic(STATE_DIM, ACTION_DIM).to(device) for _ in range(n_seeds)],
+    )
+
+    def run(steps: int) -> None:
+        cfgs = _configs(stage, steps, n_seeds)
         with tempfile.TemporaryDirectory() as tmp:
-            out = Path(tmp)
-            t0 = time.perf_counter()
-            if stage == "behavior":
-                train_behavior(cfg, data, out, device, progress=False)
-            elif stage == "critic":
-                train_critic(cfg, data, out, device, progress=False)
+            outs = [Path(tmp) / f"seed{k}" for k in range(n_seeds)]
+            extra = upstream if stage == "policy" else ()
+            if path == "reference":
+                fn = getattr(reference, f"train_{stage}")
+                fn(cfgs[0], data, *(u[0] for u in extra), outs[0], device, progress=False)
             else:
-                model = NoisePredictor(STATE_DIM, ACTION_DIM).to(device)
-                crit = Critic(STATE_DIM, ACTION_DIM).to(device)
-                train_policy(cfg, data, model, crit, out, device, progress=False)
-            walls[steps] = time.perf_counter() - t0
-    return (steps_long - steps_short) / (walls[steps_long] - walls[steps_short])
+                fn = getattr(seed_batch, f"train_{stage}")
+                fn(cfgs, data, *extra, outs, device, progress=False)
+
+    return run
 
 
-def _bare_rate(stage: str, steps: int, device: torch.device, repeats: int = 3) -> tuple[float, list[float]]:
-    """Updates/s of a bare update on one pre-sampled batch (median over repeats)."""
-    paper = make_config("halfcheetah-medium", "paper")
-    torch.manual_seed(0)
-    if stage == "behavior":
-        b = paper.behavior.batch_size
-        model = NoisePredictor(STATE_DIM, ACTION_DIM).to(device)
-        opt = torch.optim.AdamW(model.parameters(), lr=3e-4)
-        s, a = torch.randn(b, STATE_DIM, device=device), torch.rand(b, ACTION_DIM, device=device) * 2 - 1
-        t, eps = torch.rand(b, device=device), torch.randn(b, ACTION_DIM, device=device)
-
-        def update():
-            loss = behavior.dsm_loss(model, s, a, t, eps)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    elif stage == "critic":
-        b = paper.critic.batch_size
-        crit = Critic(STATE_DIM, ACTION_DIM).to(device)
-        opt = torch.optim.Adam([*crit.q.parameters(), *crit.v.parameters()], lr=3e-4)
-        s, a, s2 = torch.randn(b, STATE_DIM), torch.rand(b, ACTION_DIM) * 2 - 1, torch.randn(b, STATE_DIM)
-        r, d = torch.randn(b), torch.zeros(b)
-
-        def update():
-            with torch.no_grad():
-                q1t, q2t = crit.q_target(s, a)
-                vn = crit.v(s2)
-            loss = iql.value_loss(torch.minimum(q1t, q2t), crit.v(s), 0.7)
-            q1, q2 = crit.q(s, a)
-            loss = loss + iql.q_loss(q1, q2, iql.td_target(r, d, vn, 0.99))
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            iql.ema_update(crit.q_target, crit.q, 0.005)
-    else:
-        b = paper.policy.batch_size
-        model = NoisePredictor(STATE_DIM, ACTION_DIM).to(device).eval().requires_grad_(False)
-        crit = Critic(STATE_DIM, ACTION_DIM).to(device).eval().requires_grad_(False)
-        pi = DeterministicPolicy(STATE_DIM, ACTION_DIM).to(device)
-        opt = torch.optim.Adam(pi.parameters(), lr=3e-4)
-        s, t, eps = torch.randn(b, STATE_DIM), torch.rand(b) * 0.96 + 0.02, torch.randn(b, ACTION_DIM)
-
-        def update():
-            act = pi(s)
-            with torch.no_grad():
-                e = model(schedule.diffuse(act.detach(), t, eps), s, t)
-            with torch.enable_grad():
-                a_ = act.detach().requires_grad_(True)
-                (g,) = torch.autograd.grad(crit.target_q_mean(s, a_).sum(), a_)
-            loss = ((schedule.sigma(t)[:, None] ** 2 * e - 0.05 * g) * act).sum(-1).mean()
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-
-    for _ in range(max(2, steps // 10)):
-        update()
-    rates = []
-    for _ in range(repeats):
+def _marginal_rate(run: Callable[[int], None], short: int, target_s: float) -> dict[str, float]:
+    """Updates/s by differencing a short and a long run, the long one sized to ~target_s after a warm-up."""
+    t0 = time.perf_counter()
+    run(short)  # warm-up: allocator, thread pool, first-call dispatch
+    rough = short / (time.perf_counter() - t0)
+    long = max(4 * short, int(target_s * rough))
+    walls = {}
+    for steps in (short, long):
         t0 = time.perf_counter()
-        for _ in range(steps):
-            update()
-        rates.append(steps / (time.perf_counter() - t0))
-    return statistics.median(rates), rates
+        run(steps)
+        walls[steps] = time.perf_counter() - t0
+    return {"updates_per_s": (long - short) / (walls[long] - walls[short]), "steps_short": short,
+            "steps_long": long, "wall_short_s": walls[short], "wall_long_s": walls[long]}
 
 
-# (short, long) loop budgets and bare steps per stage: each stage ~10-30 s on a 2-core CPU.
-BUDGETS = {"behavior": (5, 45, 20), "critic": (100, 1100, 500), "policy": (50, 550, 250)}
+def _flops_per_update(stage: str, data: Transitions, device: torch.device) -> float:
+    """Matmul FLOPs of one reference update, forward and backward (the profiler's FLOP counts)."""
+    run = _runner(stage, "reference", 1, data, device)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], with_flops=True) as prof:
+        run(2)
+    return sum(e.flops for e in prof.key_averages() if e.flops) / 2
+
+
+def _gemm_gflops(device: torch.device, n: int = 2048, reps: int = 10) -> float:
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    for _ in range(2):
+        a @ b
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return reps * 2 * n**3 / (time.perf_counter() - t0) / 1e9
 
 
 def main() -> None:
@@ -150,36 +131,65 @@ def main() -> None:
     parser.add_argument("--out", default="reports/bench/train_throughput.json", help="JSON output path")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
-    parser.add_argument("--stages", nargs="+", default=list(BUDGETS), choices=list(BUDGETS))
+    parser.add_argument("--stages", nargs="+", default=list(STAGES), choices=list(STAGES))
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 5, 10], help="S values of the fast path")
+    parser.add_argument("--seconds", type=float, default=8.0, help="length of each timed long run (default: 8)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if any(s < 1 for s in args.seeds):
+        parser.error("--seeds must be positive")
     device = torch.device(args.device)
     data = synthetic_dataset()
-    paper = make_config("halfcheetah-medium", "paper")
-    batch = {"behavior": paper.behavior.batch_size, "critic": paper.critic.batch_size, "policy": paper.policy.batch_size}
+    paper = make_config(TASK, "paper")
+    gemm = _gemm_gflops(device)
+    # Short runs: enough steps that the difference to the long run is not noise.
+    short = {"behavior": 2, "critic": 20, "policy": 10}
     results = {}
+    jobs = [(stage, "reference", 1) for stage in args.stages] + [
+        (stage, "fast", s) for stage in args.stages for s in args.seeds]
+    rates: dict[tuple[str, str, int], dict] = {}
+    for stage, path, s in tqdm(jobs, desc="train throughput", dynamic_ncols=True):
+        rates[stage, path, s] = _marginal_rate(_runner(stage, path, s, data, device),
+                                               max(2, short[stage] // s), args.seconds)
     for stage in args.stages:
-        short, long, bare_steps = BUDGETS[stage]
-        loop = _loop_rate(stage, short, long, data, device)
-        bare, bare_all = _bare_rate(stage, bare_steps, device)
+        flops = _flops_per_update(stage, data, device)
+        ref = rates[stage, "reference", 1]["updates_per_s"]
+        fast = {}
+        for s in args.seeds:
+            r = rates[stage, "fast", s]
+            seed_rate = s * r["updates_per_s"]
+            fast[f"S={s}"] = {**r, "seeds": s, "seed_updates_per_s": seed_rate, "speedup": seed_rate / ref,
+                              "gemm_share_of_peak": flops * seed_rate / 1e9 / gemm}
+        s_proj = PROTOCOL_SEEDS if PROTOCOL_SEEDS in args.seeds else max(args.seeds)
+        steps = getattr(paper, stage).steps
         results[stage] = {
-            "batch_size": batch[stage],
-            "loop_updates_per_s": loop,
-            "bare_updates_per_s": bare,
-            "bare_updates_per_s_repeats": bare_all,
-            "loop_over_bare": loop / bare,
-            "paper_steps": getattr(paper, stage).steps,
-            "paper_budget_hours_at_loop_rate": getattr(paper, stage).steps / loop / 3600,
+            "batch_size": getattr(paper, stage).batch_size,
+            "paper_steps": steps,
+            "matmul_gflop_per_update": flops / 1e9,
+            "reference": {**rates[stage, "reference", 1], "seed_updates_per_s": ref,
+                          "gemm_share_of_peak": flops * ref / 1e9 / gemm},
+            "fast": fast,
+            # An exact method cannot beat the GEMM peak: the largest possible speed-up of this stage here.
+            "speedup_bound_at_gemm_peak": gemm / (flops * ref / 1e9),
+            "paper_protocol_hours_reference": PROTOCOL_SEEDS * PROTOCOL_TASKS * steps / ref / 3600,
+            f"paper_protocol_hours_fast_S{s_proj}": PROTOCOL_SEEDS * PROTOCOL_TASKS * steps
+            / fast[f"S={s_proj}"]["seed_updates_per_s"] / 3600,
         }
-        print(f"{stage:9s} batch {batch[stage]:5d}: loop {loop:8.1f} upd/s, bare {bare:8.1f} upd/s, "
-              f"loop/bare {loop / bare:.2f}, paper budget {results[stage]['paper_budget_hours_at_loop_rate']:.1f} h")
+        line = ", ".join(f"S={s} {fast[f'S={s}']['seed_updates_per_s']:.1f} ({fast[f'S={s}']['speedup']:.2f}x)"
+                         for s in args.seeds)
+        print(f"{stage:9s} batch {results[stage]['batch_size']:5d}: reference {ref:.1f} seed-upd/s "
+              f"({results[stage]['reference']['gemm_share_of_peak']:.0%} of GEMM peak); fast {line}")
     artifacts.write_json(Path(args.out), {
         "benchmark": "train_throughput",
-        "description": "updates/s of each SRPO stage at the paper's batch sizes; loop = srpo.train stage loop "
-                       "(marginal cost by differencing two budgets), bare = forward/backward/step on one fixed batch",
+        "description": "seed-updates/s of each SRPO stage at the paper's batch and network sizes: the eager "
+                       "reference loop (srpo.train, one seed) and the seed-batched fast path (srpo.seed_batch, "
+                       "S seeds vmapped); marginal rates by differencing two budgets after a warm-up",
         "dataset_shape": {"state_dim": STATE_DIM, "action_dim": ACTION_DIM, "transitions": N_TRANSITIONS},
         "device": str(device),
+        "gemm_gflops": gemm,
+        "protocol": {"seeds": PROTOCOL_SEEDS, "tasks": PROTOCOL_TASKS,
+                     "note": "hours of one process doing the paper budgets (SPEC §5) for the protocol, per stage"},
         "results": results,
         "machine": machine_info(),
         "srpo_version": __version__,

@@ -35,7 +35,7 @@ from srpo.behavior import sample_actions
 from srpo.config import RunConfig
 from srpo.critic import Critic
 from srpo.policy import DeterministicPolicy
-from srpo.train import StageState, _run_loop, _seeded_global_rng, stage_seed
+from srpo.train import StageState, run_loop, seeded_global_rng, stage_seed
 from srpo.transitions import Transitions
 
 Method = Literal["srpo", "bc", "iql-awr", "diffusion"]
@@ -120,7 +120,7 @@ def train_regression_policy(
         path.unlink()
     if critic is not None:
         critic.eval().requires_grad_(False)
-    with _seeded_global_rng(seed, device):
+    with seeded_global_rng(seed, device):
         pi = DeterministicPolicy(data.state_dim, data.action_dim, pc.hidden).to(device=device, dtype=dtype)
         opt = torch.optim.Adam(pi.parameters(), lr=pc.lr)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(pc.steps, 1)) if pc.cosine_decay else None
@@ -148,7 +148,7 @@ def train_regression_policy(
                 sched.step()
 
         if not done:
-            _run_loop(st, pc.steps, cfg.log_every, cfg.checkpoint_every, step, progress, None)
+            run_loop(st, pc.steps, cfg.log_every, cfg.checkpoint_every, step, progress, None)
     pi.eval()
     return pi, st.history
 

@@ -62,14 +62,14 @@ def load_critic(path: str | Path, device: str | torch.device = "cpu") -> Critic:
     return critic.to(device).eval()
 
 
-def load_policy(checkpoint: str | Path, device: str | torch.device = "cpu", upstream: str | Path | None = None,
-                seed: int = 0) -> tuple[nn.Module, dict]:
+def load_policy(checkpoint: str | Path, device: str | torch.device = "cpu",
+                upstream: str | Path | dict[str, Path] | None = None, seed: int = 0) -> tuple[nn.Module, dict]:
     """The policy (eval mode) and the checkpoint's metadata (config, step, done).
 
     A trained policy (SRPO, BC, IQL-AWR) is a :class:`DeterministicPolicy`. The diffusion
     baseline has no weights of its own: it is rebuilt from ``behavior.pt`` and ``critic.pt``
-    in ``upstream`` (default: the directory above the policy's, the pipeline's layout),
-    and ``seed`` seeds its candidate draws.
+    in ``upstream`` (default: the directory above the policy's, the layout of ``srpo train``;
+    or ``{"behavior": dir, "critic": dir}``, the pipeline's), and ``seed`` seeds its candidate draws.
     """
     path = policy_path(checkpoint)
     ckpt = artifacts.load_torch(path)
@@ -79,10 +79,13 @@ def load_policy(checkpoint: str | Path, device: str | torch.device = "cpu", upst
     if ckpt.get("method") == "diffusion":
         from eval.baselines import DiffusionSelectionPolicy
 
-        up = Path(upstream) if upstream is not None else path.parent.parent
+        from srpo.train import upstream_dir
+
+        up = upstream if upstream is not None else path.parent.parent
         sel = ckpt["config"]["baseline"]
         gen = torch.Generator(device=device).manual_seed(seed)
-        pi = DiffusionSelectionPolicy(load_behavior(up / "behavior.pt", device), load_critic(up / "critic.pt", device),
+        pi = DiffusionSelectionPolicy(load_behavior(upstream_dir(up, "behavior") / "behavior.pt", device),
+                                      load_critic(upstream_dir(up, "critic") / "critic.pt", device),
                                       sel["n_candidates"], sel["solver_steps"], gen)
         return pi, meta
     weights = ckpt["modules"]["policy"]

@@ -1,8 +1,8 @@
 """The steps of the DVC pipeline (``dvc.yaml``), one command per stage.
 
     python -m eval.pipeline datasets --params params.yaml --env hopper
-    python -m eval.pipeline train    --params params.yaml --task hopper-medium --seed 0 --stage behavior
-    python -m eval.pipeline policy   --params params.yaml --task hopper-medium --seed 0 --variant srpo
+    python -m eval.pipeline train    --params params.yaml --task hopper-medium --stage behavior
+    python -m eval.pipeline policy   --params params.yaml --task hopper-medium --variant srpo
     python -m eval.pipeline evaluate --params params.yaml --task hopper-medium --seed 0 --variant srpo
     python -m eval.pipeline report   --params params.yaml
 
@@ -11,11 +11,15 @@ profile, ``pipelines/<profile>/params.yaml`` for the others), read into
 :class:`PipelineParams`; the file is validated before any work starts. Paths in it are
 relative to the repository root, where DVC runs every stage.
 
+Training steps train every seed of a task in one process, seeds as a batch dimension
+(:mod:`srpo.seed_batch`); each seed still gets its own checkpoint, as a single run would.
 Layout of a profile's outputs::
 
-    <data_dir>/minari/srpo/<env>/<kind>-v0          generated datasets (Minari store), task = <env>-<kind>
-    <run_dir>/<task>/seed<S>/behavior.pt, critic.pt  shared by all policy variants of the run
-    <run_dir>/<task>/seed<S>/<variant>/policy.pt, evaluation.json
+    <data_dir>/minari/srpo/<env>/<kind>-v0               generated datasets (Minari store), task = <env>-<kind>
+    <run_dir>/<task>/behavior/seed<S>/behavior.pt         shared by all policy variants of the run
+    <run_dir>/<task>/critic/seed<S>/critic.pt             shared by all policy variants of the run
+    <run_dir>/<task>/policy/<variant>/seed<S>/policy.pt
+    <run_dir>/<task>/evaluation/<variant>/seed<S>.json
     <report_dir>/report.md, metrics.json, figures/, plots/
 """
 
@@ -184,11 +188,19 @@ class PipelineParams:
             cfg = replace(cfg, policy=replace(cfg.policy, beta=cfg.policy.beta * self.variant_spec(variant).beta_scale))
         return cfg
 
-    def run_path(self, task: str, seed: int) -> Path:
-        return Path(self.run_dir) / task / f"seed{seed}"
+    def stage_path(self, task: str, seed: int, stage: str) -> Path:
+        """Run directory of one seed's ``behavior`` or ``critic`` stage."""
+        return Path(self.run_dir) / task / stage / f"seed{seed}"
+
+    def upstream(self, task: str, seed: int) -> dict[str, Path]:
+        """The directories of the behavior model and critic that every policy variant of a run uses."""
+        return {stage: self.stage_path(task, seed, stage) for stage in ("behavior", "critic")}
 
     def variant_path(self, task: str, seed: int, variant: str) -> Path:
-        return self.run_path(task, seed) / variant
+        return Path(self.run_dir) / task / "policy" / variant / f"seed{seed}"
+
+    def evaluation_path(self, task: str, seed: int, variant: str) -> Path:
+        return Path(self.run_dir) / task / "evaluation" / variant / f"seed{seed}.json"
 
     @property
     def minari_root(self) -> Path:
@@ -271,64 +283,84 @@ def step_datasets(p: PipelineParams, env: str) -> None:
     print(f"{env}: policy returns {returns}; SAC {result['sac_env_steps_per_s']:.0f} env-steps/s")
 
 
-def _train(p: PipelineParams, task: str, seed: int, stage: str, variant: str | None) -> None:
+def _write_stage_metrics(out: Path, stage: str, task: str, seed: int, variant: str | None, cfg, data,
+                         history: list, wall_s: float, batched_seeds: int, **extra) -> None:
     from srpo import artifacts
-    from srpo.train import train
 
-    cfg = p.run_config(task, seed, variant)
-    offline = _dataset(p, task)
-    out = p.run_path(task, seed) if variant is None else p.variant_path(task, seed, variant)
-    result = train(cfg, offline.transitions, out, p.device, stages=(stage,), upstream=p.run_path(task, seed),
-                   restart_on_change=True, progress=sys.stderr.isatty())
     artifacts.write_json(out / f"{stage}_metrics.json", {
-        "task": task, "seed": seed, "variant": variant, "stage": stage, "config": cfg.to_dict(),
-        "dataset": {"name": offline.transitions.name, "transitions": len(offline.transitions),
-                    "fingerprint": offline.transitions.fingerprint()},
-        "wall_s": result.wall_s[stage], "history": result.histories[stage],
+        "task": task, "seed": seed, "variant": variant, "stage": stage, **extra, "config": cfg.to_dict(),
+        "dataset": {"name": data.name, "transitions": len(data), "fingerprint": data.fingerprint()},
+        # Seeds trained together share the wall time: each records its share, so that sums are totals.
+        "wall_s": wall_s / batched_seeds, "batched_seeds": batched_seeds, "history": history,
     })
 
 
-def step_train(p: PipelineParams, task: str, seed: int, stage: str) -> None:
+def _drop_other_seeds(parent: Path, seeds: list[int]) -> None:
+    """Remove ``seed<S>`` folders of seeds no longer in the params from a stage's output folder."""
+    import shutil
+
+    keep = {f"seed{s}" for s in seeds}
+    for d in parent.glob("seed*"):
+        if d.is_dir() and d.name not in keep:
+            shutil.rmtree(d)
+
+
+def _train_seeds(p: PipelineParams, task: str, stage: str, variant: str | None) -> None:
+    """One stage of every seed of ``task``, trained as one batch (srpo.seed_batch)."""
+    from srpo import seed_batch
+
+    seeds = list(p.seeds)
+    cfgs = [p.run_config(task, s, variant) for s in seeds]
+    data = _dataset(p, task).transitions
+    outs = [p.stage_path(task, s, stage) if variant is None else p.variant_path(task, s, variant) for s in seeds]
+    _drop_other_seeds(outs[0].parent, seeds)
+    result = seed_batch.train(cfgs, data, outs, p.device, stages=(stage,),
+                              upstreams=[p.upstream(task, s) for s in seeds], restart_on_change=True,
+                              progress=sys.stderr.isatty())
+    for k, (seed, cfg, out) in enumerate(zip(seeds, cfgs, outs)):
+        _write_stage_metrics(out, stage, task, seed, variant, cfg, data, result.histories[stage][k],
+                             result.wall_s[stage], len(seeds))
+
+
+def step_train(p: PipelineParams, task: str, stage: str) -> None:
     if stage not in ("behavior", "critic"):
         raise ValueError(f"the train step runs behavior or critic, got {stage!r}; the policy has its own step")
-    _train(p, task, seed, stage, None)
+    _train_seeds(p, task, stage, None)
 
 
-def step_policy(p: PipelineParams, task: str, seed: int, variant: str) -> None:
+def step_policy(p: PipelineParams, task: str, variant: str) -> None:
+    """One policy variant for every seed of ``task``: SRPO seed-batched, baselines one seed after another."""
     import time
 
     import torch
 
     from eval import baselines
-    from srpo import artifacts
     from srpo.train import load_finished
 
     spec = p.variant_spec(variant)
     if variant not in p.variants_of(task):
         raise ValueError(f"variant {variant!r} does not run on {task} (not a focus task) in {p.source}")
     if spec.method == "srpo":
-        _train(p, task, seed, "policy", variant)
+        _train_seeds(p, task, "policy", variant)
         return
-    cfg = p.run_config(task, seed, variant)
-    offline = _dataset(p, task)
-    data, out = offline.transitions, p.variant_path(task, seed, variant)
-    t0 = time.perf_counter()
-    history: list = []
-    if spec.method == "diffusion":
-        baselines.write_selection_checkpoint(out / "policy.pt", cfg, spec.baseline)
-    else:
-        critic = None
-        if spec.method == "iql-awr":
-            critic = load_finished("critic", cfg, data, p.run_path(task, seed), torch.device(p.device),
-                                   torch.float32)
-        _, history = baselines.train_regression_policy(spec.method, cfg, spec.baseline, data, critic, out, torch.device(p.device),
-                                                       restart_on_change=True, progress=sys.stderr.isatty())
-    artifacts.write_json(out / "policy_metrics.json", {
-        "task": task, "seed": seed, "variant": variant, "stage": "policy", "method": spec.method,
-        "config": cfg.to_dict(), "baseline": vars(spec.baseline),
-        "dataset": {"name": data.name, "transitions": len(data), "fingerprint": data.fingerprint()},
-        "wall_s": time.perf_counter() - t0, "history": history,
-    })
+    data = _dataset(p, task).transitions
+    _drop_other_seeds(p.variant_path(task, p.seeds[0], variant).parent, list(p.seeds))
+    for seed in p.seeds:
+        cfg, out = p.run_config(task, seed, variant), p.variant_path(task, seed, variant)
+        t0 = time.perf_counter()
+        history: list = []
+        if spec.method == "diffusion":
+            baselines.write_selection_checkpoint(out / "policy.pt", cfg, spec.baseline)
+        else:
+            critic = None
+            if spec.method == "iql-awr":
+                critic = load_finished("critic", cfg, data, p.stage_path(task, seed, "critic"),
+                                       torch.device(p.device), torch.float32)
+            _, history = baselines.train_regression_policy(spec.method, cfg, spec.baseline, data, critic, out,
+                                                           torch.device(p.device), restart_on_change=True,
+                                                           progress=sys.stderr.isatty())
+        _write_stage_metrics(out, "policy", task, seed, variant, cfg, data, history, time.perf_counter() - t0, 1,
+                             method=spec.method, baseline=vars(spec.baseline))
 
 
 def step_evaluate(p: PipelineParams, task: str, seed: int, variant: str) -> None:
@@ -340,18 +372,18 @@ def step_evaluate(p: PipelineParams, task: str, seed: int, variant: str) -> None
     from eval.latency import TimedPolicy
     from srpo import artifacts
 
-    out = p.variant_path(task, seed, variant)
     ev = p.evaluation
     spec = p.variant_spec(variant)
     # Evaluation episodes are seeded apart from training: run seed S uses seeds base + 1000 S + i
     # (the diffusion baseline's candidate draws too).
     eval_seed = int(ev["seed"]) + 1000 * seed
-    pi, meta = load_policy(out, p.device, upstream=p.run_path(task, seed), seed=eval_seed)
+    pi, meta = load_policy(p.variant_path(task, seed, variant), p.device, upstream=p.upstream(task, seed),
+                           seed=eval_seed)
     record = {"task": task, "seed": seed, "variant": variant, "method": spec.method, "policy_step": meta["step"]}
     try:
         env_spec = env_spec_for_task(task)
     except EvaluationUnavailable as exc:
-        artifacts.write_json(out / "evaluation.json", {**record, "skipped": str(exc)})
+        artifacts.write_json(p.evaluation_path(task, seed, variant), {**record, "skipped": str(exc)})
         print(exc, file=sys.stderr)
         return
     reference = _dataset(p, task).reference
@@ -363,8 +395,8 @@ def step_evaluate(p: PipelineParams, task: str, seed: int, variant: str) -> None
     result = evaluate(timed, env_spec, spec.episodes, eval_seed, num_envs, reference)
     # The latency of one action-selection call for num_envs states, over every step of the rollouts.
     latency = {**timed.summary(), "batch": num_envs}
-    artifacts.write_json(out / "evaluation.json", {**record, **result.to_dict(), "wall_s": time.perf_counter() - t0,
-                                                   "action_latency": latency})
+    artifacts.write_json(p.evaluation_path(task, seed, variant),
+                         {**record, **result.to_dict(), "wall_s": time.perf_counter() - t0, "action_latency": latency})
     print(f"{task} seed {seed} {variant}: normalized {result.to_dict()['mean_normalized']}")
 
 
@@ -436,7 +468,7 @@ def step_gradvar_dataset(p: PipelineParams, task: str, seed: int) -> None:
     from validation import gradient_variance as gv
 
     gc = p.validation["gradient_variance"]
-    record = gv.measure_task(p.run_config(task, seed), _dataset(p, task).transitions, p.run_path(task, seed),
+    record = gv.measure_task(p.run_config(task, seed), _dataset(p, task).transitions, p.upstream(task, seed),
                              p.validation_dir / "work" / "gradvar" / task / f"seed{seed}", device=p.device,
                              fractions=tuple(gc["fractions"]), n_samples=int(gc["n_samples"]),
                              reps=int(gc["bootstrap_reps"]), progress=sys.stderr.isatty())
@@ -481,8 +513,9 @@ def build_parser() -> argparse.ArgumentParser:
         return sp
 
     add("datasets", "generate the five D4RL-style datasets of one environment", "env")
-    add("train", "train the behavior model or the IQL critic of one run", "task", "seed", "stage")
-    add("policy", "extract one policy variant from a run's behavior model and critic", "task", "seed", "variant")
+    add("train", "train the behavior model or the IQL critic of every seed of a task (one batch)", "task", "stage")
+    add("policy", "extract one policy variant for every seed of a task from its runs' behavior models and critics",
+        "task", "variant")
     add("evaluate", "roll out one policy variant; per-episode returns and normalized scores", "task", "seed", "variant")
     add("score-bandits", "score accuracy of learned behavior models against the exact score (bandits)")
     add("score-dataset", "score accuracy on held-out episodes of one task's dataset", "task", "seed")

@@ -47,7 +47,7 @@ def collect_scores(p: PipelineParams) -> pd.DataFrame:
     for task in p.tasks:
         for seed in p.seeds:
             for variant in p.variants_of(task):
-                ev = _read_json(p.variant_path(task, seed, variant) / "evaluation.json")
+                ev = _read_json(p.evaluation_path(task, seed, variant))
                 if "skipped" in ev:
                     rows.append({"task": task, "seed": seed, "variant": variant, "skipped": ev["skipped"]})
                     continue
@@ -67,7 +67,7 @@ def collect_curves(p: PipelineParams) -> pd.DataFrame:
     for task in p.tasks:
         for seed in p.seeds:
             for stage, metric, _ in CURVES:
-                base = p.variant_path(task, seed, ref) if stage == "policy" else p.run_path(task, seed)
+                base = p.variant_path(task, seed, ref) if stage == "policy" else p.stage_path(task, seed, stage)
                 for entry in _read_json(base / f"{stage}_metrics.json")["history"]:
                     if metric in entry:
                         rows.append({"task": task, "seed": seed, "stage": stage, "metric": metric,
@@ -172,11 +172,13 @@ def _wall_times(p: PipelineParams) -> dict[str, float]:
     for task in p.tasks:
         for seed in p.seeds:
             for stage in ("behavior", "critic"):
-                total[stage] = total.get(stage, 0.0) + _read_json(p.run_path(task, seed) / f"{stage}_metrics.json")["wall_s"]
+                metrics = _read_json(p.stage_path(task, seed, stage) / f"{stage}_metrics.json")
+                total[stage] = total.get(stage, 0.0) + metrics["wall_s"]
             for v in p.variants_of(task):
                 d = p.variant_path(task, seed, v)
                 total["policy"] = total.get("policy", 0.0) + _read_json(d / "policy_metrics.json")["wall_s"]
-                total["evaluate"] = total.get("evaluate", 0.0) + _read_json(d / "evaluation.json").get("wall_s", 0.0)
+                total["evaluate"] = total.get("evaluate", 0.0) + _read_json(p.evaluation_path(task, seed, v)).get(
+                    "wall_s", 0.0)
     return total
 
 

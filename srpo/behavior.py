@@ -20,7 +20,9 @@ class NoisePredictor(nn.Module):
     Time goes through Gaussian Fourier features (64, scale 30) and an MLP
     64 -> 128 -> 128; the result is concatenated with s and a_t, projected to
     ``width``, passed through ``n_blocks`` pre-norm residual blocks (inner width
-    4 x width, LayerNorm, dropout, Mish) and read out linearly.
+    4 x width, LayerNorm, dropout, Mish) and read out linearly. Dropout (rate
+    ``dropout``) applies only when the caller passes the masks of
+    :func:`sample_dropout_masks`, i.e. in the training loss.
     """
 
     def __init__(
@@ -38,6 +40,9 @@ class NoisePredictor(nn.Module):
         super().__init__()
         self.state_dim = state_dim
         self.action_dim = action_dim
+        self.width = width
+        self.n_blocks = n_blocks
+        self.dropout = dropout
         self.time_embed = nn.Sequential(
             GaussianFourierEmbedding(time_features, time_scale, generator=generator),
             nn.Linear(time_features, time_hidden),
@@ -45,28 +50,34 @@ class NoisePredictor(nn.Module):
             nn.Linear(time_hidden, time_hidden),
         )
         self.inp = nn.Linear(action_dim + state_dim + time_hidden, width)
-        self.blocks = nn.Sequential(*[ResidualBlock(width, 4, dropout) for _ in range(n_blocks)])
+        self.blocks = nn.ModuleList([ResidualBlock(width, 4) for _ in range(n_blocks)])
         self.out = nn.Sequential(nn.LayerNorm(width), nn.Mish(), nn.Linear(width, action_dim))
 
-    def forward(self, a_t: Tensor, state: Tensor, t: Tensor) -> Tensor:
+    def forward(self, a_t: Tensor, state: Tensor, t: Tensor, dropout_masks: Tensor | None = None) -> Tensor:
+        """eps_psi(a_t | s, t); ``dropout_masks`` (n_blocks, batch, width) applies dropout."""
         if a_t.shape[-1] != self.action_dim or state.shape[-1] != self.state_dim:
             raise ValueError(
                 f"NoisePredictor built for state dim {self.state_dim} and action dim {self.action_dim}, "
                 f"called with state {tuple(state.shape)} and action {tuple(a_t.shape)}"
             )
-        h = torch.cat([a_t, state, self.time_embed(t)], dim=-1)
-        return self.out(self.blocks(self.inp(h)))
+        h = self.inp(torch.cat([a_t, state, self.time_embed(t)], dim=-1))
+        for i, block in enumerate(self.blocks):
+            h = block(h, None if dropout_masks is None else dropout_masks[i])
+        return self.out(h)
 
 
-def dsm_loss(model: nn.Module, state: Tensor, action: Tensor, t: Tensor, eps: Tensor) -> Tensor:
-    """Denoising score-matching loss (E4) for given (t, eps).
+def dsm_loss(
+    model: nn.Module, state: Tensor, action: Tensor, t: Tensor, eps: Tensor, dropout_masks: Tensor | None = None
+) -> Tensor:
+    """Denoising score-matching loss (E4) for given (t, eps) and, optionally, dropout masks.
 
     L = mean_batch || eps_psi(alpha_t a + sigma_t eps | s, t) - eps ||^2, the squared
     norm summed over action dimensions. Randomness is an argument, so the function
     is deterministic and the training loop owns the generator.
     """
     a_t = schedule.diffuse(action, t, eps)
-    return ((model(a_t, state, t) - eps) ** 2).sum(-1).mean()
+    pred = model(a_t, state, t) if dropout_masks is None else model(a_t, state, t, dropout_masks)
+    return ((pred - eps) ** 2).sum(-1).mean()
 
 
 def sample_dsm_noise(
@@ -76,6 +87,17 @@ def sample_dsm_noise(
     t = t_min + (1.0 - t_min) * torch.rand(batch, generator=generator, device=device, dtype=dtype)
     eps = torch.randn(batch, action_dim, generator=generator, device=device, dtype=dtype)
     return t, eps
+
+
+def sample_dropout_masks(
+    model: NoisePredictor, batch: int, generator: torch.Generator, device: torch.device, dtype: torch.dtype
+) -> Tensor | None:
+    """Inverted-dropout keep masks for every residual block: Bernoulli(1 - p) / (1 - p), or None if p = 0."""
+    p = model.dropout
+    if p == 0:
+        return None
+    keep = torch.empty(model.n_blocks, batch, model.width, device=device, dtype=dtype)
+    return keep.bernoulli_(1.0 - p, generator=generator).div_(1.0 - p)
 
 
 def score_from_eps(eps_pred: Tensor, t: Tensor) -> Tensor:

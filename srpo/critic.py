@@ -77,11 +77,29 @@ def q_loss(q1: Tensor, q2: Tensor, target: Tensor) -> Tensor:
     return ((q1 - target) ** 2 + (q2 - target) ** 2).mean()
 
 
+def iql_losses(
+    critic: Critic, state: Tensor, action: Tensor, reward: Tensor, next_state: Tensor, done: Tensor,
+    expectile: float, gamma: float,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """One IQL batch (SPEC §4): (L_V, L_Q, mean Q_1). Minimizing L_V + L_Q updates V and Q jointly."""
+    with torch.no_grad():
+        q1_t, q2_t = critic.q_target(state, action)
+        v_next = critic.v(next_state)
+    v_loss = value_loss(torch.minimum(q1_t, q2_t), critic.v(state), expectile)
+    q1, q2 = critic.q(state, action)
+    q_loss_ = q_loss(q1, q2, td_target(reward, done, v_next, gamma))
+    return v_loss, q_loss_, q1.mean()
+
+
 @torch.no_grad()
+def ema_(targets: Sequence[Tensor], online: Sequence[Tensor], rate: float) -> None:
+    """target <- (1 - rate) target + rate online, in place, for each pair of tensors (SPEC §4: rate 0.005)."""
+    torch._foreach_lerp_(list(targets), list(online), rate)
+
+
 def ema_update(target: nn.Module, online: nn.Module, rate: float) -> None:
-    """target <- (1 - rate) target + rate online (SPEC §4: rate 0.005)."""
-    for pt, po in zip(target.parameters(), online.parameters()):
-        pt.lerp_(po, rate)
+    """:func:`ema_` over two modules' parameters."""
+    ema_(list(target.parameters()), list(online.parameters()), rate)
 
 
 def episode_returns(rewards: np.ndarray, episode_ends: np.ndarray) -> np.ndarray:

@@ -47,17 +47,22 @@ class GaussianFourierEmbedding(nn.Module):
 
 
 class ResidualBlock(nn.Module):
-    """Pre-norm residual MLP block: x + Linear(Mish(Linear(Dropout(LayerNorm(x)))))."""
+    """Pre-norm residual MLP block: x + Linear(Mish(Linear(LayerNorm(dropout(x))))).
 
-    def __init__(self, width: int, expansion: int = 4, dropout: float = 0.1) -> None:
+    Dropout is an argument, not a module: the caller passes the scaled keep mask
+    (entries 0 or 1 / (1 - p)) drawn from its own generator, so that a training run
+    never touches the global RNG and S seeds trained as one batch draw exactly the
+    masks that S single runs draw. Without a mask the block is deterministic.
+    """
+
+    def __init__(self, width: int, expansion: int = 4) -> None:
         super().__init__()
         self.net = nn.Sequential(
-            nn.Dropout(dropout) if dropout > 0 else nn.Identity(),
             nn.LayerNorm(width),
             nn.Linear(width, width * expansion),
             nn.Mish(),
             nn.Linear(width * expansion, width),
         )
 
-    def forward(self, x: Tensor) -> Tensor:
-        return x + self.net(x)
+    def forward(self, x: Tensor, keep: Tensor | None = None) -> Tensor:
+        return x + self.net(x if keep is None else x * keep)

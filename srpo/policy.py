@@ -67,6 +67,20 @@ def sample_policy_time(
     return lo + (hi - lo) * torch.rand(batch, generator=generator, device=device, dtype=dtype)
 
 
+def sample_e6_noise(
+    batch: int,
+    action_dim: int,
+    t_range: tuple[float, float],
+    t_fixed: float | None,
+    generator: torch.Generator,
+    device: torch.device,
+    dtype: torch.dtype,
+) -> tuple[Tensor, Tensor]:
+    """(t, eps) for one policy batch, drawn in this order from ``generator`` (E6's expectation over t, eps)."""
+    t = sample_policy_time(batch, t_range, t_fixed, generator, device, dtype)
+    return t, torch.randn(batch, action_dim, generator=generator, device=device, dtype=dtype)
+
+
 def normalize_q_grad(q_grad: Tensor, eps: float = 1e-8) -> Tensor:
     """Divide each sample's grad_a Q by its root-mean-square over action dims ("regq", AntMaze)."""
     rms = q_grad.pow(2).mean(-1, keepdim=True).sqrt()
@@ -94,8 +108,10 @@ def surrogate_loss(action: Tensor, reg_direction: Tensor, q_grad: Tensor, beta: 
 
 
 def q_action_grad(critic_q: Callable[[Tensor, Tensor], Tensor], state: Tensor, action: Tensor) -> Tensor:
-    """grad_a Q(s, a) at the given actions, per sample, with no graph kept."""
+    """grad_a Q(s, a) at the given actions, per sample, with no graph kept.
+
+    Written with ``torch.func.grad`` so that it also runs under ``vmap`` (seeds as a batch dimension).
+    """
     with torch.enable_grad():
-        a = action.detach().requires_grad_(True)
-        (g,) = torch.autograd.grad(critic_q(state, a).sum(), a)
-    return g
+        g = torch.func.grad(lambda a: critic_q(state, a).sum())(action.detach())
+    return g.detach()

@@ -1,9 +1,13 @@
 """SRPO training, SRPO Alg. 1: behavior model -> IQL critic -> policy extraction.
 
-Each stage is one plain loop you can read top to bottom. Around it, a
-:class:`StageState` owns what makes a run reproducible and resumable: the seeded
-generator for data and noise, the global RNG (dropout draws from it), the
-optimizer, the loss history, and the atomic checkpoint that holds all of them.
+This is the reference: one seed, plain eager PyTorch, each stage one loop you can
+read top to bottom. :mod:`srpo.seed_batch` trains S seeds at once with the same
+math and the same random draws, and is what the pipeline runs; every speed-up is
+measured against these loops (benchmarks/train_throughput.py).
+
+Around each loop a :class:`StageState` owns what makes a run reproducible and
+resumable: the seeded generator that draws data indices, noise and dropout masks,
+the optimizer, the loss history, and the atomic checkpoint that holds all of them.
 A run killed at any point resumes from its last checkpoint and finishes with
 bit-identical parameters on CPU.
 """
@@ -16,7 +20,7 @@ import time
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -25,7 +29,7 @@ from tqdm.auto import tqdm
 
 from srpo import artifacts, behavior, critic as iql, policy as srpo_policy, schedule
 from srpo.behavior import NoisePredictor
-from srpo.config import RunConfig
+from srpo.config import PolicyConfig, RunConfig
 from srpo.critic import Critic
 from srpo.policy import DeterministicPolicy
 from srpo.transitions import Transitions
@@ -81,9 +85,10 @@ class StageState:
         self._elapsed_before = ckpt.get("elapsed_s", 0.0)
         return bool(ckpt["done"])
 
-    def save(self, done: bool) -> None:
+    def save(self, done: bool, path: Path | None = None) -> None:
+        """Write the checkpoint atomically to ``path`` (default: :attr:`path`)."""
         artifacts.save_torch(
-            self.path,
+            self.path if path is None else path,
             {
                 "stage": self.name,
                 "config": self.config,
@@ -114,6 +119,11 @@ class StageState:
     def flush(self) -> dict[str, float]:
         """Average what :meth:`record` gathered since the last flush into the history."""
         entry = {"step": self.step, **{k: float(v) / self._count for k, v in self._sums.items()}}
+        self._sums, self._count = {}, 0
+        return self.log(entry)
+
+    def log(self, entry: dict[str, float]) -> dict[str, float]:
+        """Append one history entry, refusing non-finite values (the last good checkpoint stays)."""
         bad = [k for k, v in entry.items() if not math.isfinite(v)]
         if bad:
             raise FloatingPointError(
@@ -121,20 +131,19 @@ class StageState:
                 f"checkpoint is kept in {self.path}. Check the data's scale or lower the learning rate."
             )
         self.history.append(entry)
-        self._sums, self._count = {}, 0
         return entry
 
 
 @contextlib.contextmanager
-def _seeded_global_rng(seed: int, device: torch.device) -> Iterator[None]:
-    """Fork the global RNG (used by module init and dropout), seed it, restore it afterwards."""
+def seeded_global_rng(seed: int, device: torch.device) -> Iterator[None]:
+    """Fork the global RNG (module init draws from it), seed it, restore it afterwards."""
     devices = [device] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
         yield
 
 
-def _run_loop(
+def run_loop(
     st: StageState,
     total: int,
     log_every: int,
@@ -143,7 +152,11 @@ def _run_loop(
     progress: bool,
     stop_after: int | None,
 ) -> None:
-    """Drive ``step_fn`` from the resumed step to ``total`` with logging and checkpoints."""
+    """Drive ``step_fn`` from the resumed step to ``total`` with logging and checkpoints.
+
+    ``st`` is a :class:`StageState` or anything with its ``name``, ``path``, ``step``,
+    ``flush`` and ``save`` (the seed-batched stages pass a group of them).
+    """
     bar = tqdm(total=total, initial=st.step, desc=st.name, disable=not progress, dynamic_ncols=True, leave=False)
     while st.step < total:
         if stop_after is not None and st.step >= stop_after:
@@ -177,7 +190,7 @@ def train_behavior(
     """Stage 1: fit eps_psi by denoising score matching (E4) on the dataset's (s, a)."""
     bc = cfg.behavior
     seed = stage_seed(cfg.seed, "behavior")
-    with _seeded_global_rng(seed, device):
+    with seeded_global_rng(seed, device):
         init_gen = torch.Generator().manual_seed(seed)
         model = NoisePredictor(
             data.state_dim, data.action_dim, bc.width, bc.n_blocks, bc.dropout, bc.time_features, bc.time_scale,
@@ -185,7 +198,7 @@ def train_behavior(
         ).to(device=device, dtype=dtype)
         opt = torch.optim.AdamW(model.parameters(), lr=bc.lr, weight_decay=bc.weight_decay)
         gen = torch.Generator(device=device).manual_seed(seed)
-        st = StageState("behavior", out / "behavior.pt", _stage_config(cfg, "behavior", data), {"model": model}, opt, gen)
+        st = StageState("behavior", out / "behavior.pt", stage_config(cfg, "behavior", data), {"model": model}, opt, gen)
         done = st.resume()
         d = data.to_tensors(device, dtype)
         n = len(data)
@@ -193,15 +206,15 @@ def train_behavior(
         def step() -> None:
             idx = torch.randint(n, (bc.batch_size,), generator=gen, device=device)
             t, eps = behavior.sample_dsm_noise(bc.batch_size, data.action_dim, bc.t_min, gen, device, dtype)
-            loss = behavior.dsm_loss(model, d["obs"][idx], d["act"][idx], t, eps)
+            masks = behavior.sample_dropout_masks(model, bc.batch_size, gen, device, dtype)
+            loss = behavior.dsm_loss(model, d["obs"][idx], d["act"][idx], t, eps, masks)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             st.record(loss=loss)
 
-        model.train()
         if not done:
-            _run_loop(st, bc.steps, cfg.log_every, cfg.checkpoint_every, step, progress, stop_after)
+            run_loop(st, bc.steps, cfg.log_every, cfg.checkpoint_every, step, progress, stop_after)
     model.eval()
     return model, st.history
 
@@ -227,32 +240,28 @@ def train_critic(
     """Stage 2: IQL. Expectile regression of V on min target Q; TD regression of twin Q (SPEC §4)."""
     cc = cfg.critic
     seed = stage_seed(cfg.seed, "critic")
-    with _seeded_global_rng(seed, device):
+    with seeded_global_rng(seed, device):
         critic = Critic(data.state_dim, data.action_dim, cc.hidden).to(device=device, dtype=dtype)
         opt = torch.optim.Adam([*critic.q.parameters(), *critic.v.parameters()], lr=cc.lr)
         gen = torch.Generator(device=device).manual_seed(seed)
-        st = StageState("critic", out / "critic.pt", _stage_config(cfg, "critic", data), {"critic": critic}, opt, gen)
+        st = StageState("critic", out / "critic.pt", stage_config(cfg, "critic", data), {"critic": critic}, opt, gen)
         done = st.resume()
         d = data.to_tensors(device, dtype, rewards=preprocess_rewards(cfg, data))
         n = len(data)
 
         def step() -> None:
             idx = torch.randint(n, (cc.batch_size,), generator=gen, device=device)
-            s, a, r, s2, done_ = d["obs"][idx], d["act"][idx], d["rew"][idx], d["next_obs"][idx], d["done"][idx]
-            with torch.no_grad():
-                q1_t, q2_t = critic.q_target(s, a)
-                v_next = critic.v(s2)
-            v_loss = iql.value_loss(torch.minimum(q1_t, q2_t), critic.v(s), cc.expectile)
-            q1, q2 = critic.q(s, a)
-            q_loss = iql.q_loss(q1, q2, iql.td_target(r, done_, v_next, cc.gamma))
+            v_loss, q_loss, q_mean = iql.iql_losses(
+                critic, d["obs"][idx], d["act"][idx], d["rew"][idx], d["next_obs"][idx], d["done"][idx],
+                cc.expectile, cc.gamma)
             opt.zero_grad(set_to_none=True)
             (v_loss + q_loss).backward()
             opt.step()
             iql.ema_update(critic.q_target, critic.q, cc.target_ema)
-            st.record(v_loss=v_loss, q_loss=q_loss, q_mean=q1.mean())
+            st.record(v_loss=v_loss, q_loss=q_loss, q_mean=q_mean)
 
         if not done:
-            _run_loop(st, cc.steps, cfg.log_every, cfg.checkpoint_every, step, progress, stop_after)
+            run_loop(st, cc.steps, cfg.log_every, cfg.checkpoint_every, step, progress, stop_after)
     critic.eval()
     return critic, st.history
 
@@ -278,19 +287,21 @@ def train_policy(
         )
     behavior_model.eval().requires_grad_(False)
     critic.eval().requires_grad_(False)
-    with _seeded_global_rng(seed, device):
+    with seeded_global_rng(seed, device):
         pi = DeterministicPolicy(data.state_dim, data.action_dim, pc.hidden).to(device=device, dtype=dtype)
         opt = torch.optim.Adam(pi.parameters(), lr=pc.lr)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(pc.steps, 1)) if pc.cosine_decay else None
         gen = torch.Generator(device=device).manual_seed(seed)
-        st = StageState("policy", out / "policy.pt", _stage_config(cfg, "policy", data), {"policy": pi}, opt, gen, sched)
+        st = StageState("policy", out / "policy.pt", stage_config(cfg, "policy", data), {"policy": pi}, opt, gen, sched)
         done = st.resume()
         d = data.to_tensors(device, dtype)
         n = len(data)
 
         def step() -> None:
             s = d["obs"][torch.randint(n, (pc.batch_size,), generator=gen, device=device)]
-            loss, diag = srpo_loss(pi, behavior_model, critic, s, cfg, gen)
+            t, eps = srpo_policy.sample_e6_noise(pc.batch_size, data.action_dim, pc.t_range, pc.t_fixed, gen, device,
+                                                 dtype)
+            loss, diag = srpo_loss(pi, behavior_model, critic.target_q_mean, s, t, eps, pc)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -299,23 +310,29 @@ def train_policy(
             st.record(loss=loss, **diag)
 
         if not done:
-            _run_loop(st, pc.steps, cfg.log_every, cfg.checkpoint_every, step, progress, stop_after)
+            run_loop(st, pc.steps, cfg.log_every, cfg.checkpoint_every, step, progress, stop_after)
     pi.eval()
     return pi, st.history
 
 
 def srpo_loss(
-    pi: nn.Module, behavior_model: nn.Module, critic: Critic, state: Tensor, cfg: RunConfig, gen: torch.Generator
+    pi: nn.Module,
+    behavior_model: nn.Module,
+    critic_q: Callable[[Tensor, Tensor], Tensor],
+    state: Tensor,
+    t: Tensor,
+    eps: Tensor,
+    pc: PolicyConfig,
 ) -> tuple[Tensor, dict[str, Tensor]]:
-    """One batch of the E6 surrogate: a = pi(s), a_t = alpha_t a + sigma_t eps, query eps_psi and grad_a Q."""
-    pc = cfg.policy
-    b, dev, dt = state.shape[0], state.device, state.dtype
+    """One batch of the E6 surrogate: a = pi(s), a_t = alpha_t a + sigma_t eps, query eps_psi and grad_a Q.
+
+    ``critic_q(s, a)`` is the Q the policy ascends (the mean of the target heads, SPEC §3);
+    ``t`` and ``eps`` come from :func:`srpo.policy.sample_e6_noise`.
+    """
     action = pi(state)
-    t = srpo_policy.sample_policy_time(b, pc.t_range, pc.t_fixed, gen, dev, dt)
-    eps = torch.randn(action.shape, generator=gen, device=dev, dtype=dt)
     with torch.no_grad():
         eps_pred = behavior_model(schedule.diffuse(action.detach(), t, eps), state, t)
-    q_grad = srpo_policy.q_action_grad(critic.target_q_mean, state, action)
+    q_grad = srpo_policy.q_action_grad(critic_q, state, action)
     if pc.normalize_q_grad:
         q_grad = srpo_policy.normalize_q_grad(q_grad)
     direction = srpo_policy.behavior_direction(eps_pred, eps, t, pc.weighting, pc.baseline)
@@ -324,13 +341,17 @@ def srpo_loss(
 
 
 STAGES = ("behavior", "critic", "policy")
+# Bumped when a checkpoint's contents change meaning; 2: dropout masks drawn from the stage generator,
+# behavior blocks without a Dropout module.
+CHECKPOINT_FORMAT = 2
 UPSTREAM = {"behavior": (), "critic": (), "policy": ("behavior", "critic")}
 
 
-def _stage_config(cfg: RunConfig, stage: str, data: Transitions) -> dict[str, Any]:
+def stage_config(cfg: RunConfig, stage: str, data: Transitions) -> dict[str, Any]:
     """What a stage's checkpoint must agree with to be resumed: its section, the seed, the task, the data."""
     d = cfg.to_dict()
     return {
+        "format": CHECKPOINT_FORMAT,
         "task": cfg.task,
         "seed": cfg.seed,
         "reward_mode": cfg.reward_mode,
@@ -348,7 +369,7 @@ def load_finished(
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: run the {stage} stage first (srpo train --stage {stage} ...)")
     ckpt = artifacts.load_torch(path)
-    if ckpt.get("config") != _stage_config(cfg, stage, data):
+    if ckpt.get("config") != stage_config(cfg, stage, data):
         raise ValueError(f"{path} was trained with a different {stage} config, seed or dataset than this run; "
                          f"retrain the {stage} stage")
     if not ckpt["done"]:
@@ -356,6 +377,14 @@ def load_finished(
     trainer = {"behavior": train_behavior, "critic": train_critic}[stage]
     module, _ = trainer(cfg, data, Path(directory), device, dtype, progress=False)  # finished: loads, trains nothing
     return module
+
+
+Upstream = Path | dict[str, Path]
+
+
+def upstream_dir(upstream: Upstream, stage: str) -> Path:
+    """Where a finished ``stage`` checkpoint lives: one directory for all stages, or one per stage."""
+    return Path(upstream[stage]) if isinstance(upstream, dict) else Path(upstream)
 
 
 @dataclass
@@ -378,14 +407,14 @@ def train(
     progress: bool = True,
     stop_after: dict[str, int] | None = None,
     stages: tuple[str, ...] = STAGES,
-    upstream: Path | None = None,
+    upstream: Upstream | None = None,
     restart_on_change: bool = False,
 ) -> TrainResult:
     """Run (or resume) ``stages`` in order, writing checkpoints under ``out``.
 
     The policy stage uses the behavior model and critic trained in this call, or else the
-    finished checkpoints in ``upstream`` (default: ``out``), so that variants of the policy
-    stage can share one behavior model and critic. With ``restart_on_change`` a checkpoint
+    finished checkpoints in ``upstream`` (default: ``out``; or ``{"behavior": dir, "critic": dir}``),
+    so that variants of the policy stage can share one behavior model and critic. With ``restart_on_change`` a checkpoint
     made with another config or dataset is deleted and its stage starts over (a pipeline
     whose parameters changed); without it such a checkpoint is refused.
     """
@@ -405,11 +434,11 @@ def train(
             continue
         t0 = time.perf_counter()
         if restart_on_change:
-            _discard_stale(out / f"{stage}.pt", _stage_config(cfg, stage, data))
+            discard_stale(out / f"{stage}.pt", stage_config(cfg, stage, data))
         if stage == "policy":
             for dep in UPSTREAM["policy"]:
                 if dep not in modules:
-                    modules[dep] = load_finished(dep, cfg, data, upstream or out, device, dtype)
+                    modules[dep] = load_finished(dep, cfg, data, upstream_dir(upstream or out, dep), device, dtype)
             modules[stage], histories[stage] = train_policy(
                 cfg, data, modules["behavior"], modules["critic"], out, device, dtype, progress, stop_after.get(stage))
         else:
@@ -419,7 +448,7 @@ def train(
     return TrainResult(modules, histories, wall)
 
 
-def _discard_stale(path: Path, config: dict[str, Any]) -> None:
+def discard_stale(path: Path, config: dict[str, Any]) -> None:
     if path.exists() and artifacts.load_torch(path).get("config") != config:
         print(f"{path} was made with another config or dataset: starting this stage over", flush=True)
         path.unlink()

@@ -68,16 +68,15 @@ def test_per_sample_gradients_equal_autograd_on_a_batch_of_one(weighting, baseli
 
 @pytest.mark.parametrize("baseline", [True, False])
 def test_mean_of_per_sample_gradients_is_the_training_batch_gradient(baseline):
-    """Same generator seed => the same (t, eps) as srpo_loss draws; the mean row equals its autograd gradient."""
+    """On the (t, eps) the training loop draws, the mean per-sample gradient is srpo_loss's autograd gradient."""
     pi, bm, critic = learned_models(seed=3)
     cfg = make_config("walker2d-medium", "smoke", overrides={"policy.baseline": str(baseline),
                                                              "policy.weighting": "score"})
     s = torch.randn(16, 3, generator=torch.Generator().manual_seed(0), dtype=F64)
-    loss, _ = srpo_loss(pi, bm, critic, s, cfg, torch.Generator().manual_seed(7))
+    pc = cfg.policy
+    t, eps = srpo_policy.sample_e6_noise(16, 2, pc.t_range, pc.t_fixed, torch.Generator().manual_seed(7), CPU, F64)
+    loss, _ = srpo_loss(pi, bm, critic.target_q_mean, s, t, eps, pc)
     ref = flat_grad(pi, loss)
-    g7 = torch.Generator().manual_seed(7)
-    t = srpo_policy.sample_policy_time(16, cfg.policy.t_range, cfg.policy.t_fixed, g7, CPU, F64)
-    eps = torch.randn(16, 2, generator=g7, dtype=F64)
     g, _ = gv.per_sample_gradients(pi, bm, critic, s, t, eps, cfg.policy, baseline=baseline, weighting="score")
     torch.testing.assert_close(g.mean(0), ref, rtol=1e-10, atol=1e-12)
 

@@ -622,9 +622,9 @@ def snapshot_steps(total: int, fractions: Sequence[float]) -> list[int]:
 
 def initial_policy(cfg: RunConfig, data: Transitions, device: torch.device, dtype: torch.dtype) -> DeterministicPolicy:
     """The policy at step 0, built exactly as ``train_policy`` builds it (same seed, same RNG stream)."""
-    from srpo.train import _seeded_global_rng, stage_seed
+    from srpo.train import seeded_global_rng, stage_seed
 
-    with _seeded_global_rng(stage_seed(cfg.seed, "policy"), device):
+    with seeded_global_rng(stage_seed(cfg.seed, "policy"), device):
         return DeterministicPolicy(data.state_dim, data.action_dim, cfg.policy.hidden).to(device=device, dtype=dtype)
 
 
@@ -719,15 +719,15 @@ def measure_bandit(
 
 
 def measure_task(
-    cfg: RunConfig, data: Transitions, upstream: Path, work: Path, device: torch.device | str = "cpu",
+    cfg: RunConfig, data: Transitions, upstream: Path | dict[str, Path], work: Path, device: torch.device | str = "cpu",
     dtype: torch.dtype = torch.float32, **kwargs: Any
 ) -> dict[str, Any]:
-    """:func:`measure_run` with the finished behavior model and IQL critic in ``upstream`` (e.g. locomotion)."""
-    from srpo.train import load_finished
+    """:func:`measure_run` with the finished behavior model and IQL critic in ``upstream`` (a directory or one per stage)."""
+    from srpo.train import load_finished, upstream_dir
 
     device = torch.device(device)
-    behavior_model = load_finished("behavior", cfg, data, Path(upstream), device, dtype)
-    critic = load_finished("critic", cfg, data, Path(upstream), device, dtype)
+    behavior_model = load_finished("behavior", cfg, data, upstream_dir(upstream, "behavior"), device, dtype)
+    critic = load_finished("critic", cfg, data, upstream_dir(upstream, "critic"), device, dtype)
     return measure_run(cfg, data, behavior_model, critic, work, device=device, dtype=dtype, **kwargs)
 
 
