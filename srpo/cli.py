@@ -64,21 +64,49 @@ def cmd_config(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     # Imported here so `srpo --help` and `srpo tasks` stay fast.
     from eval.datasets import load_dataset
-    from srpo import artifacts
+    from srpo import seed_batch
     from srpo.train import STAGES, train
 
-    cfg = make_config(args.task, args.profile, args.seed, _parse_sets(args.sets))
-    out = Path(args.out or f"runs/{args.task}/{args.profile}/seed{args.seed}")
+    seeds = args.seeds or [args.seed]
+    cfgs = [make_config(args.task, args.profile, s, _parse_sets(args.sets)) for s in seeds]
+    if args.seeds:  # one process, seeds as a batch dimension: OUT/seed<S> per seed
+        base = Path(args.out or f"runs/{args.task}/{args.profile}")
+        outs = [base / f"seed{s}" for s in seeds]
+        upstreams = [Path(args.upstream) / f"seed{s}" for s in seeds] if args.upstream else None
+    else:
+        outs = [Path(args.out or f"runs/{args.task}/{args.profile}/seed{args.seed}")]
+        upstreams = [Path(args.upstream)] if args.upstream else None
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.minari_root:
         _minari_root(args.minari_root)
     stages = tuple(s for s in STAGES if s in (args.stages or STAGES))
-    offline = load_dataset(cfg.task, args.dataset, cfg.seed)
+    offline = load_dataset(cfgs[0].task, args.dataset, cfgs[0].seed)
     data = offline.transitions
     t0 = time.perf_counter()
-    result = train(cfg, data, out, device=args.device, progress=not args.no_progress, stages=stages,
-                   upstream=Path(args.upstream) if args.upstream else None, restart_on_change=args.restart_on_change)
+    common = dict(device=args.device, progress=not args.no_progress, stages=stages,
+                  restart_on_change=args.restart_on_change)
+    if args.seeds:
+        res = seed_batch.train(cfgs, data, outs, upstreams=upstreams, **common)
+        per_seed = [({st: m[k] for st, m in res.modules.items()}, {st: h[k] for st, h in res.histories.items()})
+                    for k in range(len(seeds))]
+        wall = res.wall_s
+    else:
+        res1 = train(cfgs[0], data, outs[0], upstream=upstreams[0] if upstreams else None, **common)
+        per_seed, wall = [(res1.modules, res1.histories)], res1.wall_s
+    for cfg, out, (modules, histories) in zip(cfgs, outs, per_seed):
+        _write_train_metrics(cfg, out, stages, offline, modules, histories,
+                             {**wall, "total": time.perf_counter() - t0, "seeds_in_process": len(seeds)})
+    print(f"checkpoints and metrics in {', '.join(map(str, outs))}", file=sys.stderr)
+    return 0
+
+
+def _write_train_metrics(cfg, out: Path, stages: tuple[str, ...], offline, modules: dict, histories: dict,
+                         wall: dict) -> None:
+    from srpo import artifacts
+    from srpo.train import STAGES
+
+    data = offline.transitions
     metrics = {
         "task": cfg.task,
         "seed": cfg.seed,
@@ -86,24 +114,22 @@ def cmd_train(args: argparse.Namespace) -> int:
         "stages": list(stages),
         "dataset": {"name": data.name, "transitions": len(data), "fingerprint": data.fingerprint(), **data.info,
                     "reference": None if offline.reference is None else vars(offline.reference)},
-        "wall_s": {**result.wall_s, "total": time.perf_counter() - t0},
-        "final": {stage: (hist[-1] if hist else {}) for stage, hist in result.histories.items()},
-        "history": result.histories,
+        "wall_s": wall,
+        "final": {stage: (hist[-1] if hist else {}) for stage, hist in histories.items()},
+        "history": histories,
     }
     if cfg.task.startswith("bandit-") and "policy" in stages:
         from validation import bandits
 
         bandit = bandits.get_bandit(cfg.task)
         metrics["bandit"] = bandits.policy_report(
-            bandit, result.policy, cfg.policy, bandits.surrogate_optimum(bandit, cfg.policy)
+            bandit, modules["policy"], cfg.policy, bandits.surrogate_optimum(bandit, cfg.policy)
         )
     # A full run writes metrics.json; a single stage writes <stage>_metrics.json (one file per pipeline stage).
     name = "metrics.json" if stages == STAGES else "_".join(stages) + "_metrics.json"
     artifacts.write_json(out / name, metrics)
     summary = {k: v for k, v in metrics.items() if k not in ("history",)}
     print(json.dumps(summary, indent=2))
-    print(f"checkpoints and metrics in {out}", file=sys.stderr)
-    return 0
 
 
 def cmd_bandit_suite(args: argparse.Namespace) -> int:
@@ -239,11 +265,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a D4RL .hdf5 file, a Minari id, or 'generated' (our srpo/ENV/KIND-v0 for the task); "
                         "bandit tasks generate their own")
     p.add_argument("--minari-root", default=None, help="Minari store (default: $MINARI_DATASETS_PATH or ~/.minari/datasets)")
-    p.add_argument("--out", default=None, help="run directory (default: runs/TASK/PROFILE/seedSEED)")
+    p.add_argument("--seeds", type=int, nargs="+", default=None, metavar="SEED",
+                   help="train these seeds together in one process, seeds as a batch dimension (srpo.seed_batch; "
+                        "each seed equals its single run up to float rounding); checkpoints in OUT/seedSEED. "
+                        "All seeds train on one dataset: a bandit task generates it from the first seed")
+    p.add_argument("--out", default=None,
+                   help="run directory (default: runs/TASK/PROFILE/seedSEED; with --seeds the parent of the seed<S> folders)")
     p.add_argument("--stage", dest="stages", action="append", choices=["behavior", "critic", "policy"], default=None,
                    help="train only this stage (repeatable; default: all three in order)")
     p.add_argument("--upstream", default=None,
-                   help="directory with the finished behavior.pt and critic.pt that the policy stage uses (default: --out)")
+                   help="directory with the finished behavior.pt and critic.pt that the policy stage uses (default: --out; "
+                        "with --seeds the parent of their seed<S> folders)")
     p.add_argument("--restart-on-change", action="store_true",
                    help="start a stage over when its checkpoint was made with another config or dataset "
                         "(default: refuse); the pipeline uses this")
