@@ -32,14 +32,22 @@ def machine_info() -> dict:
     }
 
 
-def git_revision() -> str | None:
-    """The short commit of the working tree, with ``+dirty`` when it has uncommitted changes."""
-    cwd = Path(__file__).parent
+# What `dvc repro` itself rewrites before the report is written: not a change to the code.
+_PIPELINE_WRITES = (":(top,exclude,glob)**/dvc.lock", ":(top,exclude)reports")
+
+
+def git_revision(cwd: Path | None = None) -> str | None:
+    """The short commit of the working tree, with ``+dirty`` when its code or params have uncommitted changes.
+
+    Lock files and published outputs, which the pipeline itself rewrites, do not count.
+    ``cwd``: a directory in the repository (default: this package's).
+    """
+    cwd = cwd or Path(__file__).parent
     try:
         rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=cwd,
                              timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                               text=True, cwd=cwd, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ":(top)",
+                                *_PIPELINE_WRITES], capture_output=True, text=True, cwd=cwd, timeout=10).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
     return (rev + ("+dirty" if dirty else "")) if rev else None
