@@ -121,6 +121,8 @@ def _gemm_gflops(device: torch.device, n: int = 2048, reps: int = 10) -> float:
     a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
     for _ in range(2):
         a @ b
+    if device.type == "cuda":
+        torch.cuda.synchronize()
     t0 = time.perf_counter()
     for _ in range(reps):
         a @ b
