@@ -35,7 +35,7 @@ from srpo.behavior import sample_actions
 from srpo.config import RunConfig
 from srpo.critic import Critic
 from srpo.policy import DeterministicPolicy
-from srpo.train import StageState, run_loop, seeded_global_rng, stage_seed
+from srpo.train import policy_state, run_loop
 from srpo.transitions import Transitions
 
 Method = Literal["srpo", "bc", "iql-awr", "diffusion"]
@@ -108,8 +108,6 @@ def train_regression_policy(
         raise ValueError("iql-awr needs the run's IQL critic")
     pc = cfg.policy
     temperature = bcfg.awr_temperature(cfg.reward_mode)
-    # The same seed as SRPO's policy stage: identical initial network and batches.
-    seed = stage_seed(cfg.seed, "policy")
     config = {"method": method, "task": cfg.task, "seed": cfg.seed, "data": data.fingerprint(),
               "policy": asdict(pc), "baseline": asdict(bcfg) | {"temperature": temperature}}
     if method == "iql-awr":
@@ -120,35 +118,30 @@ def train_regression_policy(
         path.unlink()
     if critic is not None:
         critic.eval().requires_grad_(False)
-    with seeded_global_rng(seed, device):
-        pi = DeterministicPolicy(data.state_dim, data.action_dim, pc.hidden).to(device=device, dtype=dtype)
-        opt = torch.optim.Adam(pi.parameters(), lr=pc.lr)
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(pc.steps, 1)) if pc.cosine_decay else None
-        gen = torch.Generator(device=device).manual_seed(seed)
-        st = StageState("policy", path, config, {"policy": pi}, opt, gen, sched)
-        done = st.resume()
-        d = data.to_tensors(device, dtype)
-        n = len(data)
+    st, done = policy_state(cfg, data, path, config, device, dtype)
+    pi, opt, sched, gen = st.modules["policy"], st.optimizer, st.scheduler, st.generator
+    d = data.to_tensors(device, dtype)
+    n = len(data)
 
-        def step() -> None:
-            idx = torch.randint(n, (pc.batch_size,), generator=gen, device=device)
-            s, a = d["obs"][idx], d["act"][idx]
-            pred = pi(s)
-            if method == "bc":
-                loss = bc_loss(pred, a)
-                st.record(loss=loss)
-            else:
-                w = awr_weights(iql_advantage(critic, s, a), temperature, bcfg.weight_clip)
-                loss = awr_loss(pred, a, w)
-                st.record(loss=loss, weight_mean=w.mean(), weight_clipped=(w >= bcfg.weight_clip).float().mean())
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            if sched is not None:
-                sched.step()
+    def step() -> None:
+        idx = torch.randint(n, (pc.batch_size,), generator=gen, device=device)
+        s, a = d["obs"][idx], d["act"][idx]
+        pred = pi(s)
+        if method == "bc":
+            loss = bc_loss(pred, a)
+            st.record(loss=loss)
+        else:
+            w = awr_weights(iql_advantage(critic, s, a), temperature, bcfg.weight_clip)
+            loss = awr_loss(pred, a, w)
+            st.record(loss=loss, weight_mean=w.mean(), weight_clipped=(w >= bcfg.weight_clip).float().mean())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if sched is not None:
+            sched.step()
 
-        if not done:
-            run_loop(st, pc.steps, cfg.log_every, cfg.checkpoint_every, step, progress, None)
+    if not done:
+        run_loop(st, pc.steps, cfg.log_every, cfg.checkpoint_every, step, progress, None)
     pi.eval()
     return pi, st.history
 

@@ -279,7 +279,6 @@ def train_policy(
 ) -> tuple[DeterministicPolicy, list[dict[str, float]]]:
     """Stage 3: SRPO policy extraction with the score-regularized gradient (E6)."""
     pc = cfg.policy
-    seed = stage_seed(cfg.seed, "policy")
     if getattr(behavior_model, "action_dim", data.action_dim) != data.action_dim:
         raise ValueError(
             f"behavior model predicts {behavior_model.action_dim}-dim actions but dataset {data.name!r} "
@@ -287,32 +286,47 @@ def train_policy(
         )
     behavior_model.eval().requires_grad_(False)
     critic.eval().requires_grad_(False)
+    st, done = policy_state(cfg, data, out / "policy.pt", stage_config(cfg, "policy", data), device, dtype)
+    pi, opt, sched, gen = st.modules["policy"], st.optimizer, st.scheduler, st.generator
+    d = data.to_tensors(device, dtype)
+    n = len(data)
+
+    def step() -> None:
+        s = d["obs"][torch.randint(n, (pc.batch_size,), generator=gen, device=device)]
+        t, eps = srpo_policy.sample_e6_noise(pc.batch_size, data.action_dim, pc.t_range, pc.t_fixed, gen, device,
+                                             dtype)
+        loss, diag = srpo_loss(pi, behavior_model, critic.target_q_mean, s, t, eps, pc)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if sched is not None:
+            sched.step()
+        st.record(loss=loss, **diag)
+
+    if not done:
+        run_loop(st, pc.steps, cfg.log_every, cfg.checkpoint_every, step, progress, stop_after)
+    pi.eval()
+    return pi, st.history
+
+
+def policy_state(cfg: RunConfig, data: Transitions, path: Path, config: dict[str, Any], device: torch.device,
+                 dtype: torch.dtype) -> tuple[StageState, bool]:
+    """A policy stage's network, Adam (+ cosine decay), generator and checkpoint, resumed if one exists.
+
+    Shared by SRPO's policy stage and the BC / IQL-AWR baselines, so that only their losses
+    differ: same seed, same initial network, same batches. Returns the state and whether the
+    stage had finished.
+    """
+    pc = cfg.policy
+    seed = stage_seed(cfg.seed, "policy")
     with seeded_global_rng(seed, device):
         pi = DeterministicPolicy(data.state_dim, data.action_dim, pc.hidden).to(device=device, dtype=dtype)
         opt = torch.optim.Adam(pi.parameters(), lr=pc.lr)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(pc.steps, 1)) if pc.cosine_decay else None
         gen = torch.Generator(device=device).manual_seed(seed)
-        st = StageState("policy", out / "policy.pt", stage_config(cfg, "policy", data), {"policy": pi}, opt, gen, sched)
+        st = StageState("policy", path, config, {"policy": pi}, opt, gen, sched)
         done = st.resume()
-        d = data.to_tensors(device, dtype)
-        n = len(data)
-
-        def step() -> None:
-            s = d["obs"][torch.randint(n, (pc.batch_size,), generator=gen, device=device)]
-            t, eps = srpo_policy.sample_e6_noise(pc.batch_size, data.action_dim, pc.t_range, pc.t_fixed, gen, device,
-                                                 dtype)
-            loss, diag = srpo_loss(pi, behavior_model, critic.target_q_mean, s, t, eps, pc)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            if sched is not None:
-                sched.step()
-            st.record(loss=loss, **diag)
-
-        if not done:
-            run_loop(st, pc.steps, cfg.log_every, cfg.checkpoint_every, step, progress, stop_after)
-    pi.eval()
-    return pi, st.history
+    return st, done
 
 
 def srpo_loss(
