@@ -36,10 +36,10 @@ import torch
 from torch import Tensor, nn
 
 from srpo import artifacts, behavior, critic as iql, policy as srpo_policy
-from srpo.cuda_graph import DeviceLr, capturable_optimizer, graphed
 from srpo.behavior import NoisePredictor
 from srpo.config import RunConfig
 from srpo.critic import Critic
+from srpo.cuda_graph import DeviceLr, capturable_optimizer, graphed
 from srpo.policy import DeterministicPolicy
 from srpo.train import (
     STAGES,
