@@ -259,6 +259,7 @@ def main() -> None:
         "srpo_version": __version__,
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     })
+    partial.unlink(missing_ok=True)
     print(f"written to {args.out}")
 
 
