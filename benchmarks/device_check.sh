@@ -1,16 +1,21 @@
 #!/usr/bin/env bash
-# The GPU check of the training-throughput benchmark, prepared for a session that is lent the
-# device machine (one call, about 6 minutes on an H100; its image has torch, numpy and tqdm):
+# The GPU check of the training fast path, prepared for a session that is lent the device machine
+# (one call, about 6 minutes on an H100; its image has torch, numpy, tqdm, pytest and hypothesis):
 #
-#     device run: bash benchmarks/device_check.sh          (timeout_s 540)
+#     device run: bash benchmarks/device_check.sh          (timeout_s 500)
 #
-# Writes train_throughput_cuda.json (reference loop vs seed-batched fast path, S = 1, 5, 10, with the
-# paper-protocol projection) and the log to $OUT, or to reports/bench/ when run elsewhere.
-set -euo pipefail
+# 1. tests/test_cuda_graph.py on the GPU: graphed runs equal eager batched runs and single runs, and a
+#    killed graphed run resumes to the same result (CI has no GPU and skips these);
+# 2. the training-throughput benchmark on the GPU: reference loop vs the fast path (CUDA graphs),
+#    without graphs, and with TF32; S = 1, 5, 10; the paper-protocol projection.
+# Writes the logs and train_throughput_cuda.json to $OUT, or to reports/bench/ when run elsewhere.
+set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD" PYTHONUNBUFFERED=1
 out="${OUT:-reports/bench}"
 mkdir -p "$out"
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/nvidia-smi.csv"
-python3 benchmarks/train_throughput.py --device "${DEVICE:-cuda}" --seeds 1 5 10 --seconds 4 --repeats 2 \
-    --out "$out/train_throughput_cuda.json" 2>&1 | tee "$out/train_throughput_cuda.log"
+nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm --format=csv | tee "$out/nvidia-smi.csv"
+python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())"
+timeout 180 python3 -m pytest -q -p no:cacheprovider tests/test_cuda_graph.py 2>&1 | tee "$out/gpu_tests.log"
+python3 benchmarks/train_throughput.py --device "${DEVICE:-cuda}" --seeds 1 5 10 --seconds "${SECONDS_PER_CELL:-3}" \
+    --repeats 2 --out "$out/train_throughput_cuda.json" 2>&1 | grep --line-buffered -v USDT | tee "$out/train_throughput_cuda.log"

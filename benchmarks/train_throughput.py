@@ -5,8 +5,12 @@ HalfCheetah-shaped dataset, this times
 
 - ``reference``: :mod:`srpo.train`'s plain eager loop, one seed;
 - ``fast`` with S seeds (S in --seeds, default 1 5 10): :mod:`srpo.seed_batch`, the S
-  seeds stacked and vmapped, fused optimizer, metrics read every ``log_every`` steps -
-  what the pipeline runs;
+  seeds stacked and vmapped, fused optimizer, metrics read every ``log_every`` steps,
+  and on a GPU each update captured once as a CUDA graph and replayed - what the
+  pipeline runs;
+- on a GPU also ``fast_eager`` (the same without CUDA graphs: what the graphs add) and
+  ``fast_tf32`` (graphed, float32 matmuls on TF32 tensor cores: not the default, since
+  it rounds products to 10-bit mantissas);
 
 as the *marginal* rate of the real loops, (N_long - N_short) / (wall_long - wall_short)
 after a warm-up run, which cancels model construction, data transfer and the final
@@ -69,8 +73,11 @@ def _configs(stage: str, steps: int, n_seeds: int) -> list[RunConfig]:
                                            "checkpoint_every": str(10**9)}) for s in range(n_seeds)]
 
 
+PATHS = ("reference", "fast", "fast_eager", "fast_tf32")
+
+
 def _runner(stage: str, path: str, n_seeds: int, data: Transitions, device: torch.device) -> Callable[[int], None]:
-    """A function that trains ``stage`` for a given number of steps in a fresh directory."""
+    """A function that trains ``stage`` for a given number of steps in a fresh directory (``path`` in PATHS)."""
     upstream = (
         [NoisePredictor(STATE_DIM, ACTION_DIM).to(device) for _ in range(n_seeds)],
         [Critic(STATE_DIM, ACTION_DIM).to(device) for _ in range(n_seeds)],
@@ -86,7 +93,12 @@ def _runner(stage: str, path: str, n_seeds: int, data: Transitions, device: torc
                 fn(cfgs[0], data, *(u[0] for u in extra), outs[0], device, progress=False)
             else:
                 fn = getattr(seed_batch, f"train_{stage}")
-                fn(cfgs, data, *extra, outs, device, progress=False)
+                precision = torch.get_float32_matmul_precision()
+                torch.set_float32_matmul_precision("high" if path == "fast_tf32" else precision)
+                try:
+                    fn(cfgs, data, *extra, outs, device, progress=False, cuda_graphs=path != "fast_eager")
+                finally:
+                    torch.set_float32_matmul_precision(precision)
 
     return run
 
@@ -99,8 +111,11 @@ def _marginal_rate(run: Callable[[int], None], short: int, target_s: float, repe
         return time.perf_counter() - t0
 
     timed(short)  # warm-up: allocator, thread pool, first-call dispatch
-    rough = 2 * short / max(timed(3 * short) - timed(short), 1e-9)  # calibration, setup cancelled
-    long = max(4 * short, int(target_s * rough))
+    # Calibration, setup cancelled: grow the step count until its time stands out of the setup's noise.
+    n = short
+    while (extra := timed(short + n) - timed(short)) < 0.2 * target_s and n < 10**7:
+        n *= 4
+    long = max(4 * short, int(target_s * n / max(extra, 1e-3)))
     rates = []
     for _ in range(repeats):
         rates.append((long - short) / (timed(long) - timed(short)))
@@ -152,51 +167,85 @@ def main() -> None:
     if args.repeats < 1:
         parser.error("--repeats must be >= 1")
     gemm_before = _gemm_gflops(device)
-    # Short runs: enough steps that the difference to the long run is not noise.
+    # Short runs: enough steps that the difference to the long run is not noise; on a GPU also enough
+    # that both runs capture their CUDA graph (after the warm-up updates), so that capture cancels.
     short = {"behavior": 2, "critic": 20, "policy": 10}
     results = {}
-    jobs = [(stage, "reference", 1) for stage in args.stages] + [
-        (stage, "fast", s) for stage in args.stages for s in args.seeds]
+    # Most wanted first: a run cut short by a time limit keeps the cells it finished (the .partial file).
+    cells = [("fast", s) for s in args.seeds]
+    if device.type == "cuda":
+        cells += [("fast_eager", s) for s in args.seeds] + [("fast_tf32", PROTOCOL_SEEDS)]
+    cells.sort(key=lambda c: (c[1] != PROTOCOL_SEEDS, c[1] == 1))
+    jobs = [(stage, "reference", 1) for stage in args.stages] + [(st, pa, s) for pa, s in cells for st in args.stages]
     rates: dict[tuple[str, str, int], dict] = {}
+    errors: dict[str, str] = {}
+    partial = Path(args.out).with_suffix(".partial.json")
     for stage, path, s in tqdm(jobs, desc="train throughput", dynamic_ncols=True):
-        rates[stage, path, s] = _marginal_rate(_runner(stage, path, s, data, device),
-                                               max(2, short[stage] // s), args.seconds, args.repeats)
+        n_short = 50 if device.type == "cuda" else max(2, short[stage] // s)
+        try:
+            rates[stage, path, s] = _marginal_rate(_runner(stage, path, s, data, device), n_short, args.seconds,
+                                                   args.repeats)
+            tqdm.write(f"{stage} {path} S={s}: {s * rates[stage, path, s]['updates_per_s']:.1f} seed-upd/s")
+        except Exception as e:  # noqa: BLE001 - one failing cell (a GPU path) must not lose the others
+            errors[f"{stage}/{path}/S={s}"] = f"{type(e).__name__}: {e}"
+            tqdm.write(f"{stage} {path} S={s}: FAILED {type(e).__name__}: {e}")
+        artifacts.write_json(partial, {"rates": {f"{st}/{pa}/S={n}": r for (st, pa, n), r in rates.items()},
+                                       "errors": errors})
     # The machine's speed drifts on a shared host: the best GEMM rate seen, before or after, is the peak.
     gemm_after = _gemm_gflops(device)
     gemm = max(gemm_before, gemm_after)
     for stage in args.stages:
         flops = _flops_per_update(stage, data, device)
         ref = rates[stage, "reference", 1]["updates_per_s"]
-        fast = {}
-        for s in args.seeds:
-            r = rates[stage, "fast", s]
-            seed_rate = s * r["updates_per_s"]
-            fast[f"S={s}"] = {**r, "seeds": s, "seed_updates_per_s": seed_rate, "speedup": seed_rate / ref,
-                              "gemm_share_of_peak": flops * seed_rate / 1e9 / gemm}
+        paths = {}
+        for path in PATHS[1:]:
+            cells = {}
+            for s in args.seeds:
+                if (stage, path, s) not in rates:
+                    continue
+                r = rates[stage, path, s]
+                seed_rate = s * r["updates_per_s"]
+                cells[f"S={s}"] = {**r, "seeds": s, "seed_updates_per_s": seed_rate, "speedup": seed_rate / ref,
+                                   "gemm_share_of_peak": flops * seed_rate / 1e9 / gemm}
+            if cells:
+                paths[path] = cells
         s_proj = PROTOCOL_SEEDS if PROTOCOL_SEEDS in args.seeds else max(args.seeds)
         steps = getattr(paper, stage).steps
+        projections = {f"paper_protocol_hours_{path}_S{s_proj}": PROTOCOL_SEEDS * PROTOCOL_TASKS * steps
+                       / cells[f"S={s_proj}"]["seed_updates_per_s"] / 3600
+                       for path, cells in paths.items() if f"S={s_proj}" in cells}
         results[stage] = {
             "batch_size": getattr(paper, stage).batch_size,
             "paper_steps": steps,
             "matmul_gflop_per_update": flops / 1e9,
             "reference": {**rates[stage, "reference", 1], "seed_updates_per_s": ref,
                           "gemm_share_of_peak": flops * ref / 1e9 / gemm},
-            "fast": fast,
+            **paths,
             # An exact method cannot beat the GEMM peak: the largest possible speed-up of this stage here.
             "speedup_bound_at_gemm_peak": gemm / (flops * ref / 1e9),
             "paper_protocol_hours_reference": PROTOCOL_SEEDS * PROTOCOL_TASKS * steps / ref / 3600,
-            f"paper_protocol_hours_fast_S{s_proj}": PROTOCOL_SEEDS * PROTOCOL_TASKS * steps
-            / fast[f"S={s_proj}"]["seed_updates_per_s"] / 3600,
+            **projections,
         }
-        line = ", ".join(f"S={s} {fast[f'S={s}']['seed_updates_per_s']:.1f} ({fast[f'S={s}']['speedup']:.2f}x)"
-                         for s in args.seeds)
-        print(f"{stage:9s} batch {results[stage]['batch_size']:5d}: reference {ref:.1f} seed-upd/s "
-              f"({results[stage]['reference']['gemm_share_of_peak']:.0%} of GEMM peak); fast {line}")
+        for path, cells in paths.items():
+            line = ", ".join(f"{k} {c['seed_updates_per_s']:.1f} ({c['speedup']:.2f}x)" for k, c in cells.items())
+            print(f"{stage:9s} batch {results[stage]['batch_size']:5d}: reference {ref:.1f} seed-upd/s "
+                  f"({results[stage]['reference']['gemm_share_of_peak']:.0%} of GEMM peak); {path} {line}")
+    # The issue's yardstick: the paper budget of PROTOCOL_SEEDS seeds of one task, the stages one after another.
+    one_task = {}
+    if set(args.stages) == set(STAGES):
+        for key in results["behavior"]:
+            if key.startswith("paper_protocol_hours") and all(key in results[st] for st in STAGES):
+                hours = sum(results[st][key] for st in STAGES)
+                one_task[key.replace("paper_protocol_hours", "minutes_5_seeds_one_task")] = hours * 60 / PROTOCOL_TASKS
+    for key, minutes in one_task.items():
+        print(f"paper budget, {PROTOCOL_SEEDS} seeds of one task, stages in sequence ({key}): {minutes:.0f} min; "
+              f"5 seeds x {PROTOCOL_TASKS} tasks: {minutes * PROTOCOL_TASKS / 60:.1f} h")
     artifacts.write_json(Path(args.out), {
         "benchmark": "train_throughput",
         "description": "seed-updates/s of each SRPO stage at the paper's batch and network sizes: the eager "
                        "reference loop (srpo.train, one seed) and the seed-batched fast path (srpo.seed_batch, "
-                       "S seeds vmapped); marginal rates by differencing two budgets after a warm-up",
+                       "S seeds vmapped; on a GPU each update a CUDA graph, and fast_eager without graphs, fast_tf32 with TF32 "
+                       "matmuls); marginal rates by differencing two budgets after a warm-up",
         "dataset_shape": {"state_dim": STATE_DIM, "action_dim": ACTION_DIM, "transitions": N_TRANSITIONS},
         "device": str(device),
         "gemm_gflops": gemm,
@@ -204,10 +253,13 @@ def main() -> None:
         "protocol": {"seeds": PROTOCOL_SEEDS, "tasks": PROTOCOL_TASKS,
                      "note": "hours of one process doing the paper budgets (SPEC §5) for the protocol, per stage"},
         "results": results,
+        "paper_budget": one_task,
+        "errors": errors,
         "machine": machine_info(),
         "srpo_version": __version__,
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     })
+    partial.unlink(missing_ok=True)
     print(f"written to {args.out}")
 
 

@@ -87,7 +87,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     common = dict(device=args.device, progress=not args.no_progress, stages=stages,
                   restart_on_change=args.restart_on_change)
     if args.seeds:
-        res = seed_batch.train(cfgs, data, outs, upstreams=upstreams, **common)
+        res = seed_batch.train(cfgs, data, outs, upstreams=upstreams, cuda_graphs=not args.no_cuda_graphs, **common)
         per_seed = [({st: m[k] for st, m in res.modules.items()}, {st: h[k] for st, h in res.histories.items()})
                     for k in range(len(seeds))]
         wall = res.wall_s
@@ -280,6 +280,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="start a stage over when its checkpoint was made with another config or dataset "
                         "(default: refuse); the pipeline uses this")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default: %(default)s)")
+    p.add_argument("--no-cuda-graphs", action="store_true",
+                   help="with --seeds on a GPU: run each update eagerly instead of replaying it as a CUDA graph "
+                        "(slower; for debugging or profiling)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.set_defaults(func=cmd_train)

@@ -12,7 +12,10 @@ batched run equals the single run with seed k up to float rounding
 
 The fast path, beyond batching: a fused optimizer step, the target EMA as one
 ``_foreach`` op, data indexed on the device, metrics kept on the device and read
-once every ``log_every`` steps (one host sync for all seeds and metrics).
+once every ``log_every`` steps (one host sync for all seeds and metrics), and on a
+CUDA device each update - draws, forward, backward, optimizer, EMA, metric sums -
+captured once as a CUDA graph and replayed (:mod:`srpo.cuda_graph`; ``cuda_graphs=False``
+turns it off).
 
 Checkpoints are the reference's: one ``<stage>.pt`` per seed with the same schema,
 so a batched run resumes from, and is read by, everything that reads single runs.
@@ -36,10 +39,12 @@ from srpo import artifacts, behavior, critic as iql, policy as srpo_policy
 from srpo.behavior import NoisePredictor
 from srpo.config import RunConfig
 from srpo.critic import Critic
+from srpo.cuda_graph import DeviceLr, capturable_optimizer, graphed
 from srpo.policy import DeterministicPolicy
 from srpo.train import (
     STAGES,
     UPSTREAM,
+    RunningMeans,
     StageState,
     Upstream,
     discard_stale,
@@ -120,12 +125,6 @@ def vmapped(fn: Callable[..., Any], *stacks: Stacked) -> Callable[..., Any]:
     return call
 
 
-def _optimizer(params: list[Tensor], kind: type[torch.optim.Optimizer], device: torch.device,
-               **kwargs: Any) -> torch.optim.Optimizer:
-    """The fused implementation (one kernel over all tensors) where torch has it for the device."""
-    return kind(params, fused=device.type in ("cpu", "cuda"), **kwargs)
-
-
 # ---------------------------------------------------------------------------------------
 # S stage states in lockstep
 # ---------------------------------------------------------------------------------------
@@ -147,21 +146,27 @@ class _SeedOptimizer:
         return {
             "state": {i: {n: v[self.k].clone() if torch.is_tensor(v) and v.dim() > 0 else v for n, v in s.items()}
                       for i, s in sd["state"].items()},
-            # The reference loop's optimizer picks its own implementation.
-            "param_groups": [{**g, "fused": None, "foreach": None} for g in sd["param_groups"]],
+            # The reference loop's optimizer picks its own implementation, with a float lr.
+            "param_groups": [{**g, "fused": None, "foreach": None, "capturable": False, "lr": float(g["lr"])}
+                             for g in sd["param_groups"]],
         }
 
     def load_state_dict(self, sd: dict[str, Any]) -> None:
         self.loaded[self.k] = sd
 
 
-def _stack_optimizer_states(sds: list[dict], optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+def _load_stacked(optimizer: torch.optim.Optimizer, sds: list[dict]) -> None:
+    """Load S single-run optimizer states (one per seed) into the stacked optimizer."""
     first = sds[0]
     state = {i: {n: torch.stack([sd["state"][i][n] for sd in sds]) if torch.is_tensor(v) and v.dim() > 0 else v
                  for n, v in s.items()} for i, s in first["state"].items()}
-    groups = [{**g, "fused": mine["fused"], "foreach": mine["foreach"]}
-              for g, mine in zip(first["param_groups"], optimizer.param_groups)]
-    return {"state": state, "param_groups": groups}
+    groups = [{**g, "fused": mine["fused"], "foreach": mine["foreach"], "capturable": mine["capturable"]}
+              for g, mine in zip(first["param_groups"], optimizer.param_groups)]  # ours keeps its implementation
+    lrs = [g["lr"] for g in optimizer.param_groups]
+    optimizer.load_state_dict({"state": state, "param_groups": groups})
+    for g, lr in zip(optimizer.param_groups, lrs):
+        if torch.is_tensor(lr):  # a captured update reads this very tensor: keep it, with the loaded value
+            g["lr"] = lr.fill_(g["lr"])
 
 
 def _pending(path: Path) -> Path:
@@ -190,8 +195,7 @@ class SeedGroup:
                  loaded: dict[int, dict]) -> None:
         self.states, self.stacks, self.optimizer, self._loaded = states, stacks, optimizer, loaded
         self.name, self.path = states[0].name, states[0].path
-        self._sums: dict[str, Tensor] = {}
-        self._count = 0
+        self.means = RunningMeans()
 
     @property
     def step(self) -> int:
@@ -223,24 +227,19 @@ class SeedGroup:
             stack.reload()
         if self._loaded:
             sds = [self._loaded[k] for k in range(len(self.states))]
-            self.optimizer.load_state_dict(_stack_optimizer_states(sds, self.optimizer))
+            _load_stacked(self.optimizer, sds)
         return done[0]
 
     def record(self, **values: Tensor) -> None:
         """Accumulate per-seed metrics of shape (S,) on the device; no host sync."""
-        for k, v in values.items():
-            v = v.detach()
-            self._sums[k] = self._sums[k] + v if k in self._sums else v.clone()
-        self._count += 1
+        self.means.add(values)
 
     def flush(self) -> dict[str, float]:
         """One host sync for every seed and metric; each seed's history gets its own row."""
-        names = list(self._sums)
-        table = (torch.stack([self._sums[n] for n in names]) / self._count).tolist()
-        self._sums, self._count = {}, 0
+        table = self.means.pop()
         for k, st in enumerate(self.states):
-            st.log({"step": self.step, **{n: row[k] for n, row in zip(names, table)}})
-        return {"step": self.step, **{n: sum(r) / len(r) for n, r in zip(names, table)}}  # the progress bar's
+            st.log({"step": self.step, **{n: row[k] for n, row in table.items()}})
+        return {"step": self.step, **{n: sum(r) / len(r) for n, r in table.items()}}  # the progress bar's
 
     def save(self, done: bool) -> None:
         for stack in self.stacks:
@@ -296,6 +295,7 @@ def _in_seed_context(cfgs: Sequence[RunConfig], stage: str, device: torch.device
 def _behavior_batch(
     cfgs: Sequence[RunConfig], data: Transitions, outs: Sequence[Path], device: torch.device,
     dtype: torch.dtype = torch.float32, progress: bool = True, stop_after: int | None = None,
+    cuda_graphs: bool = True,
 ) -> tuple[list[NoisePredictor], list[list[dict[str, float]]]]:
     """Stage 1 for S seeds at one step: :func:`srpo.train.train_behavior`'s loop, vmapped over seeds."""
     bc = _shared(cfgs, outs).behavior
@@ -304,8 +304,8 @@ def _behavior_batch(
         generator=torch.Generator().manual_seed(seed)).to(device=device, dtype=dtype))
     gens = [torch.Generator(device=device).manual_seed(stage_seed(c.seed, "behavior")) for c in cfgs]
     stack = Stacked(models)
-    opt = _optimizer(stack.parameters(trainable=True), torch.optim.AdamW, device, lr=bc.lr,
-                     weight_decay=bc.weight_decay)
+    opt = capturable_optimizer(torch.optim.AdamW, stack.parameters(trainable=True), device, cuda_graphs, bc.lr,
+                               weight_decay=bc.weight_decay)
     group = _group("behavior", cfgs, outs, data, [{"model": m} for m in models], [stack], opt, gens)
     done = group.resume()
     d = data.to_tensors(device, dtype)
@@ -328,7 +328,8 @@ def _behavior_batch(
         group.record(loss=loss)
 
     if not done:
-        run_loop(group, bc.steps, cfgs[0].log_every, cfgs[0].checkpoint_every, step, progress, stop_after)
+        run_loop(group, bc.steps, cfgs[0].log_every, cfgs[0].checkpoint_every, graphed(step, gens, device, cuda_graphs),
+                 progress, stop_after)
     stack.write_back()
     return [m.eval() for m in models], [st.history for st in group.states]
 
@@ -336,6 +337,7 @@ def _behavior_batch(
 def _critic_batch(
     cfgs: Sequence[RunConfig], data: Transitions, outs: Sequence[Path], device: torch.device,
     dtype: torch.dtype = torch.float32, progress: bool = True, stop_after: int | None = None,
+    cuda_graphs: bool = True,
 ) -> tuple[list[Critic], list[list[dict[str, float]]]]:
     """Stage 2 for S seeds at one step: :func:`srpo.train.train_critic`'s loop (IQL), vmapped over seeds."""
     from srpo.train import preprocess_rewards
@@ -346,7 +348,7 @@ def _critic_batch(
         data.state_dim, data.action_dim, cc.hidden).to(device=device, dtype=dtype))
     gens = [torch.Generator(device=device).manual_seed(stage_seed(c.seed, "critic")) for c in cfgs]
     stack = Stacked(critics)
-    opt = _optimizer(stack.parameters(trainable=True), torch.optim.Adam, device, lr=cc.lr)
+    opt = capturable_optimizer(torch.optim.Adam, stack.parameters(trainable=True), device, cuda_graphs, cc.lr)
     group = _group("critic", cfgs, outs, data, [{"critic": c} for c in critics], [stack], opt, gens)
     done = group.resume()
     d = data.to_tensors(device, dtype, rewards=preprocess_rewards(cfg0, data))
@@ -365,7 +367,8 @@ def _critic_batch(
         group.record(v_loss=v_loss, q_loss=q_loss, q_mean=q_mean)
 
     if not done:
-        run_loop(group, cc.steps, cfg0.log_every, cfg0.checkpoint_every, step, progress, stop_after)
+        run_loop(group, cc.steps, cfg0.log_every, cfg0.checkpoint_every, graphed(step, gens, device, cuda_graphs),
+                 progress, stop_after)
     stack.write_back()
     return [c.eval() for c in critics], [st.history for st in group.states]
 
@@ -373,7 +376,7 @@ def _critic_batch(
 def _policy_batch(
     cfgs: Sequence[RunConfig], data: Transitions, behavior_models: Sequence[nn.Module], critics: Sequence[Critic],
     outs: Sequence[Path], device: torch.device, dtype: torch.dtype = torch.float32, progress: bool = True,
-    stop_after: int | None = None,
+    stop_after: int | None = None, cuda_graphs: bool = True,
 ) -> tuple[list[DeterministicPolicy], list[list[dict[str, float]]]]:
     """Stage 3 for S seeds at one step: :func:`srpo.train.train_policy`'s loop (E6), vmapped over seeds.
 
@@ -393,10 +396,17 @@ def _policy_batch(
         data.state_dim, data.action_dim, pc.hidden).to(device=device, dtype=dtype))
     gens = [torch.Generator(device=device).manual_seed(stage_seed(c.seed, "policy")) for c in cfgs]
     stack = Stacked(policies)
-    opt = _optimizer(stack.parameters(trainable=True), torch.optim.Adam, device, lr=pc.lr)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(pc.steps, 1)) if pc.cosine_decay else None
+    graphs = cuda_graphs and device.type == "cuda"
+    opt = capturable_optimizer(torch.optim.Adam, stack.parameters(trainable=True), device, graphs, pc.lr)
+    sched: Any = None
+    if pc.cosine_decay:
+        def cosine(o: torch.optim.Optimizer) -> Any:
+            return torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=max(pc.steps, 1))
+        sched = DeviceLr(opt, pc.lr, cosine) if graphs else cosine(opt)
     group = _group("policy", cfgs, outs, data, [{"policy": p} for p in policies], [stack], opt, gens, sched)
     done = group.resume()
+    if isinstance(sched, DeviceLr):
+        sched.sync_from_optimizer()
     d = data.to_tensors(device, dtype)
     n, b = len(data), pc.batch_size
     loss_fn = vmapped(lambda pi, bm, c, s, t, eps: srpo_loss(pi, bm, c.target_q_mean, s, t, eps, pc),
@@ -406,15 +416,20 @@ def _policy_batch(
         idx = torch.randint(n, (b,), generator=gen, device=device)
         return [idx, *srpo_policy.sample_e6_noise(b, data.action_dim, pc.t_range, pc.t_fixed, gen, device, dtype)]
 
-    def step() -> None:
+    def update() -> None:
         idx, t, eps = (torch.stack(x) for x in zip(*(draw(g) for g in gens)))
         loss, diag = loss_fn(d["obs"][idx], t, eps)
         opt.zero_grad(set_to_none=True)
         loss.sum().backward()
         opt.step()
-        if sched is not None:
-            sched.step()
         group.record(loss=loss, **diag)
+
+    fast_update = graphed(update, gens, device, graphs)
+
+    def step() -> None:
+        fast_update()
+        if sched is not None:  # on the host: the schedule depends on the step only
+            sched.step()
 
     if not done:
         run_loop(group, pc.steps, cfg0.log_every, cfg0.checkpoint_every, step, progress, stop_after)
@@ -456,33 +471,35 @@ def _in_lockstep(stage: str, cfgs: Sequence[RunConfig], data: Transitions, outs:
 def train_behavior(
     cfgs: Sequence[RunConfig], data: Transitions, outs: Sequence[Path], device: torch.device,
     dtype: torch.dtype = torch.float32, progress: bool = True, stop_after: int | None = None,
+    cuda_graphs: bool = True,
 ) -> tuple[list[NoisePredictor], list[list[dict[str, float]]]]:
     """Stage 1 (DSM, E4) for S seeds, vmapped over seeds; resumes each seed from its checkpoint."""
     _shared(cfgs, outs)
     return _in_lockstep("behavior", cfgs, data, outs, lambda ks: _behavior_batch(
-        [cfgs[k] for k in ks], data, [outs[k] for k in ks], device, dtype, progress, stop_after))
+        [cfgs[k] for k in ks], data, [outs[k] for k in ks], device, dtype, progress, stop_after, cuda_graphs))
 
 
 def train_critic(
     cfgs: Sequence[RunConfig], data: Transitions, outs: Sequence[Path], device: torch.device,
     dtype: torch.dtype = torch.float32, progress: bool = True, stop_after: int | None = None,
+    cuda_graphs: bool = True,
 ) -> tuple[list[Critic], list[list[dict[str, float]]]]:
     """Stage 2 (IQL) for S seeds, vmapped over seeds; resumes each seed from its checkpoint."""
     _shared(cfgs, outs)
     return _in_lockstep("critic", cfgs, data, outs, lambda ks: _critic_batch(
-        [cfgs[k] for k in ks], data, [outs[k] for k in ks], device, dtype, progress, stop_after))
+        [cfgs[k] for k in ks], data, [outs[k] for k in ks], device, dtype, progress, stop_after, cuda_graphs))
 
 
 def train_policy(
     cfgs: Sequence[RunConfig], data: Transitions, behavior_models: Sequence[nn.Module], critics: Sequence[Critic],
     outs: Sequence[Path], device: torch.device, dtype: torch.dtype = torch.float32, progress: bool = True,
-    stop_after: int | None = None,
+    stop_after: int | None = None, cuda_graphs: bool = True,
 ) -> tuple[list[DeterministicPolicy], list[list[dict[str, float]]]]:
     """Stage 3 (E6) for S seeds, vmapped over seeds: seed k uses seed k's behavior model and critic."""
     _shared(cfgs, outs)
     return _in_lockstep("policy", cfgs, data, outs, lambda ks: _policy_batch(
         [cfgs[k] for k in ks], data, [behavior_models[k] for k in ks], [critics[k] for k in ks],
-        [outs[k] for k in ks], device, dtype, progress, stop_after))
+        [outs[k] for k in ks], device, dtype, progress, stop_after, cuda_graphs))
 
 
 @dataclass
@@ -505,6 +522,7 @@ def train(
     stages: tuple[str, ...] = STAGES,
     upstreams: Sequence[Upstream] | None = None,
     restart_on_change: bool = False,
+    cuda_graphs: bool = True,
 ) -> SeedsResult:
     """:func:`srpo.train.train` for S seeds of one task: run (or resume) ``stages`` in order.
 
@@ -540,10 +558,10 @@ def train(
                                     for c, u in zip(cfgs, upstreams)]
             modules[stage], histories[stage] = train_policy(
                 cfgs, data, modules["behavior"], modules["critic"], outs, device, dtype, progress,
-                stop_after.get(stage))
+                stop_after.get(stage), cuda_graphs)
         else:
             trainer = {"behavior": train_behavior, "critic": train_critic}[stage]
             modules[stage], histories[stage] = trainer(cfgs, data, outs, device, dtype, progress,
-                                                       stop_after.get(stage))
+                                                       stop_after.get(stage), cuda_graphs)
         wall[stage] = time.perf_counter() - t0
     return SeedsResult(modules, histories, wall)

@@ -44,6 +44,43 @@ def stage_seed(seed: int, stage: str) -> int:
     return (seed * 1_000_003 + zlib.crc32(stage.encode())) % (2**63)
 
 
+class RunningMeans:
+    """Per-metric sums since the last read, kept on the device and added to in place.
+
+    In place, with the step count on the device too, so that adding has fixed addresses
+    and no host sync: a captured CUDA graph of a whole update (:mod:`srpo.cuda_graph`)
+    adds to the same sums on every replay. Works for any metric shape (one value per
+    seed in the seed-batched loops); :meth:`pop` is the one host read.
+    """
+
+    def __init__(self) -> None:
+        self._sums: dict[str, Tensor] = {}
+        self._count: Tensor | None = None
+
+    def add(self, values: dict[str, Tensor]) -> None:
+        for k, v in values.items():
+            if k not in self._sums:
+                self._sums[k] = torch.zeros_like(v)
+            self._sums[k].add_(v.detach())
+        if self._count is None:
+            self._count = torch.zeros((), device=next(iter(values.values())).device)
+        self._count.add_(1)
+
+    def pop(self) -> dict[str, Any]:
+        """The means since the last pop (floats, or lists for per-seed metrics); resets the sums in place."""
+        if self._count is None:
+            return {}
+        names = list(self._sums)
+        shape = self._sums[names[0]].shape
+        count, *sums = torch.stack([t.double() for t in (self._count.expand(shape), *self._sums.values())]).tolist()
+        for t in (self._count, *self._sums.values()):
+            t.zero_()
+        n = count[0] if shape else count  # the same for every seed
+        if n == 0:
+            return {}
+        return {name: [v / n for v in s] if shape else s / n for name, s in zip(names, sums)}
+
+
 @dataclass
 class StageState:
     """Resumable state of one stage: modules, optimizer, generator, step and history."""
@@ -57,8 +94,7 @@ class StageState:
     scheduler: Any = None
     step: int = 0
     history: list[dict[str, float]] = field(default_factory=list)
-    _sums: dict[str, Tensor] = field(default_factory=dict)
-    _count: int = 0
+    means: RunningMeans = field(default_factory=RunningMeans)
     _t0: float = field(default_factory=time.perf_counter)
     _elapsed_before: float = 0.0
 
@@ -111,16 +147,11 @@ class StageState:
 
     def record(self, **values: Tensor) -> None:
         """Accumulate detached metrics on device; no host sync until :meth:`flush`."""
-        for k, v in values.items():
-            v = v.detach()
-            self._sums[k] = self._sums[k] + v if k in self._sums else v.clone()
-        self._count += 1
+        self.means.add(values)
 
     def flush(self) -> dict[str, float]:
         """Average what :meth:`record` gathered since the last flush into the history."""
-        entry = {"step": self.step, **{k: float(v) / self._count for k, v in self._sums.items()}}
-        self._sums, self._count = {}, 0
-        return self.log(entry)
+        return self.log({"step": self.step, **self.means.pop()})
 
     def log(self, entry: dict[str, float]) -> dict[str, float]:
         """Append one history entry, refusing non-finite values (the last good checkpoint stays)."""
