@@ -305,6 +305,41 @@ def _drop_other_seeds(parent: Path, seeds: list[int]) -> None:
             shutil.rmtree(d)
 
 
+def training_code_fingerprint() -> str:
+    """A hash of the code that trains (``srpo/*.py``, ``eval/baselines.py``)."""
+    import hashlib
+
+    root = Path(__file__).resolve().parent.parent
+    digest = hashlib.sha256()
+    for f in sorted((root / "srpo").glob("*.py")) + [root / "eval" / "baselines.py"]:
+        digest.update(f.name.encode() + b"\0" + f.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def claim_for_current_code(out: Path, checkpoint: str, code: str) -> None:
+    """Keep ``out/checkpoint`` only if this training code made it; else delete it, so the stage retrains.
+
+    Training outputs persist so that a killed stage resumes, and a stage reuses a finished
+    checkpoint whose config matches (a seed added to the params trains alone). But DVC
+    also re-runs a stage when its code changed, and then the old checkpoints must not be
+    reused. ``out/code.json`` names the code that writes the checkpoint, written before
+    training starts, so a killed run of the same code still resumes.
+    """
+    import json
+
+    from srpo import artifacts
+
+    marker = out / "code.json"
+    made_by = json.loads(marker.read_text()).get("training_code") if marker.exists() else None
+    if made_by != code:
+        for f in (out / checkpoint, out / f"{checkpoint}.next"):
+            if f.exists():
+                print(f"{f} was made by other training code: training this stage again", flush=True)
+                f.unlink()
+        out.mkdir(parents=True, exist_ok=True)
+        artifacts.write_json(marker, {"training_code": code})
+
+
 def _train_seeds(p: PipelineParams, task: str, stage: str, variant: str | None) -> None:
     """One stage of every seed of ``task``, trained as one batch (srpo.seed_batch)."""
     from srpo import seed_batch
@@ -314,6 +349,9 @@ def _train_seeds(p: PipelineParams, task: str, stage: str, variant: str | None) 
     data = _dataset(p, task).transitions
     outs = [p.stage_path(task, s, stage) if variant is None else p.variant_path(task, s, variant) for s in seeds]
     _drop_other_seeds(outs[0].parent, seeds)
+    code = training_code_fingerprint()
+    for out in outs:
+        claim_for_current_code(out, f"{stage}.pt", code)
     result = seed_batch.train(cfgs, data, outs, p.device, stages=(stage,),
                               upstreams=[p.upstream(task, s) for s in seeds], restart_on_change=True,
                               progress=sys.stderr.isatty())
@@ -345,8 +383,10 @@ def step_policy(p: PipelineParams, task: str, variant: str) -> None:
         return
     data = _dataset(p, task).transitions
     _drop_other_seeds(p.variant_path(task, p.seeds[0], variant).parent, list(p.seeds))
+    code = training_code_fingerprint()
     for seed in p.seeds:
         cfg, out = p.run_config(task, seed, variant), p.variant_path(task, seed, variant)
+        claim_for_current_code(out, "policy.pt", code)
         t0 = time.perf_counter()
         history: list = []
         if spec.method == "diffusion":

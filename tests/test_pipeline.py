@@ -156,3 +156,34 @@ def test_variants_focus_and_beta_scale_compose_the_run_config():
     assert p.run_config(other, 1, "bc") == p.run_config(other, 1, "srpo")
     with pytest.raises(ValueError, match="unknown variant"):
         p.variant_spec("nope")
+
+
+def test_a_checkpoint_made_by_other_training_code_is_retrained_and_one_made_by_this_code_resumes(tmp_path):
+    from eval.pipeline import claim_for_current_code, training_code_fingerprint
+
+    code = training_code_fingerprint()
+    assert code == training_code_fingerprint() and len(code) == 16
+    out = tmp_path / "seed0"
+    out.mkdir()
+    (out / "behavior.pt").write_bytes(b"made before code.json existed")
+    claim_for_current_code(out, "behavior.pt", code)
+    assert not (out / "behavior.pt").exists()  # unknown maker: retrain
+    (out / "behavior.pt").write_bytes(b"this code's (killed or finished) run")
+    claim_for_current_code(out, "behavior.pt", code)
+    assert (out / "behavior.pt").exists()  # same code: resume or reuse
+    (out / "behavior.pt.next").write_bytes(b"half-committed")
+    claim_for_current_code(out, "behavior.pt", "another-version")
+    assert not (out / "behavior.pt").exists() and not (out / "behavior.pt.next").exists()
+    assert json.loads((out / "code.json").read_text()) == {"training_code": "another-version"}
+
+
+@pytest.mark.slow
+def test_changing_the_training_code_retrains_instead_of_reusing_finished_checkpoints(smoke_repo):
+    repo, _ = smoke_repo
+    ckpt = repo / "runs/smoke/hopper-medium/critic/seed0/critic.pt"
+    before = ckpt.stat().st_mtime_ns
+    with open(repo / "srpo/critic.py", "a") as f:
+        f.write("\n# a change to the training code\n")
+    ran = _ran(_dvc(repo, "repro", SMOKE))
+    assert "critic@hopper-medium" in ran, ran
+    assert ckpt.stat().st_mtime_ns > before, "the finished checkpoint was reused, not retrained"
