@@ -330,7 +330,10 @@ def claim_for_current_code(out: Path, checkpoint: str, code: str) -> None:
     from srpo import artifacts
 
     marker = out / "code.json"
-    made_by = json.loads(marker.read_text()).get("training_code") if marker.exists() else None
+    try:
+        made_by = json.loads(marker.read_text()).get("training_code")
+    except (OSError, ValueError, AttributeError):  # missing or corrupt: the maker is unknown, so retrain
+        made_by = None
     if made_by != code:
         for f in (out / checkpoint, out / f"{checkpoint}.next"):
             if f.exists():

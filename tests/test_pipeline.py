@@ -175,6 +175,10 @@ def test_a_checkpoint_made_by_other_training_code_is_retrained_and_one_made_by_t
     claim_for_current_code(out, "behavior.pt", "another-version")
     assert not (out / "behavior.pt").exists() and not (out / "behavior.pt.next").exists()
     assert json.loads((out / "code.json").read_text()) == {"training_code": "another-version"}
+    (out / "code.json").write_text("{not json")  # a corrupt marker counts as unknown code
+    (out / "behavior.pt").write_bytes(b"x")
+    claim_for_current_code(out, "behavior.pt", code)
+    assert not (out / "behavior.pt").exists() and json.loads((out / "code.json").read_text()) == {"training_code": code}
 
 
 @pytest.mark.slow
