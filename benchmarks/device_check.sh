@@ -5,10 +5,10 @@
 #
 #     device run: bash benchmarks/device_check.sh          (timeout_s 500)
 #
-# 1. tests/test_cuda_graph.py on the GPU: graphed runs equal eager batched runs and single runs, and a
-#    killed graphed run resumes to the same result (CI has no GPU and skips these);
-# 2. the training-throughput benchmark on the GPU: reference loop vs the fast path (CUDA graphs),
-#    without graphs, and with TF32; S = 1, 5, 10; the paper-protocol projection.
+# 1. tests/test_cuda_graph.py on the GPU: graphed runs equal eager batched runs and single runs (also in
+#    TF32 and bf16), and a killed graphed run resumes to the same result (CI has no GPU and skips these);
+# 2. the training-throughput benchmark on the GPU: reference loop vs the fast path (CUDA graphs) at
+#    S = 1, 5, 10, in bf16 at S = 5, 10, without graphs and with TF32 at S = 5; the paper-budget projection.
 # Writes the logs and train_throughput_cuda.json to $OUT, or to reports/bench/ when run elsewhere.
 set -uo pipefail
 cd "$(dirname "$0")/.."

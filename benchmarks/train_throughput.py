@@ -8,9 +8,10 @@ HalfCheetah-shaped dataset, this times
   seeds stacked and vmapped, fused optimizer, metrics read every ``log_every`` steps,
   and on a GPU each update captured once as a CUDA graph and replayed - what the
   pipeline runs;
-- on a GPU also ``fast_eager`` (the same without CUDA graphs: what the graphs add) and
-  ``fast_tf32`` (graphed, float32 matmuls on TF32 tensor cores: not the default, since
-  it rounds products to 10-bit mantissas);
+- ``fast_bf16`` with S > 1: the fast path with the stage in bf16 mixed precision
+  (``<stage>.precision=bf16``, srpo/precision.py: not exact, tested close to fp32);
+- on a GPU also ``fast_eager`` (the fast path without CUDA graphs: what the graphs add) and
+  ``fast_tf32`` (graphed, ``<stage>.precision=tf32``: float32 matmuls on TF32 tensor cores);
 
 as the *marginal* rate of the real loops, (N_long - N_short) / (wall_long - wall_short)
 after a warm-up run, which cancels model construction, data transfer and the final
@@ -21,7 +22,11 @@ both measured in this run.
 The matmul FLOPs of one update (the torch profiler's counts on the reference loop) and
 the machine's measured float32 GEMM rate give each loop's share of peak, which bounds
 any exact speed-up: a loop already at a fraction f of peak cannot run more than 1/f
-times faster without doing less arithmetic.
+times faster without doing less arithmetic (or cheaper arithmetic: bf16, TF32).
+
+``paper_budget``: minutes of the paper budget (SPEC §5) for 5 seeds of one task, the
+stages one after another, per path, and ``mixed``: each stage at the precision that suits it
+(behavior bf16; critic and policy TF32 on a GPU, fp32 on a CPU).
 
     python benchmarks/train_throughput.py --out reports/bench/train_throughput.json
 """
@@ -68,12 +73,15 @@ def synthetic_dataset(seed: int = 0) -> Transitions:
     )
 
 
-def _configs(stage: str, steps: int, n_seeds: int) -> list[RunConfig]:
-    return [make_config(TASK, "paper", s, {f"{stage}.steps": str(steps), "log_every": "100",
-                                           "checkpoint_every": str(10**9)}) for s in range(n_seeds)]
+def _configs(stage: str, steps: int, n_seeds: int, precision: str = "fp32") -> list[RunConfig]:
+    return [make_config(TASK, "paper", s, {f"{stage}.steps": str(steps), f"{stage}.precision": precision,
+                                           "log_every": "100", "checkpoint_every": str(10**9)})
+            for s in range(n_seeds)]
 
 
-PATHS = ("reference", "fast", "fast_eager", "fast_tf32")
+PATHS = ("reference", "fast", "fast_bf16", "fast_eager", "fast_tf32")
+# The stage precision (srpo/precision.py) of each path; the reference loop is the paper's fp32.
+PRECISION = {"fast_bf16": "bf16", "fast_tf32": "tf32"}
 
 
 def _runner(stage: str, path: str, n_seeds: int, data: Transitions, device: torch.device) -> Callable[[int], None]:
@@ -84,7 +92,7 @@ def _runner(stage: str, path: str, n_seeds: int, data: Transitions, device: torc
     )
 
     def run(steps: int) -> None:
-        cfgs = _configs(stage, steps, n_seeds)
+        cfgs = _configs(stage, steps, n_seeds, PRECISION.get(path, "fp32"))
         with tempfile.TemporaryDirectory() as tmp:
             outs = [Path(tmp) / f"seed{k}" for k in range(n_seeds)]
             extra = upstream if stage == "policy" else ()
@@ -93,12 +101,7 @@ def _runner(stage: str, path: str, n_seeds: int, data: Transitions, device: torc
                 fn(cfgs[0], data, *(u[0] for u in extra), outs[0], device, progress=False)
             else:
                 fn = getattr(seed_batch, f"train_{stage}")
-                precision = torch.get_float32_matmul_precision()
-                torch.set_float32_matmul_precision("high" if path == "fast_tf32" else precision)
-                try:
-                    fn(cfgs, data, *extra, outs, device, progress=False, cuda_graphs=path != "fast_eager")
-                finally:
-                    torch.set_float32_matmul_precision(precision)
+                fn(cfgs, data, *extra, outs, device, progress=False, cuda_graphs=path != "fast_eager")
 
     return run
 
@@ -172,9 +175,9 @@ def main() -> None:
     short = {"behavior": 2, "critic": 20, "policy": 10}
     results = {}
     # Most wanted first: a run cut short by a time limit keeps the cells it finished (the .partial file).
-    cells = [("fast", s) for s in args.seeds]
+    cells = [("fast", s) for s in args.seeds] + [("fast_bf16", s) for s in args.seeds if s > 1]
     if device.type == "cuda":
-        cells += [("fast_eager", s) for s in args.seeds] + [("fast_tf32", PROTOCOL_SEEDS)]
+        cells += [("fast_eager", PROTOCOL_SEEDS), ("fast_tf32", PROTOCOL_SEEDS)]
     cells.sort(key=lambda c: (c[1] != PROTOCOL_SEEDS, c[1] == 1))
     jobs = [(stage, "reference", 1) for stage in args.stages] + [(st, pa, s) for pa, s in cells for st in args.stages]
     rates: dict[tuple[str, str, int], dict] = {}
@@ -200,7 +203,7 @@ def main() -> None:
         paths = {}
         for path in PATHS[1:]:
             cells = {}
-            for s in args.seeds:
+            for s in sorted({s for (_, _, s) in rates}):
                 if (stage, path, s) not in rates:
                     continue
                 r = rates[stage, path, s]
@@ -237,15 +240,29 @@ def main() -> None:
             if key.startswith("paper_protocol_hours") and all(key in results[st] for st in STAGES):
                 hours = sum(results[st][key] for st in STAGES)
                 one_task[key.replace("paper_protocol_hours", "minutes_5_seeds_one_task")] = hours * 60 / PROTOCOL_TASKS
+        # Each stage at its best measured precision that suits it (srpo/precision.py): the behavior model's
+        # outputs (eps ~ N(0, I)) tolerate bf16; the critic's Q-values (~100) and the policy need float32 outputs.
+        mixed = {"behavior": "fast_bf16", "critic": "fast_tf32", "policy": "fast_tf32"}
+        if device.type != "cuda":
+            mixed = {"behavior": "fast_bf16", "critic": "fast", "policy": "fast"}
+        keys = {st: f"paper_protocol_hours_{pa}_S{PROTOCOL_SEEDS}" for st, pa in mixed.items()}
+        if all(keys[st] in results[st] for st in STAGES):
+            minutes = {st: results[st][keys[st]] * 60 / PROTOCOL_TASKS for st in STAGES}
+            one_task[f"minutes_5_seeds_one_task_mixed_S{PROTOCOL_SEEDS}"] = sum(minutes.values())
+            one_task["mixed_precision_paths"] = mixed
+            one_task["mixed_minutes_per_stage"] = minutes
     for key, minutes in one_task.items():
+        if not key.startswith("minutes"):
+            continue
         print(f"paper budget, {PROTOCOL_SEEDS} seeds of one task, stages in sequence ({key}): {minutes:.0f} min; "
               f"5 seeds x {PROTOCOL_TASKS} tasks: {minutes * PROTOCOL_TASKS / 60:.1f} h")
     artifacts.write_json(Path(args.out), {
         "benchmark": "train_throughput",
         "description": "seed-updates/s of each SRPO stage at the paper's batch and network sizes: the eager "
                        "reference loop (srpo.train, one seed) and the seed-batched fast path (srpo.seed_batch, "
-                       "S seeds vmapped; on a GPU each update a CUDA graph, and fast_eager without graphs, fast_tf32 with TF32 "
-                       "matmuls); marginal rates by differencing two budgets after a warm-up",
+                       "S seeds vmapped; on a GPU each update a CUDA graph); fast_bf16: the same in bf16 mixed "
+                       "precision (srpo/precision.py); GPU only: fast_eager without graphs, fast_tf32 with TF32 "
+                       "matmuls; marginal rates by differencing two budgets after a warm-up",
         "dataset_shape": {"state_dim": STATE_DIM, "action_dim": ACTION_DIM, "transitions": N_TRANSITIONS},
         "device": str(device),
         "gemm_gflops": gemm,

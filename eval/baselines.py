@@ -30,7 +30,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from srpo import artifacts
+from srpo import artifacts, precision
 from srpo.behavior import sample_actions
 from srpo.config import RunConfig
 from srpo.critic import Critic
@@ -126,14 +126,15 @@ def train_regression_policy(
     def step() -> None:
         idx = torch.randint(n, (pc.batch_size,), generator=gen, device=device)
         s, a = d["obs"][idx], d["act"][idx]
-        pred = pi(s)
-        if method == "bc":
-            loss = bc_loss(pred, a)
-            st.record(loss=loss)
-        else:
-            w = awr_weights(iql_advantage(critic, s, a), temperature, bcfg.weight_clip)
-            loss = awr_loss(pred, a, w)
-            st.record(loss=loss, weight_mean=w.mean(), weight_clipped=(w >= bcfg.weight_clip).float().mean())
+        with precision.forward(pc.precision, device):
+            pred = pi(s)
+            if method == "bc":
+                loss = bc_loss(pred, a)
+                st.record(loss=loss)
+            else:
+                w = awr_weights(iql_advantage(critic, s, a), temperature, bcfg.weight_clip)
+                loss = awr_loss(pred, a, w)
+                st.record(loss=loss, weight_mean=w.mean(), weight_clipped=(w >= bcfg.weight_clip).float().mean())
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -141,7 +142,8 @@ def train_regression_policy(
             sched.step()
 
     if not done:
-        run_loop(st, pc.steps, cfg.log_every, cfg.checkpoint_every, step, progress, None)
+        with precision.stage(pc.precision, device):
+            run_loop(st, pc.steps, cfg.log_every, cfg.checkpoint_every, step, progress, None)
     pi.eval()
     return pi, st.history
 

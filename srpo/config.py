@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from srpo.policy import WEIGHTINGS, Weighting
+from srpo.precision import Precision, check as check_precision
 
 RewardMode = Literal["locomotion", "antmaze", "none"]
 
@@ -35,9 +36,11 @@ class BehaviorConfig:
     time_features: int = 64
     time_scale: float = 30.0
     t_min: float = 1e-3  # t ~ U(t_min, 1) in the DSM loss (E4)
+    precision: Precision = "fp32"  # paper: fp32; tf32 / bf16: srpo/precision.py
 
     def __post_init__(self) -> None:
         _check_budget("behavior", self.steps, self.batch_size, self.lr)
+        check_precision(self.precision, "behavior.precision")
         if not 0.0 < self.t_min < 1.0:
             raise ValueError(f"behavior.t_min must be in (0, 1), got {self.t_min}")
         if not 0.0 <= self.dropout < 1.0:
@@ -55,9 +58,11 @@ class CriticConfig:
     gamma: float = 0.99
     expectile: float = 0.7  # AntMaze: 0.9
     target_ema: float = 0.005
+    precision: Precision = "fp32"  # paper: fp32; tf32 / bf16: srpo/precision.py
 
     def __post_init__(self) -> None:
         _check_budget("critic", self.steps, self.batch_size, self.lr)
+        check_precision(self.precision, "critic.precision")
         if not 0.5 <= self.expectile < 1.0:
             raise ValueError(f"critic.expectile must be in [0.5, 1), got {self.expectile}")
         if not 0.0 <= self.gamma < 1.0:
@@ -81,9 +86,11 @@ class PolicyConfig:
     baseline: bool = False  # subtract eps? paper Alg. 1: yes; public code default: no
     normalize_q_grad: bool = False  # public code: on for AntMaze ("regq")
     cosine_decay: bool = True
+    precision: Precision = "fp32"  # paper: fp32; tf32 / bf16: srpo/precision.py
 
     def __post_init__(self) -> None:
         _check_budget("policy", self.steps, self.batch_size, self.lr)
+        check_precision(self.precision, "policy.precision")
         if not self.beta > 0:
             raise ValueError(f"policy.beta must be > 0, got {self.beta}")
         if self.weighting not in WEIGHTINGS:

@@ -35,7 +35,7 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import Tensor, nn
 
-from srpo import artifacts, behavior, critic as iql, policy as srpo_policy
+from srpo import artifacts, behavior, critic as iql, policy as srpo_policy, precision
 from srpo.behavior import NoisePredictor
 from srpo.config import RunConfig
 from srpo.critic import Critic
@@ -321,15 +321,17 @@ def _behavior_batch(
 
     def step() -> None:
         idx, *noise = (torch.stack(x) for x in zip(*(draw(g) for g in gens)))
-        loss = loss_fn(d["obs"][idx], d["act"][idx], *noise)
+        with precision.forward(bc.precision, device):
+            loss = loss_fn(d["obs"][idx], d["act"][idx], *noise)
         opt.zero_grad(set_to_none=True)
         loss.sum().backward()  # seeds are independent: the sum's gradient is each seed's own
         opt.step()
         group.record(loss=loss)
 
     if not done:
-        run_loop(group, bc.steps, cfgs[0].log_every, cfgs[0].checkpoint_every, graphed(step, gens, device, cuda_graphs),
-                 progress, stop_after)
+        with precision.stage(bc.precision, device):
+            run_loop(group, bc.steps, cfgs[0].log_every, cfgs[0].checkpoint_every,
+                     graphed(step, gens, device, cuda_graphs), progress, stop_after)
     stack.write_back()
     return [m.eval() for m in models], [st.history for st in group.states]
 
@@ -358,8 +360,9 @@ def _critic_batch(
 
     def step() -> None:
         idx = torch.stack([torch.randint(n, (b,), generator=g, device=device) for g in gens])
-        v_loss, q_loss, q_mean = loss_fn(d["obs"][idx], d["act"][idx], d["rew"][idx], d["next_obs"][idx],
-                                         d["done"][idx])
+        with precision.forward(cc.precision, device):
+            v_loss, q_loss, q_mean = loss_fn(d["obs"][idx], d["act"][idx], d["rew"][idx], d["next_obs"][idx],
+                                             d["done"][idx])
         opt.zero_grad(set_to_none=True)
         (v_loss + q_loss).sum().backward()
         opt.step()
@@ -367,8 +370,9 @@ def _critic_batch(
         group.record(v_loss=v_loss, q_loss=q_loss, q_mean=q_mean)
 
     if not done:
-        run_loop(group, cc.steps, cfg0.log_every, cfg0.checkpoint_every, graphed(step, gens, device, cuda_graphs),
-                 progress, stop_after)
+        with precision.stage(cc.precision, device):
+            run_loop(group, cc.steps, cfg0.log_every, cfg0.checkpoint_every,
+                     graphed(step, gens, device, cuda_graphs), progress, stop_after)
     stack.write_back()
     return [c.eval() for c in critics], [st.history for st in group.states]
 
@@ -418,7 +422,8 @@ def _policy_batch(
 
     def update() -> None:
         idx, t, eps = (torch.stack(x) for x in zip(*(draw(g) for g in gens)))
-        loss, diag = loss_fn(d["obs"][idx], t, eps)
+        with precision.forward(pc.precision, device):
+            loss, diag = loss_fn(d["obs"][idx], t, eps)
         opt.zero_grad(set_to_none=True)
         loss.sum().backward()
         opt.step()
@@ -432,7 +437,8 @@ def _policy_batch(
             sched.step()
 
     if not done:
-        run_loop(group, pc.steps, cfg0.log_every, cfg0.checkpoint_every, step, progress, stop_after)
+        with precision.stage(pc.precision, device):
+            run_loop(group, pc.steps, cfg0.log_every, cfg0.checkpoint_every, step, progress, stop_after)
     stack.write_back()
     return [p.eval() for p in policies], [st.history for st in group.states]
 

@@ -27,7 +27,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from srpo import artifacts, behavior, critic as iql, policy as srpo_policy, schedule
+from srpo import artifacts, behavior, critic as iql, policy as srpo_policy, precision, schedule
 from srpo.behavior import NoisePredictor
 from srpo.config import PolicyConfig, RunConfig
 from srpo.critic import Critic
@@ -238,14 +238,16 @@ def train_behavior(
             idx = torch.randint(n, (bc.batch_size,), generator=gen, device=device)
             t, eps = behavior.sample_dsm_noise(bc.batch_size, data.action_dim, bc.t_min, gen, device, dtype)
             masks = behavior.sample_dropout_masks(model, bc.batch_size, gen, device, dtype)
-            loss = behavior.dsm_loss(model, d["obs"][idx], d["act"][idx], t, eps, masks)
+            with precision.forward(bc.precision, device):
+                loss = behavior.dsm_loss(model, d["obs"][idx], d["act"][idx], t, eps, masks)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             st.record(loss=loss)
 
         if not done:
-            run_loop(st, bc.steps, cfg.log_every, cfg.checkpoint_every, step, progress, stop_after)
+            with precision.stage(bc.precision, device):
+                run_loop(st, bc.steps, cfg.log_every, cfg.checkpoint_every, step, progress, stop_after)
     model.eval()
     return model, st.history
 
@@ -282,9 +284,10 @@ def train_critic(
 
         def step() -> None:
             idx = torch.randint(n, (cc.batch_size,), generator=gen, device=device)
-            v_loss, q_loss, q_mean = iql.iql_losses(
-                critic, d["obs"][idx], d["act"][idx], d["rew"][idx], d["next_obs"][idx], d["done"][idx],
-                cc.expectile, cc.gamma)
+            with precision.forward(cc.precision, device):
+                v_loss, q_loss, q_mean = iql.iql_losses(
+                    critic, d["obs"][idx], d["act"][idx], d["rew"][idx], d["next_obs"][idx], d["done"][idx],
+                    cc.expectile, cc.gamma)
             opt.zero_grad(set_to_none=True)
             (v_loss + q_loss).backward()
             opt.step()
@@ -292,7 +295,8 @@ def train_critic(
             st.record(v_loss=v_loss, q_loss=q_loss, q_mean=q_mean)
 
         if not done:
-            run_loop(st, cc.steps, cfg.log_every, cfg.checkpoint_every, step, progress, stop_after)
+            with precision.stage(cc.precision, device):
+                run_loop(st, cc.steps, cfg.log_every, cfg.checkpoint_every, step, progress, stop_after)
     critic.eval()
     return critic, st.history
 
@@ -326,7 +330,8 @@ def train_policy(
         s = d["obs"][torch.randint(n, (pc.batch_size,), generator=gen, device=device)]
         t, eps = srpo_policy.sample_e6_noise(pc.batch_size, data.action_dim, pc.t_range, pc.t_fixed, gen, device,
                                              dtype)
-        loss, diag = srpo_loss(pi, behavior_model, critic.target_q_mean, s, t, eps, pc)
+        with precision.forward(pc.precision, device):
+            loss, diag = srpo_loss(pi, behavior_model, critic.target_q_mean, s, t, eps, pc)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -335,7 +340,8 @@ def train_policy(
         st.record(loss=loss, **diag)
 
     if not done:
-        run_loop(st, pc.steps, cfg.log_every, cfg.checkpoint_every, step, progress, stop_after)
+        with precision.stage(pc.precision, device):
+            run_loop(st, pc.steps, cfg.log_every, cfg.checkpoint_every, step, progress, stop_after)
     pi.eval()
     return pi, st.history
 

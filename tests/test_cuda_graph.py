@@ -121,3 +121,18 @@ def test_a_killed_graphed_run_resumes_to_the_same_result(tmp_path):
     seed_batch.train(cfgs, tiny_data(), outs, device="cuda", progress=False)
     for a, b in zip(ref, outs):
         assert_close_params(final_params(a), final_params(b), rtol=1e-5, atol=1e-6)
+
+
+@cuda
+@pytest.mark.parametrize("precision", ["tf32", "bf16"])
+def test_a_graphed_reduced_precision_run_equals_the_eager_one(tmp_path, precision):
+    """The captured graph replays the TF32 / bf16 kernels the eager update runs (and re-casts the weights)."""
+    sets = {f"{stage}.precision": precision for stage in ("behavior", "critic", "policy")}
+    runs = {}
+    for graphs in (True, False):
+        outs = [tmp_path / f"{graphs}" / f"seed{s}" for s in SEEDS]
+        seed_batch.train([tiny_config(s, **sets) for s in SEEDS], tiny_data(), outs, device="cuda", progress=False,
+                         cuda_graphs=graphs)
+        runs[graphs] = outs
+    for g, e in zip(runs[True], runs[False]):
+        assert_close_params(final_params(g), final_params(e), rtol=1e-4, atol=1e-5)
