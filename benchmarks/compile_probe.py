@@ -9,6 +9,8 @@ recompile from the warm inductor cache, in both the short and the long run).
 Cells run in order of importance and stop at --budget-s, writing the JSON after each.
 
     python benchmarks/compile_probe.py --device cuda --out reports/bench/compile_probe_cuda.json
+    python benchmarks/compile_probe.py --device cpu --repeats 3 --reference-seconds 6 \
+        --out reports/bench/compile_probe_cpu.json        # S = 10 on this CPU, ~15 min
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -31,7 +34,35 @@ from srpo.critic import Critic  # noqa: E402
 
 # (stage, precision, seeds, short steps, long steps): long ~ 4 s at the rates measured without compile.
 CELLS = [("behavior", "bf16", 5, 100, 1700), ("policy", "tf32", 5, 200, 6000), ("critic", "tf32", 5, 200, 8000),
-         ("behavior", "tf32", 5, 100, 1700)]
+         ("behavior", "tf32", 5, 100, 1700), ("behavior", "fp32", 5, 100, 1000), ("behavior", "bf16", 10, 100, 1000)]
+# On a CPU (2 cores): the issue's S = 10, long runs ~10 s.
+CPU_CELLS = [("behavior", "bf16", 10, 2, 12), ("behavior", "fp32", 10, 2, 8), ("policy", "bf16", 10, 10, 130),
+             ("policy", "fp32", 10, 10, 100), ("critic", "fp32", 10, 20, 250)]
+
+
+def _cell(stage: str, precision: str, s: int, short: int, long: int, compile: bool, data, upstream: tuple,
+          device: torch.device, repeats: int, reference: float | None) -> dict:
+    """One cell: a warm-up run (the cold compile), then ``repeats`` (short, long) pairs; the median rate."""
+    def run(steps: int) -> float:
+        cfgs = tt._configs(stage, steps, s, precision)
+        with tempfile.TemporaryDirectory() as tmp:
+            outs = [Path(tmp) / f"seed{k}" for k in range(s)]
+            t0 = time.perf_counter()
+            getattr(seed_batch, f"train_{stage}")(cfgs, data, *upstream, outs, device, progress=False,
+                                                  compile=compile)
+            return time.perf_counter() - t0
+
+    cold = run(short)
+    pairs = [(run(short), run(long)) for _ in range(repeats)]
+    rates = sorted(s * (long - short) / (tl - ts) for ts, tl in pairs)
+    rate = rates[len(rates) // 2]
+    speedup = {"speedup_over_reference": rate / reference} if reference else {}
+    ratio = f"{rate / reference:.2f}x the reference, " if reference else ""
+    print(f"{stage} {precision} S={s} compile={compile}: {rate:.1f} seed-upd/s ({ratio}first run {cold:.1f} s, "
+          f"short {pairs[0][0]:.1f} s, long {pairs[0][1]:.1f} s)", flush=True)
+    return {"stage": stage, "precision": precision, "seeds": s, "compile": compile, "seed_updates_per_s": rate,
+            **speedup, "repeats": rates, "first_run_s": cold, "short_run_s": pairs[0][0], "long_run_s": pairs[0][1],
+            "steps_short": short, "steps_long": long}
 
 
 def main() -> None:
@@ -40,45 +71,44 @@ def main() -> None:
     parser.add_argument("--out", default="reports/bench/compile_probe_cuda.json")
     parser.add_argument("--budget-s", type=float, default=330.0, help="start no cell after this many seconds")
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every step count (CPU smoke: 0.01)")
+    parser.add_argument("--long-scale", type=float, default=1.0, help="multiply the long runs' step counts")
+    parser.add_argument("--repeats", type=int, default=1, help="(short, long) pairs per cell; the median is kept")
+    parser.add_argument("--compiled-only", action="store_true", help="skip the cells without compile")
+    parser.add_argument("--cells", type=int, nargs="+", help="indices into CELLS (default: all, in order)")
+    parser.add_argument("--reference-seconds", type=float, default=0.0,
+                        help="also time the eager reference loop of each stage (long runs of this many seconds), "
+                             "so that the JSON holds speed-ups over it measured in the same run (default: skip)")
     args = parser.parse_args()
     device = torch.device(args.device)
     torch._dynamo.config.recompile_limit = 10_000  # every run builds new modules: recompile, never fall back
     data = tt.synthetic_dataset()
-    start, results, errors = time.perf_counter(), [], {}
-    for stage, precision, s, short, long in CELLS:
-        short, long = max(2, int(short * args.scale)), max(4, int(long * args.scale))
+    start, results, errors, reference = time.perf_counter(), [], {}, {}
+    cells = CELLS if device.type == "cuda" else CPU_CELLS
+    if args.reference_seconds:
+        for stage in dict.fromkeys(c[0] for c in cells):
+            short = {"behavior": 2, "critic": 20, "policy": 10}[stage]
+            r = tt._marginal_rate(tt._runner(stage, "reference", 1, data, device), short, args.reference_seconds, 3)
+            reference[stage] = r["updates_per_s"]
+            print(f"{stage} reference (eager, fp32, one seed): {reference[stage]:.1f} upd/s", flush=True)
+    for stage, precision, s, short, long in [cells[i] for i in (args.cells or range(len(cells)))]:
+        short, long = max(2, int(short * args.scale)), max(4, int(long * args.scale * args.long_scale))
         upstream = ([NoisePredictor(tt.STATE_DIM, tt.ACTION_DIM).to(device) for _ in range(s)],
                     [Critic(tt.STATE_DIM, tt.ACTION_DIM).to(device) for _ in range(s)]) if stage == "policy" else ()
-        for compile in (False, True):
+        for compile in (True,) if args.compiled_only else (False, True):
+            key = f"{stage}/{precision}/S={s}/compile={compile}"
             if time.perf_counter() - start > args.budget_s:
-                errors[f"{stage}/{precision}/compile={compile}"] = "skipped: probe budget spent"
-                continue
-
-            def run(steps: int) -> float:
-                import tempfile
-                cfgs = tt._configs(stage, steps, s, precision)
-                with tempfile.TemporaryDirectory() as tmp:
-                    outs = [Path(tmp) / f"seed{k}" for k in range(s)]
-                    t0 = time.perf_counter()
-                    getattr(seed_batch, f"train_{stage}")(cfgs, data, *upstream, outs, device, progress=False,
-                                                          compile=compile)
-                    return time.perf_counter() - t0
-
-            try:
-                cold = run(short)
-                t_short, t_long = run(short), run(long)
-                rate = s * (long - short) / (t_long - t_short)
-                results.append({"stage": stage, "precision": precision, "seeds": s, "compile": compile,
-                                "seed_updates_per_s": rate, "first_run_s": cold, "short_run_s": t_short,
-                                "long_run_s": t_long, "steps_short": short, "steps_long": long})
-                print(f"{stage} {precision} S={s} compile={compile}: {rate:.0f} seed-upd/s "
-                      f"(first run {cold:.1f} s, short {t_short:.1f} s, long {t_long:.1f} s)", flush=True)
-            except Exception as e:  # noqa: BLE001 - report and go on to the next cell
-                errors[f"{stage}/{precision}/compile={compile}"] = f"{type(e).__name__}: {e}"[:2000]
-                print(f"{stage} {precision} compile={compile}: FAILED {type(e).__name__}: {e}"[:2000], flush=True)
+                errors[key] = "skipped: probe budget spent"
+            else:
+                try:
+                    results.append(_cell(stage, precision, s, short, long, compile, data, upstream, device,
+                                         args.repeats, reference.get(stage)))
+                except Exception as e:  # noqa: BLE001 - report and go on to the next cell
+                    errors[key] = f"{type(e).__name__}: {e}"[:2000]
+                    print(f"{key}: FAILED {errors[key]}", flush=True)
             artifacts.write_json(Path(args.out), {
                 "benchmark": "compile_probe", "description": __doc__.strip().splitlines()[0], "device": str(device),
-                "results": results, "errors": errors, "machine": machine_info(), "torch": torch.__version__,
+                "reference_updates_per_s": reference, "results": results, "errors": errors,
+                "machine": machine_info(), "torch": torch.__version__,
                 "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")})
     print(f"written to {args.out}")
 

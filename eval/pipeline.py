@@ -57,6 +57,7 @@ class PipelineParams:
     validation: dict = field(default_factory=dict)  # score_accuracy, gradient_variance, bandit_ablation settings
     threads: int = 0
     device: str = "cpu"
+    compile: bool = False  # torch.compile the seed-batched losses (srpo.seed_batch.maybe_compiled)
     source: str = "params.yaml"
 
     def __post_init__(self) -> None:
@@ -68,12 +69,18 @@ class PipelineParams:
         unknown = [t for t in self.tasks if t not in TASKS]
         if unknown:
             raise ValueError(f"unknown task(s) {', '.join(unknown)} {where}; `srpo tasks` lists them")
+        if not isinstance(self.compile, bool):
+            raise ValueError(f"compile must be true or false {where}, got {self.compile!r}")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"seeds must be a non-empty list of distinct integers {where}, got {self.seeds}")
         if self.generation.get("profile") not in GENERATION_PROFILES:
             raise ValueError(f"generation.profile must be one of {', '.join(GENERATION_PROFILES)} {where}")
         if self.train.get("profile") not in PROFILES:
             raise ValueError(f"train.profile must be one of {', '.join(PROFILES)} {where}")
+        try:  # a bad training override fails here, not hours later in its stage
+            self.run_config(self.tasks[0], self.seeds[0])
+        except ValueError as e:
+            raise ValueError(f"train.overrides {where}: {e}") from None
         if not self.variants:
             raise ValueError(f"variants must name at least one policy variant {where} (e.g. srpo: {{}})")
         if self.focus:
@@ -357,7 +364,7 @@ def _train_seeds(p: PipelineParams, task: str, stage: str, variant: str | None) 
         claim_for_current_code(out, f"{stage}.pt", code)
     result = seed_batch.train(cfgs, data, outs, p.device, stages=(stage,),
                               upstreams=[p.upstream(task, s) for s in seeds], restart_on_change=True,
-                              progress=sys.stderr.isatty())
+                              progress=sys.stderr.isatty(), compile=p.compile)
     for k, (seed, cfg, out) in enumerate(zip(seeds, cfgs, outs)):
         _write_stage_metrics(out, stage, task, seed, variant, cfg, data, result.histories[stage][k],
                              result.wall_s[stage], len(seeds))

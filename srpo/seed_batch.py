@@ -15,7 +15,9 @@ The fast path, beyond batching: a fused optimizer step, the target EMA as one
 once every ``log_every`` steps (one host sync for all seeds and metrics), and on a
 CUDA device each update - draws, forward, backward, optimizer, EMA, metric sums -
 captured once as a CUDA graph and replayed (:mod:`srpo.cuda_graph`; ``cuda_graphs=False``
-turns it off).
+turns it off). Optionally (``compile=True``) the vmapped losses go through ``torch.compile``,
+which fuses the elementwise work between the matmuls; and each stage runs at its config's
+``precision`` (:mod:`srpo.precision`: fp32 by default, TF32 or bf16), as the reference loop does.
 
 Checkpoints are the reference's: one ``<stage>.pt`` per seed with the same schema,
 so a batched run resumes from, and is read by, everything that reads single runs.
@@ -131,7 +133,9 @@ def maybe_compiled(loss_fn: Callable[..., Any], enabled: bool) -> Callable[..., 
     The elementwise chains between the matmuls (Mish, LayerNorm, dropout, residuals) are then
     one kernel each instead of several passes over memory - what bounds a GPU update once the
     launches are gone (CUDA graphs) and the matmuls run on tensor cores. Compilation happens on
-    the first call (a CUDA graph's eager warm-up); numerics change by rounding only.
+    the first call (a CUDA graph's eager warm-up); numerics change by rounding only. Every
+    stage compiles the same wrapper code with other modules: torch's recompile limit (8 per
+    process by default) bounds how many stages one process can compile; past it they run eagerly.
     """
     return torch.compile(loss_fn, dynamic=False) if enabled else loss_fn
 

@@ -128,6 +128,8 @@ def test_bad_params_are_refused_before_any_work(tmp_path, capsys):
                                                                  "x": {"method": "diffusion", "solver_steps": 0}}},
         "not among the tasks": {**good, "focus": {**good["focus"], "envs": ["walker2d"]}},
         "appear in variants and focus": {**good, "focus": {**good["focus"], "variants": {"bc": {"method": "bc"}}}},
+        "compile must be true or false": {**good, "compile": "yes"},
+        "cannot parse critic.precision": {**good, "train": {**good["train"], "overrides": {"critic.precision": "fp8"}}},
     }
     for message, params in cases.items():
         path = tmp_path / "params.yaml"
