@@ -26,6 +26,7 @@ Layout of a profile's outputs::
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from dataclasses import MISSING, dataclass, field
@@ -302,6 +303,29 @@ def _write_stage_metrics(out: Path, stage: str, task: str, seed: int, variant: s
     })
 
 
+def _trained_earlier(out: Path, stage: str, cfg, data, **extra) -> bool:
+    """Whether ``out`` holds a finished ``stage`` checkpoint, and its metrics, from a run of this config.
+
+    Called after :func:`claim_for_current_code` (so the checkpoint is this code's): such a seed is
+    reused, not retrained, and its metrics file - the wall time of the run that trained it, not the
+    time this run took to load it - stands.
+    """
+    from srpo import artifacts
+
+    ckpt, metrics = out / f"{stage}.pt", out / f"{stage}_metrics.json"
+    if not (ckpt.exists() and metrics.exists()):
+        return False
+    try:
+        m = json.loads(metrics.read_text())
+        done = bool(artifacts.load_torch(ckpt).get("done"))
+    except (OSError, ValueError, RuntimeError):  # unreadable: the stage retrains or rewrites it
+        return False
+    same = (m.get("config") == json.loads(json.dumps(cfg.to_dict()))
+            and m.get("dataset", {}).get("fingerprint") == data.fingerprint()
+            and all(m.get(k) == json.loads(json.dumps(v)) for k, v in extra.items()))
+    return done and same
+
+
 def _drop_other_seeds(parent: Path, seeds: list[int]) -> None:
     """Remove ``seed<S>`` folders of seeds no longer in the params from a stage's output folder."""
     import shutil
@@ -362,12 +386,15 @@ def _train_seeds(p: PipelineParams, task: str, stage: str, variant: str | None) 
     code = training_code_fingerprint()
     for out in outs:
         claim_for_current_code(out, f"{stage}.pt", code)
+    earlier = [_trained_earlier(out, stage, cfg, data) for cfg, out in zip(cfgs, outs)]
     result = seed_batch.train(cfgs, data, outs, p.device, stages=(stage,),
                               upstreams=[p.upstream(task, s) for s in seeds], restart_on_change=True,
                               progress=sys.stderr.isatty(), compile=p.compile)
+    trained_now = len(seeds) - sum(earlier)
     for k, (seed, cfg, out) in enumerate(zip(seeds, cfgs, outs)):
-        _write_stage_metrics(out, stage, task, seed, variant, cfg, data, result.histories[stage][k],
-                             result.wall_s[stage], len(seeds))
+        if not earlier[k]:  # a reused seed keeps the metrics (and the wall time) of the run that trained it
+            _write_stage_metrics(out, stage, task, seed, variant, cfg, data, result.histories[stage][k],
+                                 result.wall_s[stage], trained_now)
 
 
 def step_train(p: PipelineParams, task: str, stage: str) -> None:
@@ -397,6 +424,8 @@ def step_policy(p: PipelineParams, task: str, variant: str) -> None:
     for seed in p.seeds:
         cfg, out = p.run_config(task, seed, variant), p.variant_path(task, seed, variant)
         claim_for_current_code(out, "policy.pt", code)
+        if _trained_earlier(out, "policy", cfg, data, baseline=vars(spec.baseline)):
+            continue
         t0 = time.perf_counter()
         history: list = []
         if spec.method == "diffusion":

@@ -183,6 +183,30 @@ def test_a_checkpoint_made_by_other_training_code_is_retrained_and_one_made_by_t
     assert not (out / "behavior.pt").exists() and json.loads((out / "code.json").read_text()) == {"training_code": code}
 
 
+def test_a_reused_seed_keeps_the_metrics_of_the_run_that_trained_it(tmp_path):
+    """Adding a seed reuses the finished ones: their wall time must stay the training's, not the loading's."""
+    from eval.pipeline import _trained_earlier, _write_stage_metrics
+    from srpo import artifacts
+    from srpo.config import make_config
+    from tests.test_train import tiny_data
+
+    cfg, data, out = make_config("hopper-medium", "smoke"), tiny_data(), tmp_path / "seed0"
+    out.mkdir()
+    assert not _trained_earlier(out, "critic", cfg, data)  # nothing there
+    artifacts.save_torch(out / "critic.pt", {"done": False})
+    _write_stage_metrics(out, "critic", "hopper-medium", 0, None, cfg, data, [], 120.0, 3)
+    assert not _trained_earlier(out, "critic", cfg, data)  # killed run: it resumes and rewrites its metrics
+    artifacts.save_torch(out / "critic.pt", {"done": True})
+    assert _trained_earlier(out, "critic", cfg, data)
+    assert json.loads((out / "critic_metrics.json").read_text())["wall_s"] == 40.0
+    other = make_config("hopper-medium", "smoke", overrides={"critic.steps": "7"})
+    assert not _trained_earlier(out, "critic", other, data)  # another config: retrained, new metrics
+    assert not _trained_earlier(out, "critic", cfg, tiny_data(seed=1))  # another dataset
+    assert not _trained_earlier(out, "critic", cfg, data, baseline={"awr": 1})  # other baseline knobs
+    (out / "critic_metrics.json").write_text("{corrupt")
+    assert not _trained_earlier(out, "critic", cfg, data)
+
+
 @pytest.mark.slow
 def test_changing_the_training_code_retrains_instead_of_reusing_finished_checkpoints(smoke_repo):
     repo, _ = smoke_repo
