@@ -336,15 +336,47 @@ def _drop_other_seeds(parent: Path, seeds: list[int]) -> None:
             shutil.rmtree(d)
 
 
-def training_code_fingerprint() -> str:
-    """A hash of the code that trains (``srpo/*.py``, ``eval/baselines.py``)."""
+def training_code_fingerprint(*packages: str) -> str:
+    """A hash of the code that trains (``srpo/*.py``, ``eval/baselines.py``, and ``packages/*.py``)."""
     import hashlib
 
     root = Path(__file__).resolve().parent.parent
     digest = hashlib.sha256()
-    for f in sorted((root / "srpo").glob("*.py")) + [root / "eval" / "baselines.py"]:
-        digest.update(f.name.encode() + b"\0" + f.read_bytes())
+    files = [f for d in ("srpo", *packages) for f in sorted((root / d).glob("*.py"))] + [root / "eval" / "baselines.py"]
+    for f in files:
+        digest.update(f"{f.parent.name}/{f.name}".encode() + b"\0" + f.read_bytes())
     return digest.hexdigest()[:16]
+
+
+def validation_scratch(p: PipelineParams, *parts: str) -> Path:
+    """A validation stage's scratch folder (its checkpoints), emptied unless this code and these params made it.
+
+    The scratch folders are not DVC outputs: they persist between runs so that a killed
+    validation stage resumes. When DVC re-runs the stage because its code or params changed,
+    the checkpoints there must not be reused (nor refused as another config's): a marker
+    ``recipe.json`` names the code and params that filled the folder, written before training.
+    """
+    import hashlib
+    import shutil
+
+    from srpo import artifacts
+
+    recipe = {"code": training_code_fingerprint("validation"),
+              "params": {k: getattr(p, k) for k in ("seeds", "train", "generation", "datasets", "validation")}}
+    key = hashlib.sha256(json.dumps(recipe, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    work = p.validation_dir.joinpath("work", *parts)
+    marker = work / "recipe.json"
+    try:
+        made_by = json.loads(marker.read_text()).get("recipe")
+    except (OSError, ValueError, AttributeError):  # missing or corrupt: unknown maker
+        made_by = None
+    if made_by != key:
+        if work.exists():
+            print(f"{work} holds checkpoints of other code or params: starting it over", flush=True)
+            shutil.rmtree(work)
+        work.mkdir(parents=True)
+        artifacts.write_json(marker, {"recipe": key})
+    return work
 
 
 def claim_for_current_code(out: Path, checkpoint: str, code: str) -> None:
@@ -503,7 +535,7 @@ def step_score_bandits(p: PipelineParams) -> None:
     records = []
     for shape in p.validation["bandits"]:
         for seed in p.seeds:
-            work = p.validation_dir / "work" / "bandits" / shape / f"seed{seed}"
+            work = validation_scratch(p, "bandits", shape, f"seed{seed}")
             records.append(sa.bandit_record(shape, seed, _bandit_config(p, shape, seed), work, int(sc["n_train"]),
                                             int(sc["n_heldout"]), device=p.device, progress=sys.stderr.isatty()))
             print(f"score accuracy, bandit {shape} seed {seed}: done", flush=True)
@@ -518,7 +550,7 @@ def step_score_dataset(p: PipelineParams, task: str, seed: int) -> None:
     sc = p.validation["score_accuracy"]
     cfg = p.run_config(task, seed)
     record = sa.dataset_record(task, _dataset(p, task).transitions, seed, cfg,
-                               p.validation_dir / "work" / "score" / task / f"seed{seed}",
+                               validation_scratch(p, "score", task, f"seed{seed}"),
                                float(sc["heldout_fraction"]), draws_per_bin=int(sc["draws_per_bin"]),
                                device=p.device, progress=sys.stderr.isatty())
     artifacts.write_json(p.validation_dir / "score" / task / f"seed{seed}.json", record)
@@ -533,7 +565,7 @@ def step_gradvar_bandits(p: PipelineParams) -> None:
     records = []
     for shape in p.validation["bandits"]:
         for seed in p.seeds:
-            work = p.validation_dir / "work" / "gradvar" / shape / f"seed{seed}"
+            work = validation_scratch(p, "gradvar", shape, f"seed{seed}")
             records.append(gv.measure_bandit(shape, seed, _bandit_config(p, shape, seed), work,
                                              fractions=tuple(gc["fractions"]), n_samples=int(gc["n_samples"]),
                                              reps=int(gc["bootstrap_reps"]), progress=sys.stderr.isatty()))
@@ -548,7 +580,7 @@ def step_gradvar_dataset(p: PipelineParams, task: str, seed: int) -> None:
 
     gc = p.validation["gradient_variance"]
     record = gv.measure_task(p.run_config(task, seed), _dataset(p, task).transitions, p.upstream(task, seed),
-                             p.validation_dir / "work" / "gradvar" / task / f"seed{seed}", device=p.device,
+                             validation_scratch(p, "gradvar", task, f"seed{seed}"), device=p.device,
                              fractions=tuple(gc["fractions"]), n_samples=int(gc["n_samples"]),
                              reps=int(gc["bootstrap_reps"]), progress=sys.stderr.isatty())
     artifacts.write_json(p.validation_dir / "gradvar" / task / f"seed{seed}.json", record)
@@ -564,7 +596,7 @@ def step_bandit_ablation(p: PipelineParams) -> None:
     records = []
     for shape in p.validation["bandit_ablation"]["bandits"]:
         for seed in p.seeds:
-            work = p.validation_dir / "work" / "ablation" / shape / f"seed{seed}"
+            work = validation_scratch(p, "ablation", shape, f"seed{seed}")
             variants = {v: _bandit_config(p, shape, seed, v) for v in names}
             records.append(ablation_record(shape, seed, _bandit_config(p, shape, seed, ref), variants, work,
                                            progress=sys.stderr.isatty()))

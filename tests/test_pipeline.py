@@ -183,6 +183,25 @@ def test_a_checkpoint_made_by_other_training_code_is_retrained_and_one_made_by_t
     assert not (out / "behavior.pt").exists() and json.loads((out / "code.json").read_text()) == {"training_code": code}
 
 
+def test_validation_scratch_is_kept_for_a_resume_and_emptied_when_code_or_params_change(tmp_path, monkeypatch):
+    import dataclasses
+
+    from eval import pipeline
+
+    p = dataclasses.replace(load_params(ROOT / "pipelines/smoke/params.yaml"), run_dir="runs/x")
+    monkeypatch.chdir(tmp_path)  # the pipeline's paths are relative to the repository root, its working dir
+    work = pipeline.validation_scratch(p, "bandits", "ring8", "seed0")
+    assert work.is_dir() and work.parent.parent.parent == p.validation_dir / "work"
+    (work / "behavior.pt").write_bytes(b"a killed run's checkpoint")
+    assert (pipeline.validation_scratch(p, "bandits", "ring8", "seed0") / "behavior.pt").exists()  # resumes
+    sc = {**p.validation["score_accuracy"], "n_train": 7}
+    changed = dataclasses.replace(p, validation={**p.validation, "score_accuracy": sc})
+    assert not (pipeline.validation_scratch(changed, "bandits", "ring8", "seed0") / "behavior.pt").exists()
+    (work / "behavior.pt").write_bytes(b"x")
+    monkeypatch.setattr(pipeline, "training_code_fingerprint", lambda *packages: "other code")
+    assert not (pipeline.validation_scratch(changed, "bandits", "ring8", "seed0") / "behavior.pt").exists()
+
+
 def test_a_reused_seed_keeps_the_metrics_of_the_run_that_trained_it(tmp_path):
     """Adding a seed reuses the finished ones: their wall time must stay the training's, not the loading's."""
     from eval.pipeline import _trained_earlier, _write_stage_metrics
