@@ -35,6 +35,7 @@ from pathlib import Path
 import yaml
 
 from srpo.config import PROFILES, TASKS
+from srpo.precision import check_device
 
 
 @dataclass(frozen=True)
@@ -79,8 +80,10 @@ class PipelineParams:
         if self.train.get("profile") not in PROFILES:
             raise ValueError(f"train.profile must be one of {', '.join(PROFILES)} {where}")
         try:  # a bad training override fails here, not hours later in its stage
-            self.run_config(self.tasks[0], self.seeds[0])
-        except ValueError as e:
+            cfg = self.run_config(self.tasks[0], self.seeds[0])
+            for stage in ("behavior", "critic", "policy"):
+                check_device(getattr(cfg, stage).precision, self.device, f"{stage}.precision")
+        except (ValueError, RuntimeError) as e:
             raise ValueError(f"train.overrides {where}: {e}") from None
         if not self.variants:
             raise ValueError(f"variants must name at least one policy variant {where} (e.g. srpo: {{}})")

@@ -32,6 +32,14 @@ def check(precision: str, where: str) -> None:
         raise ValueError(f"{where} must be one of {', '.join(PRECISIONS)}, got {precision!r}")
 
 
+def check_device(precision: str, device: torch.device | str, where: str = "precision") -> None:
+    """Raise a clear error for a precision that ``device`` cannot run (TF32 exists on CUDA only)."""
+    check(precision, where)
+    if precision == "tf32" and torch.device(device).type != "cuda":
+        raise ValueError(f"{where}=tf32 needs a CUDA device (TF32 is a tensor-core format), got {device}; "
+                         "use fp32 or bf16 here")
+
+
 @contextlib.contextmanager
 def stage(precision: Precision, device: torch.device) -> Iterator[None]:
     """The context a whole training stage (forward and backward passes) runs in.
@@ -40,13 +48,10 @@ def stage(precision: Precision, device: torch.device) -> Iterator[None]:
     exit, so nothing outside the stage changes; a CUDA graph captured inside keeps the
     TF32 kernels it recorded.
     """
-    check(precision, "precision")
+    check_device(precision, device)
     if precision != "tf32":
         yield
         return
-    if torch.device(device).type != "cuda":
-        raise ValueError(f"precision tf32 needs a CUDA device (TF32 is a tensor-core format), got {device}; "
-                         "use fp32 or bf16 here")
     before = torch.get_float32_matmul_precision()
     torch.set_float32_matmul_precision("high")
     try:

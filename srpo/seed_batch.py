@@ -560,6 +560,8 @@ def train(
         raise ValueError(f"unknown stage(s) {', '.join(unknown)}; choose from {', '.join(STAGES)}")
     _shared(cfgs, outs)
     device = torch.device(device)
+    for stage in stages:  # before any work: a stage the device cannot run must not fail hours in
+        precision.check_device(getattr(cfgs[0], stage).precision, device, f"{stage}.precision")
     outs = [Path(o) for o in outs]
     upstreams = list(upstreams) if upstreams is not None else outs
     for cfg, out in zip(cfgs, outs):

@@ -473,6 +473,8 @@ def train(
     if unknown:
         raise ValueError(f"unknown stage(s) {', '.join(unknown)}; choose from {', '.join(STAGES)}")
     device = torch.device(device)
+    for stage in stages:  # before any work: a stage the device cannot run must not fail hours in
+        precision.check_device(getattr(cfg, stage).precision, device, f"{stage}.precision")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     artifacts.write_json(out / "config.json", cfg.to_dict())

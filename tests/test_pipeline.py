@@ -129,6 +129,8 @@ def test_bad_params_are_refused_before_any_work(tmp_path, capsys):
         "not among the tasks": {**good, "focus": {**good["focus"], "envs": ["walker2d"]}},
         "appear in variants and focus": {**good, "focus": {**good["focus"], "variants": {"bc": {"method": "bc"}}}},
         "compile must be true or false": {**good, "compile": "yes"},
+        "policy.precision=tf32 needs a CUDA device": {**good, "train": {**good["train"], "overrides": {
+            "policy.precision": "tf32"}}},
         "cannot parse critic.precision": {**good, "train": {**good["train"], "overrides": {"critic.precision": "fp8"}}},
     }
     for message, params in cases.items():

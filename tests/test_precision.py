@@ -31,6 +31,15 @@ def test_unknown_or_misplaced_precision_is_refused_with_the_choices():
             pass
 
 
+def test_a_run_whose_stage_the_device_cannot_run_fails_before_any_work(tmp_path):
+    cfgs = [tiny_config(s, **{"policy.precision": "tf32"}) for s in (0, 1)]
+    with pytest.raises(ValueError, match="policy.precision=tf32 needs a CUDA device"):
+        train(cfgs[0], tiny_data(), tmp_path / "single", progress=False)
+    with pytest.raises(ValueError, match="policy.precision=tf32 needs a CUDA device"):
+        seed_batch.train(cfgs, tiny_data(), [tmp_path / "b0", tmp_path / "b1"], progress=False)
+    assert not any(tmp_path.iterdir())  # not even the behavior stage ran
+
+
 def test_tf32_stage_restores_the_matmul_setting_even_on_error():
     before = torch.get_float32_matmul_precision()
     with pytest.raises(ValueError):
