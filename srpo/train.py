@@ -59,8 +59,8 @@ class RunningMeans:
 
     def add(self, values: dict[str, Tensor]) -> None:
         for k, v in values.items():
-            if k not in self._sums:
-                self._sums[k] = torch.zeros_like(v)
+            if k not in self._sums:  # float32 at least: a bf16 sum of 1000 steps would round away most of them
+                self._sums[k] = torch.zeros_like(v, dtype=torch.promote_types(v.dtype, torch.float32))
             self._sums[k].add_(v.detach())
         if self._count is None:
             self._count = torch.zeros((), device=next(iter(values.values())).device)

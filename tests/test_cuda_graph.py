@@ -36,6 +36,14 @@ def test_running_means_average_in_place_and_reset(shape):
     assert means.pop() == {}  # nothing added since the last pop
 
 
+def test_running_means_of_bf16_metrics_accumulate_in_float32():
+    """bf16 training (srpo/precision.py) logs bf16 values: their sums must not round in bf16."""
+    means = RunningMeans()
+    for _ in range(1000):
+        means.add({"loss": torch.tensor(1.0078125, dtype=torch.bfloat16)})  # exact in bf16
+    assert means.pop()["loss"] == pytest.approx(1.0078125, rel=1e-6)
+
+
 def test_device_lr_follows_the_reference_schedule_and_saves_its_state():
     """Cosine decay written into a tensor lr: the reference scheduler's lr at every step and its state_dict."""
     def cosine(o):
