@@ -7,6 +7,7 @@ flushes it to disk, then renames it over the target (atomic on POSIX).
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -31,8 +32,14 @@ def _atomic(path: Path, write: Callable[[IO[bytes]], None]) -> None:
 
 
 def write_json(path: Path, data: Any) -> None:
-    """Write ``data`` as indented JSON, atomically."""
-    text = json.dumps(data, indent=2, sort_keys=False, default=_json_default) + "\n"
+    """Write ``data`` as indented, strict JSON, atomically.
+
+    Non-finite floats (an interval that one run cannot have, a metric that is undefined) are
+    written as ``null``: Python would write the bare token ``NaN``, which JSON does not have
+    and which jq, JavaScript and most JSON readers outside Python reject.
+    """
+    plain = json.loads(json.dumps(data, default=_json_default))
+    text = json.dumps(_finite_or_null(plain), indent=2, sort_keys=False, allow_nan=False) + "\n"
     _atomic(path, lambda f: f.write(text.encode()))
 
 
@@ -60,6 +67,16 @@ def load_torch(path: Path) -> Any:
         raise
     except Exception as exc:  # a truncated or foreign file
         raise ValueError(f"checkpoint {path} is corrupt or not a srpo checkpoint ({exc}); delete it to restart") from exc
+
+
+def _finite_or_null(obj: Any) -> Any:
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite_or_null(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_finite_or_null(v) for v in obj]
+    return obj
 
 
 def _json_default(obj: Any) -> Any:

@@ -107,5 +107,10 @@ class DeviceLr:
         self.scheduler.load_state_dict(sd)
 
     def sync_from_optimizer(self) -> None:
-        """After a resume restored the optimizer's lr: continue the schedule from it."""
-        self.mirror.param_groups[0]["lr"] = float(self.lr)
+        """After a resume restored the scheduler: continue the schedule from its last value.
+
+        The scheduler's record is the float the reference loop holds; the device tensor is
+        its float32 rounding, and a recursive schedule (cosine) would carry that rounding on.
+        """
+        self.mirror.param_groups[0]["lr"] = self.scheduler.get_last_lr()[0]
+        self.lr.fill_(self.mirror.param_groups[0]["lr"])

@@ -63,13 +63,17 @@ def test_device_lr_follows_the_reference_schedule_and_saves_its_state():
         lr.step()
         assert float(lr.lr) == pytest.approx(ref_opt.param_groups[0]["lr"], rel=1e-6, abs=1e-12)
     assert lr.state_dict() == ref.state_dict()
-    # a resume: schedule state from the checkpoint, lr from the optimizer
+    # a resume: schedule state from the checkpoint; the schedule goes on from the scheduler's own
+    # float (exactly the reference's), not from the device tensor's float32 rounding of it
+    fast.param_groups[0]["lr"] = torch.tensor(3e-4)  # a fresh run's tensor, before the resume
     again = DeviceLr(fast, 3e-4, cosine)
     again.load_state_dict(ref.state_dict())
     again.sync_from_optimizer()
-    again.step()
-    ref.step()
     assert float(again.lr) == pytest.approx(ref_opt.param_groups[0]["lr"], rel=1e-6, abs=1e-12)
+    for _ in range(3):
+        again.step()
+        ref.step()
+        assert again.mirror.param_groups[0]["lr"] == ref_opt.param_groups[0]["lr"]
 
 
 def test_a_tensor_lr_optimizer_saves_the_reference_format_and_keeps_its_tensor_on_resume():

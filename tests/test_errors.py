@@ -1,7 +1,10 @@
 """Bad input gets a clear error that says what is wrong, and leaves no half-written output."""
 
+import json
+
 import numpy as np
 import pytest
+import torch
 
 from srpo import artifacts
 from srpo.config import make_config
@@ -108,6 +111,17 @@ def test_atomic_write_leaves_nothing_on_failure(tmp_path):
         artifacts.write_json(target, {"bad": object()})
     assert target.read_text() == '{\n  "ok": 1\n}\n'
     assert [p.name for p in tmp_path.iterdir()] == ["out.json"]
+
+
+def test_json_is_strict_nonfinite_become_null(tmp_path):
+    target = tmp_path / "out.json"
+    artifacts.write_json(target, {"low": float("nan"), "x": [1.5, float("inf")], "t": torch.tensor([float("-inf"), 2.0]),
+                                  "a": np.array([np.nan, 3.0])})
+    text = target.read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    # a strict parser (what jq and JavaScript are) accepts it
+    strict = json.loads(text, parse_constant=lambda c: pytest.fail(f"non-JSON constant {c}"))
+    assert strict == {"low": None, "x": [1.5, None], "t": [None, 2.0], "a": [None, 3.0]}
 
 
 def test_load_missing_checkpoint(tmp_path):
