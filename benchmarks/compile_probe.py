@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -28,9 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import train_throughput as tt  # noqa: E402
 
 from eval.provenance import machine_info  # noqa: E402
-from srpo import artifacts, seed_batch  # noqa: E402
-from srpo.behavior import NoisePredictor  # noqa: E402
-from srpo.critic import Critic  # noqa: E402
+from srpo import artifacts  # noqa: E402
 
 # (stage, precision, seeds, short steps, long steps): long ~ 4 s at the rates measured without compile.
 CELLS = [("behavior", "bf16", 5, 100, 1700), ("policy", "tf32", 5, 200, 6000), ("critic", "tf32", 5, 200, 8000),
@@ -40,17 +37,15 @@ CPU_CELLS = [("behavior", "bf16", 10, 2, 12), ("behavior", "fp32", 10, 2, 8), ("
              ("policy", "fp32", 10, 10, 100), ("critic", "fp32", 10, 20, 250)]
 
 
-def _cell(stage: str, precision: str, s: int, short: int, long: int, compile: bool, data, upstream: tuple,
+def _cell(stage: str, precision: str, s: int, short: int, long: int, compile: bool, data,
           device: torch.device, repeats: int, reference: float | None) -> dict:
     """One cell: a warm-up run (the cold compile), then ``repeats`` (short, long) pairs; the median rate."""
+    train = tt._runner(stage, "fast", s, data, device, precision, compile)
+
     def run(steps: int) -> float:
-        cfgs = tt._configs(stage, steps, s, precision)
-        with tempfile.TemporaryDirectory() as tmp:
-            outs = [Path(tmp) / f"seed{k}" for k in range(s)]
-            t0 = time.perf_counter()
-            getattr(seed_batch, f"train_{stage}")(cfgs, data, *upstream, outs, device, progress=False,
-                                                  compile=compile)
-            return time.perf_counter() - t0
+        t0 = time.perf_counter()
+        train(steps)
+        return time.perf_counter() - t0
 
     cold = run(short)
     pairs = [(run(short), run(long)) for _ in range(repeats)]
@@ -92,15 +87,13 @@ def main() -> None:
             print(f"{stage} reference (eager, fp32, one seed): {reference[stage]:.1f} upd/s", flush=True)
     for stage, precision, s, short, long in [cells[i] for i in (args.cells or range(len(cells)))]:
         short, long = max(2, int(short * args.scale)), max(4, int(long * args.scale * args.long_scale))
-        upstream = ([NoisePredictor(tt.STATE_DIM, tt.ACTION_DIM).to(device) for _ in range(s)],
-                    [Critic(tt.STATE_DIM, tt.ACTION_DIM).to(device) for _ in range(s)]) if stage == "policy" else ()
         for compile in (True,) if args.compiled_only else (False, True):
             key = f"{stage}/{precision}/S={s}/compile={compile}"
             if time.perf_counter() - start > args.budget_s:
                 errors[key] = "skipped: probe budget spent"
             else:
                 try:
-                    results.append(_cell(stage, precision, s, short, long, compile, data, upstream, device,
+                    results.append(_cell(stage, precision, s, short, long, compile, data, device,
                                          args.repeats, reference.get(stage)))
                 except Exception as e:  # noqa: BLE001 - report and go on to the next cell
                     errors[key] = f"{type(e).__name__}: {e}"[:2000]

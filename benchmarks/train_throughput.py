@@ -84,15 +84,20 @@ PATHS = ("reference", "fast", "fast_bf16", "fast_eager", "fast_tf32")
 PRECISION = {"fast_bf16": "bf16", "fast_tf32": "tf32"}
 
 
-def _runner(stage: str, path: str, n_seeds: int, data: Transitions, device: torch.device) -> Callable[[int], None]:
-    """A function that trains ``stage`` for a given number of steps in a fresh directory (``path`` in PATHS)."""
+def _runner(stage: str, path: str, n_seeds: int, data: Transitions, device: torch.device,
+            precision: str | None = None, compile: bool = False) -> Callable[[int], None]:
+    """A function that trains ``stage`` for a given number of steps in a fresh directory (``path`` in PATHS).
+
+    ``precision`` defaults to the path's (PRECISION); ``compile`` turns on torch.compile in the fast path.
+    """
+    precision = precision or PRECISION.get(path, "fp32")
     upstream = (
         [NoisePredictor(STATE_DIM, ACTION_DIM).to(device) for _ in range(n_seeds)],
         [Critic(STATE_DIM, ACTION_DIM).to(device) for _ in range(n_seeds)],
     )
 
     def run(steps: int) -> None:
-        cfgs = _configs(stage, steps, n_seeds, PRECISION.get(path, "fp32"))
+        cfgs = _configs(stage, steps, n_seeds, precision)
         with tempfile.TemporaryDirectory() as tmp:
             outs = [Path(tmp) / f"seed{k}" for k in range(n_seeds)]
             extra = upstream if stage == "policy" else ()
@@ -101,7 +106,8 @@ def _runner(stage: str, path: str, n_seeds: int, data: Transitions, device: torc
                 fn(cfgs[0], data, *(u[0] for u in extra), outs[0], device, progress=False)
             else:
                 fn = getattr(seed_batch, f"train_{stage}")
-                fn(cfgs, data, *extra, outs, device, progress=False, cuda_graphs=path != "fast_eager")
+                fn(cfgs, data, *extra, outs, device, progress=False, cuda_graphs=path != "fast_eager",
+                   compile=compile)
 
     return run
 
