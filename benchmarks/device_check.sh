@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU check of the training fast path, prepared for a session that is lent the device machine
-# (one call, about 5 minutes on an H100 - 3 min 43 s with SECONDS_PER_CELL=1.5 on 2026-11-26; its image has
+# (one call, about 9 minutes on an H100, 5 with THROUGHPUT=0 - 3 min 43 s with SECONDS_PER_CELL=1.5 on 2026-11-26; its image has
 # torch, numpy, tqdm, pytest and hypothesis):
 #
 #     device run: bash benchmarks/device_check.sh          (timeout_s 500)
@@ -8,7 +8,10 @@
 # 1. tests/test_cuda_graph.py on the GPU: graphed runs equal eager batched runs and single runs (also in
 #    TF32 and bf16), and a killed graphed run resumes to the same result (CI has no GPU and skips these);
 # 2. the training-throughput benchmark on the GPU: reference loop vs the fast path (CUDA graphs) at
-#    S = 1, 5, 10, in bf16 at S = 5, 10, without graphs and with TF32 at S = 5; the paper-budget projection.
+#    S = 1, 5, 10, in bf16 at S = 5, 10, without graphs and with TF32 at S = 5; the paper-budget projection
+#    (skipped with THROUGHPUT=0: it was measured on 2026-11-26, reports/bench/train_throughput_cuda.json);
+# 3. benchmarks/overlap_probe.py: behavior and critic trained side by side on two streams against one after
+#    the other, 5 seeds, compiled, the paper profile's precisions (not yet run on a GPU; about 3-4 minutes).
 # Writes the logs and train_throughput_cuda.json to $OUT, or to reports/bench/ when run elsewhere.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -18,5 +21,7 @@ mkdir -p "$out"
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm --format=csv | tee "$out/nvidia-smi.csv"
 python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())"
 timeout 180 python3 -m pytest -q -p no:cacheprovider tests/test_cuda_graph.py 2>&1 | tee "$out/gpu_tests.log"
-python3 benchmarks/train_throughput.py --device "${DEVICE:-cuda}" --seeds 1 5 10 --seconds "${SECONDS_PER_CELL:-2}" \
+[ "${THROUGHPUT:-1}" = 1 ] && python3 benchmarks/train_throughput.py --device "${DEVICE:-cuda}" --seeds 1 5 10 --seconds "${SECONDS_PER_CELL:-2}" \
     --repeats 2 --out "$out/train_throughput_cuda.json" 2>&1 | grep --line-buffered -v USDT | tee "$out/train_throughput_cuda.log"
+timeout 360 python3 benchmarks/overlap_probe.py --device "${DEVICE:-cuda}" --out "$out/overlap_probe_cuda.json" 2>&1 \
+    | grep --line-buffered -v USDT | tee "$out/overlap_probe_cuda.log"
