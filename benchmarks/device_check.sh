@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU check of the training fast path, prepared for a session that is lent the device machine
-# (one call, about 9 minutes on an H100, 5 with THROUGHPUT=0 - 3 min 43 s with SECONDS_PER_CELL=1.5 on 2026-11-26; its image has
+# (one call, about 6-7 minutes on an H100, 3 with THROUGHPUT=0 - 3 min 43 s with SECONDS_PER_CELL=1.5 on 2026-11-26; its image has
 # torch, numpy, tqdm, pytest and hypothesis):
 #
 #     device run: bash benchmarks/device_check.sh          (timeout_s 500)
@@ -11,7 +11,7 @@
 #    S = 1, 5, 10, in bf16 at S = 5, 10, without graphs and with TF32 at S = 5; the paper-budget projection
 #    (skipped with THROUGHPUT=0: it was measured on 2026-11-26, reports/bench/train_throughput_cuda.json);
 # 3. benchmarks/overlap_probe.py: behavior and critic trained side by side on two streams against one after
-#    the other, 5 seeds, compiled, the paper profile's precisions (not yet run on a GPU; about 3-4 minutes).
+#    the other, 5 seeds, compiled, the paper profile's precisions (not yet run on a GPU; about 2 minutes: 45 s of cold compilation, then ~30 s of timed runs).
 # Writes the logs and train_throughput_cuda.json to $OUT, or to reports/bench/ when run elsewhere.
 set -uo pipefail
 cd "$(dirname "$0")/.."
