@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU check of the training fast path, prepared for a session that is lent the device machine
-# (one call, about 6-7 minutes on an H100, 3 with THROUGHPUT=0 - 3 min 43 s with SECONDS_PER_CELL=1.5 on 2026-11-26; its image has
-# torch, numpy, tqdm, pytest and hypothesis):
+# (one call, about 6-7 minutes on an H100, 3 with THROUGHPUT=0: steps 1-2 took 3 min 43 s with
+# SECONDS_PER_CELL=1.5 on 2026-11-26; its image has torch, numpy, tqdm, pytest and hypothesis):
 #
 #     device run: bash benchmarks/device_check.sh          (timeout_s 500)
 #
