@@ -13,11 +13,12 @@ training functions (:mod:`srpo.seed_batch`), S seeds per stage:
   threads sharing the cores, a smoke check of the harness only).
 
 The two stages run in the paper's step ratio (2M : 1.5M), so a run together is the paper's
-pair of budgets scaled down. Each configuration is timed at two sizes after a warm-up run
-(the cold compile), and the difference cancels set-up, capture and the final checkpoint.
-Set-up and graph capture of the two threads take turns (a capture records every kernel
-launched in the process unless it is thread-local, and two captures must not interleave);
-the timed replays then run freely side by side.
+pair of budgets scaled down. Each configuration is timed at two sizes after an untimed
+warm-up run (the cold compile; for the threads, their first cuBLAS handles), and the median
+difference over --repeats pairs cancels set-up, capture and the final checkpoint. Set-up
+and graph capture of the two threads take turns, each capture thread-local and on its
+thread's own stream; the timed replays then run freely side by side. The JSON is written
+after each repeat, and a failing threaded run keeps the solo timings (``errors``).
 
     python benchmarks/overlap_probe.py --device cuda --out reports/bench/overlap_probe_cuda.json
     python benchmarks/overlap_probe.py --device cpu --scale 0.002 --out /tmp/overlap.json   # harness check
@@ -35,6 +36,7 @@ import time
 from pathlib import Path
 from typing import Callable, Iterator
 
+import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -47,6 +49,9 @@ from srpo.config import make_config  # noqa: E402
 # Paper steps per stage (SPEC §5), the ratio the two threads run in.
 PAPER = make_config(tt.TASK, "paper")
 PAPER_STEPS = {stage: getattr(PAPER, stage).steps for stage in tt.STAGES}
+# Every run builds new modules and so recompiles the shared vmapped loss: never fall back to eager.
+RECOMPILE_LIMIT = 10_000
+PAIR = "behavior+critic"
 
 
 @contextlib.contextmanager
@@ -83,8 +88,13 @@ def _turn_taking(threads: int) -> Iterator[Callable[[], contextlib.AbstractConte
                 holding.start = False
                 gate.release()
 
+    def thread_capture(cuda_graph_: torch.cuda.CUDAGraph, **kwargs: object) -> torch.cuda.graph:
+        # On the capturing thread's own stream (not torch's one shared capture stream, which may even be
+        # the other thread's pool stream), recording only this thread's launches.
+        return graph(cuda_graph_, stream=torch.cuda.current_stream(), capture_error_mode="thread_local", **kwargs)
+
     cuda_graph.GraphedUpdate.__call__ = call
-    torch.cuda.graph = functools.partial(graph, capture_error_mode="thread_local")
+    torch.cuda.graph = thread_capture
     try:
         yield Turn
     finally:
@@ -94,12 +104,17 @@ def _turn_taking(threads: int) -> Iterator[Callable[[], contextlib.AbstractConte
 def _together(runs: list[Callable[[], None]], device: torch.device) -> float:
     """Wall seconds of ``runs`` in threads at once, each on its own CUDA stream on a GPU."""
     errors: list[BaseException] = []
+    # Streams made here, one after another, are distinct (torch hands out pool streams round-robin).
+    streams = [torch.cuda.Stream(device) if device.type == "cuda" else None for _ in runs]
+    matmul_precision = torch.get_float32_matmul_precision()  # process-wide: a TF32 stage sets it
     # On a CPU nothing is captured: the threads simply share the cores.
     taking = _turn_taking(len(runs)) if device.type == "cuda" else contextlib.nullcontext(contextlib.nullcontext)
     with taking as turn:
-        def work(run: Callable[[], None]) -> None:
+        def work(run: Callable[[], None], stream: torch.cuda.Stream | None) -> None:
             try:
-                stream = torch.cuda.Stream(device) if device.type == "cuda" else None
+                # From torch 2.12 dynamo's config is per thread: a new thread would see the default limit,
+                # and past it the losses would silently run uncompiled.
+                torch._dynamo.config.recompile_limit = RECOMPILE_LIMIT
                 with torch.cuda.stream(stream) if stream else contextlib.nullcontext(), turn():
                     run()
                 if stream:
@@ -107,13 +122,14 @@ def _together(runs: list[Callable[[], None]], device: torch.device) -> float:
             except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread
                 errors.append(e)
 
-        threads = [threading.Thread(target=work, args=(r,)) for r in runs]
+        threads = [threading.Thread(target=work, args=rs) for rs in zip(runs, streams)]
         t0 = time.perf_counter()
         for t in threads:
             t.start()
         for t in threads:
             t.join()
         wall = time.perf_counter() - t0
+    torch.set_float32_matmul_precision(matmul_precision)
     if errors:
         raise errors[0]
     return wall
@@ -139,12 +155,16 @@ def main() -> None:
     parser.add_argument("--precision", nargs=3, default=["bf16", "tf32", "tf32"], metavar=("BEHAVIOR", "CRITIC",
                         "POLICY"), help="stage precisions (default: the paper profile's bf16 tf32 tf32)")
     parser.add_argument("--no-compile", action="store_true", help="without torch.compile (default: compiled)")
+    parser.add_argument("--repeats", type=int, default=2, help="(short, long) pairs per configuration; the median "
+                        "difference is kept (default: 2)")
     args = parser.parse_args()
+    if args.repeats < 1 or args.seeds < 1:
+        parser.error("--repeats and --seeds must be >= 1")
     device = torch.device(args.device)
     if device.type == "cpu" and "tf32" in args.precision:
         args.precision = [p if p != "tf32" else "fp32" for p in args.precision]  # TF32 is a CUDA mode
     compile = not args.no_compile
-    torch._dynamo.config.recompile_limit = 10_000  # every run builds new modules: recompile, never fall back
+    torch._dynamo.config.recompile_limit = RECOMPILE_LIMIT
     data = tt.synthetic_dataset()
     precision = dict(zip(tt.STAGES, args.precision))
     runners = {st: tt._runner(st, "fast", args.seeds, data, device, precision[st], compile) for st in tt.STAGES}
@@ -157,42 +177,54 @@ def main() -> None:
     def solo(st: str, which: int) -> Callable[[], None]:
         return functools.partial(runners[st], sizes[st][which])
 
-    for st in tt.STAGES:  # warm-up: allocator, cold compile
-        _timed(solo(st, 0), device)
-    wall: dict[str, list[float]] = {}
-    for which in (0, 1):
-        for st in tt.STAGES:
-            wall.setdefault(st, []).append(_timed(solo(st, which), device))
-        wall.setdefault("behavior+critic", []).append(
-            _together([solo("behavior", which), solo("critic", which)], device))
-        print(f"{'short' if which == 0 else 'long'} runs: " + ", ".join(f"{k} {v[-1]:.2f} s" for k, v in wall.items()),
+    def timed(key: str, which: int) -> float:
+        if key == PAIR:
+            return _together([solo("behavior", which), solo("critic", which)], device)
+        return _timed(solo(key, which), device)
+
+    walls: dict[str, list[list[float]]] = {}  # key -> [short, long] wall seconds per repeat
+    errors: dict[str, str] = {}
+    result: dict[str, object] = {}
+
+    def write() -> None:
+        artifacts.write_json(Path(args.out), {
+            "benchmark": "overlap_probe", "description": __doc__.strip().splitlines()[0], "device": str(device),
+            "seeds": args.seeds, "precision": precision, "compile": compile, "steps_short_long": sizes,
+            "wall_s_short_long": walls, "result": result, "errors": errors, "paper_steps": PAPER_STEPS,
+            "machine": machine_info(), "torch": torch.__version__,
+            "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")})
+
+    keys = (*tt.STAGES, PAIR)
+    for key in keys:  # warm-up, untimed: allocator, cold compile, the threads' first cuBLAS handles
+        try:
+            timed(key, 0)
+        except Exception as e:  # noqa: BLE001 - keep the solo timings if the threaded run fails
+            errors[key] = f"{type(e).__name__}: {e}"[:2000]
+            print(f"{key}: FAILED {errors[key]}", flush=True)
+    for _ in range(args.repeats):
+        for key in (k for k in keys if k not in errors):
+            walls.setdefault(key, []).append([timed(key, 0), timed(key, 1)])
+        print("short / long runs: " + ", ".join(f"{k} {v[-1][0]:.2f} / {v[-1][1]:.2f} s" for k, v in walls.items()),
               flush=True)
-    marginal = {k: v[1] - v[0] for k, v in wall.items()}
-    b_steps = sizes["behavior"][1] - sizes["behavior"][0]
-    rate = {st: args.seeds * (sizes[st][1] - sizes[st][0]) / marginal[st] for st in tt.STAGES}
-    # Minutes of the paper budget for S seeds: each solo stage at its rate; the pair together at the
-    # pace of its scaled-down copy (b_steps behavior steps and the matching critic steps).
-    minutes = {st: args.seeds * PAPER_STEPS[st] / rate[st] / 60 for st in tt.STAGES}
-    together = marginal["behavior+critic"] * PAPER_STEPS["behavior"] / b_steps / 60
-    sequential = minutes["behavior"] + minutes["critic"]
-    result = {
-        "seed_updates_per_s_solo": rate,
-        "paper_minutes_solo": minutes,
-        "paper_minutes_behavior_then_critic": sequential,
-        "paper_minutes_behavior_with_critic": together,
-        "overlap_gain": sequential / together,
-        "paper_minutes_one_task_sequential": sequential + minutes["policy"],
-        "paper_minutes_one_task_overlapped": together + minutes["policy"],
-    }
-    print(f"behavior then critic {sequential:.1f} min, together {together:.1f} min ({sequential / together:.2f}x); "
-          f"with the policy: {result['paper_minutes_one_task_sequential']:.1f} -> "
-          f"{result['paper_minutes_one_task_overlapped']:.1f} min for {args.seeds} seeds of one task")
-    artifacts.write_json(Path(args.out), {
-        "benchmark": "overlap_probe", "description": __doc__.strip().splitlines()[0], "device": str(device),
-        "seeds": args.seeds, "precision": precision, "compile": compile, "steps_short_long": sizes,
-        "wall_s_short_long": wall, "result": result, "paper_steps": PAPER_STEPS,
-        "machine": machine_info(), "torch": torch.__version__,
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")})
+        write()
+    marginal = {k: float(np.median([long - short for short, long in v])) for k, v in walls.items()}
+    rate = {st: args.seeds * (sizes[st][1] - sizes[st][0]) / marginal[st] for st in tt.STAGES if st in marginal}
+    # Minutes of the paper budget for S seeds: each solo stage at its rate.
+    minutes = {st: args.seeds * PAPER_STEPS[st] / r / 60 for st, r in rate.items()}
+    result.update(seed_updates_per_s_solo=rate, paper_minutes_solo=minutes)
+    if set(minutes) == set(tt.STAGES) and PAIR in marginal:
+        # The pair together at the pace of its scaled-down copy (b_steps behavior steps, 3/4 as many critic steps).
+        b_steps = sizes["behavior"][1] - sizes["behavior"][0]
+        together = marginal[PAIR] * PAPER_STEPS["behavior"] / b_steps / 60
+        sequential = minutes["behavior"] + minutes["critic"]
+        result.update(paper_minutes_behavior_then_critic=sequential, paper_minutes_behavior_with_critic=together,
+                      overlap_gain=sequential / together,
+                      paper_minutes_one_task_sequential=sequential + minutes["policy"],
+                      paper_minutes_one_task_overlapped=together + minutes["policy"])
+        print(f"behavior then critic {sequential:.1f} min, together {together:.1f} min ({sequential / together:.2f}x); "
+              f"with the policy: {sequential + minutes['policy']:.1f} -> {together + minutes['policy']:.1f} min "
+              f"for {args.seeds} seeds of one task")
+    write()
     print(f"written to {args.out}")
 
 
