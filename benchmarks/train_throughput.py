@@ -15,14 +15,20 @@ HalfCheetah-shaped dataset, this times
 
 as the *marginal* rate of the real loops, (N_long - N_short) / (wall_long - wall_short)
 after a warm-up run, which cancels model construction, data transfer and the final
-checkpoint; each cell is the median of --repeats such pairs (their quartiles are kept). The figure of merit is seed-updates/s (S x updates/s): how fast a
-multi-seed study advances. ``speedup`` is fast seed-updates/s over the reference's,
-both measured in this run.
+checkpoint. The pairs are timed in rounds, every cell once per round, so that a drift of the
+machine's speed hits the reference and the fast paths alike; each cell is the median of its
+--repeats pairs (their quartiles are kept). The figure of merit is seed-updates/s (S x
+updates/s): how fast a multi-seed study advances. ``speedup`` is fast seed-updates/s over the
+reference's, both measured in this run.
 
-The matmul FLOPs of one update (the torch profiler's counts on the reference loop) and
-the machine's measured float32 GEMM rate give each loop's share of peak, which bounds
-any exact speed-up: a loop already at a fraction f of peak cannot run more than 1/f
-times faster without doing less arithmetic (or cheaper arithmetic: bf16, TF32).
+Two bounds say how far a speed-up can go. The matmul FLOPs of one update (the torch
+profiler's counts on the reference loop) and the machine's measured float32 GEMM rate give
+each loop's share of peak: a loop already at a fraction f of peak cannot run more than 1/f
+times faster without doing less arithmetic (or cheaper arithmetic: bf16, TF32). On a CPU the
+profiler also splits an update's time into GEMMs and the rest, for the reference and for the
+fast path at the largest S: seed batching does not make a GEMM's arithmetic cheaper, so the
+fast path cannot beat the reference's time per update divided by its own GEMM time per seed
+(``speedup_bound_at_fast_gemm_time``), even if everything else took no time.
 
 ``paper_budget``: minutes of the paper budget (SPEC §5) for 5 seeds of one task, the
 stages one after another, per path, and ``mixed``: each stage at the precision that suits it
@@ -112,25 +118,46 @@ def _runner(stage: str, path: str, n_seeds: int, data: Transitions, device: torc
     return run
 
 
-def _marginal_rate(run: Callable[[int], None], short: int, target_s: float, repeats: int) -> dict:
-    """Updates/s by differencing a short and a long run (long ~ target_s), after a warm-up; median of repeats."""
-    def timed(steps: int) -> float:
-        t0 = time.perf_counter()
-        run(steps)
-        return time.perf_counter() - t0
+def _timed(run: Callable[[int], None], steps: int) -> float:
+    t0 = time.perf_counter()
+    run(steps)
+    return time.perf_counter() - t0
 
-    timed(short)  # warm-up: allocator, thread pool, first-call dispatch
-    # Calibration, setup cancelled: grow the step count until its time stands out of the setup's noise.
+
+def _calibrate(run: Callable[[int], None], short: int, target_s: float) -> int:
+    """The long run's step count (~``target_s`` longer than the short run), after a warm-up run."""
+    _timed(run, short)  # warm-up: allocator, thread pool, first-call dispatch
+    # Grow the step count until its time stands out of the setup's noise; setup cancels in the difference.
     n = short
-    while (extra := timed(short + n) - timed(short)) < 0.2 * target_s and n < 10**7:
+    while (extra := _timed(run, short + n) - _timed(run, short)) < 0.2 * target_s and n < 10**7:
         n *= 4
-    long = max(4 * short, int(target_s * n / max(extra, 1e-3)))
-    rates = []
-    for _ in range(repeats):
-        rates.append((long - short) / (timed(long) - timed(short)))
+    return max(4 * short, int(target_s * n / max(extra, 1e-3)))
+
+
+def _pair_rate(run: Callable[[int], None], short: int, long: int) -> float:
+    """Marginal updates/s of one (short, long) pair: setup, transfers and the last checkpoint cancel."""
+    return (long - short) / (_timed(run, long) - _timed(run, short))
+
+
+def _summary(rates: list[float], short: int, long: int) -> dict:
     q1, med, q3 = np.percentile(rates, [25, 50, 75])
     return {"updates_per_s": float(med), "updates_per_s_iqr": [float(q1), float(q3)], "repeats": rates,
             "steps_short": short, "steps_long": long}
+
+
+GEMM_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::addbmm")
+
+
+def _gemm_seconds_per_update(run: Callable[[int], None], steps: int) -> float:
+    """Seconds of matrix multiplication per update (the CPU profiler's self time of the GEMM ops).
+
+    With the reference's seconds per update this splits an update into GEMMs and the rest;
+    seed batching leaves the GEMMs' arithmetic as it is, so a fast path whose GEMMs run no
+    faster per seed than the reference's cannot beat reference time / GEMM time.
+    """
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        run(steps)
+    return sum(e.self_cpu_time_total for e in prof.key_averages() if e.key in GEMM_OPS) / 1e6 / steps
 
 
 def _flops_per_update(stage: str, data: Transitions, device: torch.device) -> float:
@@ -180,7 +207,8 @@ def main() -> None:
     # that both runs capture their CUDA graph (after the warm-up updates), so that capture cancels.
     short = {"behavior": 2, "critic": 20, "policy": 10}
     results = {}
-    # Most wanted first: a run cut short by a time limit keeps the cells it finished (the .partial file).
+    # Most wanted first (the calibration order); each timed round rewrites the .partial file, so that a run
+    # cut short by a time limit keeps the rounds it finished.
     cells = [("fast", s) for s in args.seeds] + [("fast_bf16", s) for s in args.seeds if s > 1]
     if device.type == "cuda":
         cells += [("fast_eager", PROTOCOL_SEEDS), ("fast_tf32", PROTOCOL_SEEDS)]
@@ -189,17 +217,44 @@ def main() -> None:
     rates: dict[tuple[str, str, int], dict] = {}
     errors: dict[str, str] = {}
     partial = Path(args.out).with_suffix(".partial.json")
-    for stage, path, s in tqdm(jobs, desc="train throughput", dynamic_ncols=True):
+
+    def failed(job: tuple[str, str, int], e: Exception) -> None:  # one failing cell (a GPU path) must not lose the others
+        errors["{}/{}/S={}".format(*job)] = f"{type(e).__name__}: {e}"
+        tqdm.write("{} {} S={}: FAILED ".format(*job) + f"{type(e).__name__}: {e}")
+
+    plans: dict[tuple[str, str, int], tuple[Callable[[int], None], int, int]] = {}
+    for job in tqdm(jobs, desc="warm-up, calibration", dynamic_ncols=True):
+        stage, path, s = job
         n_short = 50 if device.type == "cuda" else max(2, short[stage] // s)
         try:
-            rates[stage, path, s] = _marginal_rate(_runner(stage, path, s, data, device), n_short, args.seconds,
-                                                   args.repeats)
-            tqdm.write(f"{stage} {path} S={s}: {s * rates[stage, path, s]['updates_per_s']:.1f} seed-upd/s")
-        except Exception as e:  # noqa: BLE001 - one failing cell (a GPU path) must not lose the others
-            errors[f"{stage}/{path}/S={s}"] = f"{type(e).__name__}: {e}"
-            tqdm.write(f"{stage} {path} S={s}: FAILED {type(e).__name__}: {e}")
+            run = _runner(stage, path, s, data, device)
+            plans[job] = (run, n_short, _calibrate(run, n_short, args.seconds))
+        except Exception as e:  # noqa: BLE001
+            failed(job, e)
+    # Rounds: every cell once per round, so that a drift of the machine's speed (a shared host, clocks)
+    # shifts the reference and the fast paths alike and the ratios measured in this run stay fair.
+    samples: dict[tuple[str, str, int], list[float]] = {job: [] for job in plans}
+    for _ in tqdm(range(args.repeats), desc="timed rounds", dynamic_ncols=True):
+        for job, (run, n_short, n_long) in list(plans.items()):
+            try:
+                samples[job].append(_pair_rate(run, n_short, n_long))
+            except Exception as e:  # noqa: BLE001
+                failed(job, e)
+                del plans[job], samples[job]
+        rates = {job: _summary(r, plans[job][1], plans[job][2]) for job, r in samples.items()}
         artifacts.write_json(partial, {"rates": {f"{st}/{pa}/S={n}": r for (st, pa, n), r in rates.items()},
                                        "errors": errors})
+    for (stage, path, s), r in rates.items():
+        tqdm.write(f"{stage} {path} S={s}: {s * r['updates_per_s']:.1f} seed-upd/s")
+    # Where an update's time goes (CPU only: a CUDA graph replays as one op): the reference's GEMMs, and the
+    # fast path's GEMMs per seed at the largest S.
+    gemm_s: dict[tuple[str, str, int], float] = {}
+    if device.type == "cpu":
+        s_max = max(args.seeds)
+        for job in tqdm([j for j in plans if j[1] == "reference" or j[1:] == ("fast", s_max)], desc="GEMM time",
+                        dynamic_ncols=True):
+            run, _, n_long = plans[job]
+            gemm_s[job] = _gemm_seconds_per_update(run, n_long) / job[2]
     # The machine's speed drifts on a shared host: the best GEMM rate seen, before or after, is the peak.
     gemm_after = _gemm_gflops(device)
     gemm = max(gemm_before, gemm_after)
@@ -216,6 +271,9 @@ def main() -> None:
                 seed_rate = s * r["updates_per_s"]
                 cells[f"S={s}"] = {**r, "seeds": s, "seed_updates_per_s": seed_rate, "speedup": seed_rate / ref,
                                    "gemm_share_of_peak": flops * seed_rate / 1e9 / gemm}
+                if (stage, path, s) in gemm_s:
+                    cells[f"S={s}"] |= {"gemm_seconds_per_seed_update": gemm_s[stage, path, s],
+                                        "gemm_share_of_time": gemm_s[stage, path, s] * seed_rate}
             if cells:
                 paths[path] = cells
         s_proj = PROTOCOL_SEEDS if PROTOCOL_SEEDS in args.seeds else max(args.seeds)
@@ -228,10 +286,17 @@ def main() -> None:
             "paper_steps": steps,
             "matmul_gflop_per_update": flops / 1e9,
             "reference": {**rates[stage, "reference", 1], "seed_updates_per_s": ref,
-                          "gemm_share_of_peak": flops * ref / 1e9 / gemm},
+                          "gemm_share_of_peak": flops * ref / 1e9 / gemm,
+                          **({"gemm_seconds_per_update": gemm_s[stage, "reference", 1],
+                              "gemm_share_of_time": gemm_s[stage, "reference", 1] * ref}
+                             if (stage, "reference", 1) in gemm_s else {})},
             **paths,
             # An exact method cannot beat the GEMM peak: the largest possible speed-up of this stage here.
             "speedup_bound_at_gemm_peak": gemm / (flops * ref / 1e9),
+            # Nor, with GEMMs as fast per seed as the fast path's at the largest S, the reference's time per update
+            # over those GEMMs alone (everything else free).
+            **({"speedup_bound_at_fast_gemm_time": 1 / ref / gemm_s[stage, "fast", max(args.seeds)]}
+               if (stage, "fast", max(args.seeds)) in gemm_s else {}),
             "paper_protocol_hours_reference": PROTOCOL_SEEDS * PROTOCOL_TASKS * steps / ref / 3600,
             **projections,
         }
@@ -239,6 +304,10 @@ def main() -> None:
             line = ", ".join(f"{k} {c['seed_updates_per_s']:.1f} ({c['speedup']:.2f}x)" for k, c in cells.items())
             print(f"{stage:9s} batch {results[stage]['batch_size']:5d}: reference {ref:.1f} seed-upd/s "
                   f"({results[stage]['reference']['gemm_share_of_peak']:.0%} of GEMM peak); {path} {line}")
+        if "speedup_bound_at_fast_gemm_time" in results[stage]:
+            print(f"{stage:9s} GEMMs are {results[stage]['reference']['gemm_share_of_time']:.0%} of the reference's "
+                  f"time; bound with the fast path's GEMMs (S={max(args.seeds)}) and nothing else: "
+                  f"{results[stage]['speedup_bound_at_fast_gemm_time']:.2f}x")
     # The issue's yardstick: the paper budget of PROTOCOL_SEEDS seeds of one task, the stages one after another.
     one_task = {}
     if set(args.stages) == set(STAGES):
