@@ -11,6 +11,11 @@ Cells run in order of importance and stop at --budget-s, writing the JSON after 
     python benchmarks/compile_probe.py --device cuda --out reports/bench/compile_probe_cuda.json
     python benchmarks/compile_probe.py --device cpu --repeats 3 --reference-seconds 6 \
         --out reports/bench/compile_probe_cpu.json        # S = 10 on this CPU, ~15 min
+    python benchmarks/compile_probe.py --device cpu --mish aten --compiled-only --cells 0 1 3 \
+        --repeats 3 --reference-seconds 6 --out reports/bench/compile_probe_cpu_mish.json
+
+``--mish aten`` compiles torch's Mish instead of the training code's one-exponential form
+(srpo.networks.Mish): what that choice gains.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import train_throughput as tt  # noqa: E402
 
 from eval.provenance import machine_info  # noqa: E402
 from srpo import artifacts  # noqa: E402
+from srpo.networks import Mish  # noqa: E402
 
 # (stage, precision, seeds, short steps, long steps): long ~ 4 s at the rates measured without compile.
 CELLS = [("behavior", "bf16", 5, 100, 1700), ("policy", "tf32", 5, 200, 6000), ("critic", "tf32", 5, 200, 8000),
@@ -35,6 +41,15 @@ CELLS = [("behavior", "bf16", 5, 100, 1700), ("policy", "tf32", 5, 200, 6000), (
 # On a CPU (2 cores): the issue's S = 10, long runs ~10 s.
 CPU_CELLS = [("behavior", "bf16", 10, 2, 12), ("behavior", "fp32", 10, 2, 8), ("policy", "bf16", 10, 10, 130),
              ("policy", "fp32", 10, 10, 100), ("critic", "fp32", 10, 20, 250)]
+
+
+def use_torchs_mish() -> None:
+    """Make every Mish of the behavior model call torch's kernel inside ``torch.compile`` too: the training code's
+    choice before srpo.networks.Mish switched to the one-exponential form there (``--mish aten``)."""
+    def forward(self: Mish, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.mish(x)
+
+    Mish.forward = forward  # type: ignore[method-assign]
 
 
 def _cell(stage: str, precision: str, s: int, short: int, long: int, compile: bool, data,
@@ -73,19 +88,25 @@ def main() -> None:
     parser.add_argument("--reference-seconds", type=float, default=0.0,
                         help="also time the eager reference loop of each stage (long runs of this many seconds), "
                              "so that the JSON holds speed-ups over it measured in the same run (default: skip)")
+    parser.add_argument("--mish", choices=["one-exp", "aten"], default="one-exp",
+                        help="Mish inside compiled losses: the training code's one-exponential form "
+                             "(srpo.networks.mish_one_exp, default) or torch's kernel (aten), one process per choice")
     args = parser.parse_args()
     device = torch.device(args.device)
+    if args.mish == "aten":
+        use_torchs_mish()
     torch._dynamo.config.recompile_limit = 10_000  # every run builds new modules: recompile, never fall back
     data = tt.synthetic_dataset()
     start, results, errors, reference = time.perf_counter(), [], {}, {}
     cells = CELLS if device.type == "cuda" else CPU_CELLS
+    cells = [cells[i] for i in (args.cells or range(len(cells)))]
     if args.reference_seconds:
         for stage in dict.fromkeys(c[0] for c in cells):
             short = {"behavior": 2, "critic": 20, "policy": 10}[stage]
             r = tt._marginal_rate(tt._runner(stage, "reference", 1, data, device), short, args.reference_seconds, 3)
             reference[stage] = r["updates_per_s"]
             print(f"{stage} reference (eager, fp32, one seed): {reference[stage]:.1f} upd/s", flush=True)
-    for stage, precision, s, short, long in [cells[i] for i in (args.cells or range(len(cells)))]:
+    for stage, precision, s, short, long in cells:
         short, long = max(2, int(short * args.scale)), max(4, int(long * args.scale * args.long_scale))
         for compile in (True,) if args.compiled_only else (False, True):
             key = f"{stage}/{precision}/S={s}/compile={compile}"
@@ -100,6 +121,7 @@ def main() -> None:
                     print(f"{key}: FAILED {errors[key]}", flush=True)
             artifacts.write_json(Path(args.out), {
                 "benchmark": "compile_probe", "description": __doc__.strip().splitlines()[0], "device": str(device),
+                "mish": args.mish,
                 "reference_updates_per_s": reference, "results": results, "errors": errors,
                 "machine": machine_info(), "torch": torch.__version__,
                 "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")})

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The GPU check of the training fast path, prepared for a session that is lent the device machine
-# (one call, about 6-7 minutes on an H100, 3 with THROUGHPUT=0: steps 1-2 took 3 min 43 s with
+# (one call, about 9-10 minutes on an H100, 6 with THROUGHPUT=0: steps 1-2 took 3 min 43 s with
 # SECONDS_PER_CELL=1.5 on 2026-11-26; its image has torch, numpy, tqdm, pytest and hypothesis):
 #
-#     device run: bash benchmarks/device_check.sh          (timeout_s 500)
+#     device run: THROUGHPUT=0 bash benchmarks/device_check.sh     (timeout_s 540; the full check does not fit one call)
 #
 # 1. tests/test_cuda_graph.py on the GPU: graphed runs equal eager batched runs and single runs (also in
 #    TF32 and bf16), and a killed graphed run resumes to the same result (CI has no GPU and skips these);
@@ -12,6 +12,8 @@
 #    (skipped with THROUGHPUT=0: it was measured on 2026-11-26, reports/bench/train_throughput_cuda.json);
 # 3. benchmarks/overlap_probe.py: behavior and critic trained side by side on two streams against one after
 #    the other, 5 seeds, compiled, the paper profile's precisions (not yet run on a GPU; about 2 minutes: 45 s of cold compilation, then ~30 s of timed runs).
+# 4. benchmarks/compile_probe.py, the compiled bf16 behavior cell (S = 5; 45 of the projected 61 minutes) with torch's
+#    Mish and with Mish written with one exponential, one process each (not yet run on a GPU; ~3 minutes; MISH=0 skips).
 # Writes the logs and train_throughput_cuda.json to $OUT, or to reports/bench/ when run elsewhere.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -25,3 +27,10 @@ timeout 180 python3 -m pytest -q -p no:cacheprovider tests/test_cuda_graph.py 2>
     --repeats 2 --out "$out/train_throughput_cuda.json" 2>&1 | grep --line-buffered -v USDT | tee "$out/train_throughput_cuda.log"
 timeout 360 python3 benchmarks/overlap_probe.py --device "${DEVICE:-cuda}" --out "$out/overlap_probe_cuda.json" 2>&1 \
     | grep --line-buffered -v USDT | tee "$out/overlap_probe_cuda.log"
+if [ "${MISH:-1}" = 1 ]; then
+    for mish in aten one-exp; do
+        timeout 200 python3 benchmarks/compile_probe.py --device "${DEVICE:-cuda}" --cells 0 --compiled-only --repeats 3 \
+            --mish "$mish" --out "$out/compile_probe_cuda_mish_$mish.json" 2>&1 | grep --line-buffered -v USDT \
+            | tee "$out/compile_probe_cuda_mish_$mish.log"
+    done
+fi

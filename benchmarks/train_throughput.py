@@ -10,6 +10,8 @@ HalfCheetah-shaped dataset, this times
   pipeline runs;
 - ``fast_bf16`` with S > 1: the fast path with the stage in bf16 mixed precision
   (``<stage>.precision=bf16``, srpo/precision.py: not exact, tested close to fp32);
+- ``fast_compiled`` and ``fast_bf16_compiled`` with S in --compiled-seeds (default 10 on a
+  CPU): the same two through ``torch.compile`` (the pipeline's ``compile: true``);
 - on a GPU also ``fast_eager`` (the fast path without CUDA graphs: what the graphs add) and
   ``fast_tf32`` (graphed, ``<stage>.precision=tf32``: float32 matmuls on TF32 tensor cores);
 
@@ -85,18 +87,20 @@ def _configs(stage: str, steps: int, n_seeds: int, precision: str = "fp32") -> l
             for s in range(n_seeds)]
 
 
-PATHS = ("reference", "fast", "fast_bf16", "fast_eager", "fast_tf32")
+PATHS = ("reference", "fast", "fast_bf16", "fast_compiled", "fast_bf16_compiled", "fast_eager", "fast_tf32")
 # The stage precision (srpo/precision.py) of each path; the reference loop is the paper's fp32.
-PRECISION = {"fast_bf16": "bf16", "fast_tf32": "tf32"}
+PRECISION = {"fast_bf16": "bf16", "fast_bf16_compiled": "bf16", "fast_tf32": "tf32"}
 
 
 def _runner(stage: str, path: str, n_seeds: int, data: Transitions, device: torch.device,
             precision: str | None = None, compile: bool = False) -> Callable[[int], None]:
     """A function that trains ``stage`` for a given number of steps in a fresh directory (``path`` in PATHS).
 
-    ``precision`` defaults to the path's (PRECISION); ``compile`` turns on torch.compile in the fast path.
+    ``precision`` defaults to the path's (PRECISION); ``compile`` (default: the path's name ends in
+    ``_compiled``) turns on torch.compile in the fast path.
     """
     precision = precision or PRECISION.get(path, "fp32")
+    compile = compile or path.endswith("_compiled")
     upstream = (
         [NoisePredictor(STATE_DIM, ACTION_DIM).to(device) for _ in range(n_seeds)],
         [Critic(STATE_DIM, ACTION_DIM).to(device) for _ in range(n_seeds)],
@@ -137,6 +141,12 @@ def _calibrate(run: Callable[[int], None], short: int, target_s: float) -> int:
 def _pair_rate(run: Callable[[int], None], short: int, long: int) -> float:
     """Marginal updates/s of one (short, long) pair: setup, transfers and the last checkpoint cancel."""
     return (long - short) / (_timed(run, long) - _timed(run, short))
+
+
+def _marginal_rate(run: Callable[[int], None], short: int, target_s: float, repeats: int) -> dict:
+    """One cell on its own (the probes' way): calibration, then ``repeats`` pairs back to back."""
+    long = _calibrate(run, short, target_s)
+    return _summary([_pair_rate(run, short, long) for _ in range(repeats)], short, long)
 
 
 def _summary(rates: list[float], short: int, long: int) -> dict:
@@ -189,14 +199,17 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--stages", nargs="+", default=list(STAGES), choices=list(STAGES))
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 5, 10], help="S values of the fast path")
+    parser.add_argument("--compiled-seeds", type=int, nargs="*", default=None,
+                        help="S values of the compiled paths (fp32 and bf16; default: 10 on a CPU, none on a GPU, "
+                             "where benchmarks/compile_probe.py measures compilation in fewer cold compiles)")
     parser.add_argument("--seconds", type=float, default=6.0, help="length of each timed long run (default: 6)")
     parser.add_argument("--repeats", type=int, default=3, help="timed (short, long) pairs per cell; the median "
                                                                   "is reported (default: 3)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    if any(s < 1 for s in args.seeds):
-        parser.error("--seeds must be positive")
+    if any(s < 1 for s in args.seeds + (args.compiled_seeds or [])):
+        parser.error("--seeds and --compiled-seeds must be positive")
     device = torch.device(args.device)
     data = synthetic_dataset()
     paper = make_config(TASK, "paper")
@@ -210,6 +223,10 @@ def main() -> None:
     # Most wanted first (the calibration order); each timed round rewrites the .partial file, so that a run
     # cut short by a time limit keeps the rounds it finished.
     cells = [("fast", s) for s in args.seeds] + [("fast_bf16", s) for s in args.seeds if s > 1]
+    compiled = args.compiled_seeds if args.compiled_seeds is not None else [10] if device.type == "cpu" else []
+    cells += [(path, s) for s in compiled for path in ("fast_compiled", "fast_bf16_compiled")]
+    if compiled:
+        torch._dynamo.config.recompile_limit = 10_000  # every run builds new modules: recompile, never fall back
     if device.type == "cuda":
         cells += [("fast_eager", PROTOCOL_SEEDS), ("fast_tf32", PROTOCOL_SEEDS)]
     cells.sort(key=lambda c: (c[1] != PROTOCOL_SEEDS, c[1] == 1))

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from srpo import schedule
-from srpo.networks import GaussianFourierEmbedding, ResidualBlock
+from srpo.networks import GaussianFourierEmbedding, Mish, ResidualBlock
 
 
 class NoisePredictor(nn.Module):
@@ -46,12 +46,12 @@ class NoisePredictor(nn.Module):
         self.time_embed = nn.Sequential(
             GaussianFourierEmbedding(time_features, time_scale, generator=generator),
             nn.Linear(time_features, time_hidden),
-            nn.Mish(),
+            Mish(),
             nn.Linear(time_hidden, time_hidden),
         )
         self.inp = nn.Linear(action_dim + state_dim + time_hidden, width)
         self.blocks = nn.ModuleList([ResidualBlock(width, 4) for _ in range(n_blocks)])
-        self.out = nn.Sequential(nn.LayerNorm(width), nn.Mish(), nn.Linear(width, action_dim))
+        self.out = nn.Sequential(nn.LayerNorm(width), Mish(), nn.Linear(width, action_dim))
 
     def forward(self, a_t: Tensor, state: Tensor, t: Tensor, dropout_masks: Tensor | None = None) -> Tensor:
         """eps_psi(a_t | s, t); ``dropout_masks`` (n_blocks, batch, width) applies dropout."""
