@@ -9,16 +9,17 @@ model's, most of its 9 minutes disappear. This probe measures it, with the pipel
 training functions (:mod:`srpo.seed_batch`), S seeds per stage:
 
 - solo: the behavior stage alone, the critic alone, the policy alone;
-- together: behavior and critic in two threads, each on its own CUDA stream (on a CPU: two
-  threads sharing the cores, a smoke check of the harness only).
+- together: behavior and critic side by side (:func:`srpo.seed_batch.side_by_side`, what
+  ``srpo train --seeds ... --overlap`` does): two threads, each replaying its graphs on its
+  own CUDA stream (on a CPU the two run in turn: a check of the harness only).
 
 The two stages run in the paper's step ratio (2M : 1.5M), so a run together is the paper's
 pair of budgets scaled down. Each configuration is timed at two sizes after an untimed
 warm-up run (the cold compile; for the threads, their first cuBLAS handles), and the median
-difference over --repeats pairs cancels set-up, capture and the final checkpoint. Set-up
-and graph capture of the two threads take turns, each capture thread-local and on its
-thread's own stream; the timed replays then run freely side by side. The JSON is written
-after each repeat, and a failing threaded run keeps the solo timings (``errors``).
+difference over --repeats pairs cancels set-up, capture and the final checkpoint (set-up,
+compilation and capture of the two threads take turns; the timed replays run side by
+side). The JSON is written after each repeat, and a failing threaded run keeps the solo
+timings (``errors``).
 
     python benchmarks/overlap_probe.py --device cuda --out reports/bench/overlap_probe_cuda.json
     python benchmarks/overlap_probe.py --device cpu --scale 0.002 --out /tmp/overlap.json   # harness check
@@ -27,14 +28,12 @@ after each repeat, and a failing threaded run keeps the solo timings (``errors``
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime as dt
 import functools
 import sys
-import threading
 import time
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 import numpy as np
 import torch
@@ -43,8 +42,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import train_throughput as tt  # noqa: E402
 
 from eval.provenance import machine_info  # noqa: E402
-from srpo import artifacts, cuda_graph  # noqa: E402
+from srpo import artifacts, seed_batch  # noqa: E402
 from srpo.config import make_config  # noqa: E402
+from srpo.cuda_graph import CaptureTurns  # noqa: E402
 
 # Paper steps per stage (SPEC §5), the ratio the two threads run in.
 PAPER = make_config(tt.TASK, "paper")
@@ -54,84 +54,20 @@ RECOMPILE_LIMIT = 10_000
 PAIR = "behavior+critic"
 
 
-@contextlib.contextmanager
-def _turn_taking(threads: int) -> Iterator[Callable[[], contextlib.AbstractContextManager]]:
-    """Until each of ``threads`` threads has captured its graph, one of them at a time runs.
-
-    Yields ``turn()``: a thread holds it from its start through its capture; a thread that has
-    captured takes it again for every replay until all have captured, so no kernel of another
-    thread is launched while one captures. Captures are thread-local besides.
-    """
-    gate, captured = threading.RLock(), [0]
-    update, graph = cuda_graph.GraphedUpdate.__call__, torch.cuda.graph
-    holding = threading.local()
-
-    def call(self: cuda_graph.GraphedUpdate) -> None:
-        if captured[0] >= threads:
-            return update(self)
-        with gate:
-            had = self.graph is not None
-            update(self)
-            if not had and self.graph is not None:
-                captured[0] += 1
-                if getattr(holding, "start", False):
-                    holding.start = False
-                    gate.release()  # this thread's turn from its start ends with its capture
-
-    class Turn(contextlib.AbstractContextManager):
-        def __enter__(self) -> None:
-            gate.acquire()
-            holding.start = True
-
-        def __exit__(self, *exc: object) -> None:
-            if getattr(holding, "start", False):  # the run ended (or failed) before a capture
-                holding.start = False
-                gate.release()
-
-    def thread_capture(cuda_graph_: torch.cuda.CUDAGraph, **kwargs: object) -> torch.cuda.graph:
-        # On the capturing thread's own stream (not torch's one shared capture stream, which may even be
-        # the other thread's pool stream), recording only this thread's launches.
-        return graph(cuda_graph_, stream=torch.cuda.current_stream(), capture_error_mode="thread_local", **kwargs)
-
-    cuda_graph.GraphedUpdate.__call__ = call
-    torch.cuda.graph = thread_capture
-    try:
-        yield Turn
-    finally:
-        cuda_graph.GraphedUpdate.__call__, torch.cuda.graph = update, graph
-
-
-def _together(runs: list[Callable[[], None]], device: torch.device) -> float:
-    """Wall seconds of ``runs`` in threads at once, each on its own CUDA stream on a GPU."""
-    errors: list[BaseException] = []
-    # Streams made here, one after another, are distinct (torch hands out pool streams round-robin).
-    streams = [torch.cuda.Stream(device) if device.type == "cuda" else None for _ in runs]
+def _together(runs: dict[str, Callable[..., None]], device: torch.device) -> float:
+    """Wall seconds of ``runs`` side by side, as ``srpo train --seeds ... --overlap`` runs them."""
     matmul_precision = torch.get_float32_matmul_precision()  # process-wide: a TF32 stage sets it
-    # On a CPU nothing is captured: the threads simply share the cores.
-    taking = _turn_taking(len(runs)) if device.type == "cuda" else contextlib.nullcontext(contextlib.nullcontext)
-    with taking as turn:
-        def work(run: Callable[[], None], stream: torch.cuda.Stream | None) -> None:
-            try:
-                # From torch 2.12 dynamo's config is per thread: a new thread would see the default limit,
-                # and past it the losses would silently run uncompiled.
-                torch._dynamo.config.recompile_limit = RECOMPILE_LIMIT
-                with torch.cuda.stream(stream) if stream else contextlib.nullcontext(), turn():
-                    run()
-                if stream:
-                    stream.synchronize()
-            except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread
-                errors.append(e)
 
-        threads = [threading.Thread(target=work, args=rs) for rs in zip(runs, streams)]
-        t0 = time.perf_counter()
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        wall = time.perf_counter() - t0
+    def job(run: Callable[..., None], turns: CaptureTurns) -> None:
+        # From torch 2.12 dynamo's config is per thread: a new thread would see the default limit,
+        # and past it the losses would silently run uncompiled.
+        torch._dynamo.config.recompile_limit = RECOMPILE_LIMIT
+        run(turns=turns)
+
+    t0 = time.perf_counter()
+    seed_batch.side_by_side({name: functools.partial(job, run) for name, run in runs.items()}, device)
+    wall = time.perf_counter() - t0
     torch.set_float32_matmul_precision(matmul_precision)
-    if errors:
-        raise errors[0]
     return wall
 
 
@@ -179,7 +115,7 @@ def main() -> None:
 
     def timed(key: str, which: int) -> float:
         if key == PAIR:
-            return _together([solo("behavior", which), solo("critic", which)], device)
+            return _together({"behavior": solo("behavior", which), "critic": solo("critic", which)}, device)
         return _timed(solo(key, which), device)
 
     walls: dict[str, list[list[float]]] = {}  # key -> [short, long] wall seconds per repeat

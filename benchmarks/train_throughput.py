@@ -57,6 +57,7 @@ from srpo import __version__, artifacts, seed_batch, train as reference
 from srpo.behavior import NoisePredictor
 from srpo.config import RunConfig, make_config
 from srpo.critic import Critic
+from srpo.cuda_graph import CaptureTurns
 from srpo.transitions import Transitions
 
 # A locomotion-sized synthetic dataset (HalfCheetah: 17-dim state, 6-dim action).
@@ -93,7 +94,7 @@ PRECISION = {"fast_bf16": "bf16", "fast_bf16_compiled": "bf16", "fast_tf32": "tf
 
 
 def _runner(stage: str, path: str, n_seeds: int, data: Transitions, device: torch.device,
-            precision: str | None = None, compile: bool = False) -> Callable[[int], None]:
+            precision: str | None = None, compile: bool = False) -> Callable[..., None]:
     """A function that trains ``stage`` for a given number of steps in a fresh directory (``path`` in PATHS).
 
     ``precision`` defaults to the path's (PRECISION); ``compile`` (default: the path's name ends in
@@ -106,7 +107,8 @@ def _runner(stage: str, path: str, n_seeds: int, data: Transitions, device: torc
         [Critic(STATE_DIM, ACTION_DIM).to(device) for _ in range(n_seeds)],
     )
 
-    def run(steps: int) -> None:
+    def run(steps: int, turns: CaptureTurns | None = None) -> None:
+        """``turns``: the fast path's turn-taking when run beside another stage (seed_batch.side_by_side)."""
         cfgs = _configs(stage, steps, n_seeds, precision)
         with tempfile.TemporaryDirectory() as tmp:
             outs = [Path(tmp) / f"seed{k}" for k in range(n_seeds)]
@@ -117,7 +119,7 @@ def _runner(stage: str, path: str, n_seeds: int, data: Transitions, device: torc
             else:
                 fn = getattr(seed_batch, f"train_{stage}")
                 fn(cfgs, data, *extra, outs, device, progress=False, cuda_graphs=path != "fast_eager",
-                   compile=compile)
+                   compile=compile, **({"turns": turns} if turns else {}))
 
     return run
 

@@ -68,9 +68,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     from srpo.train import STAGES, train
 
     seeds = args.seeds or [args.seed]
-    if (args.compile or args.no_cuda_graphs) and not args.seeds:
-        raise ValueError("--compile and --no-cuda-graphs choose how the seed-batched fast path runs: add --seeds "
-                         "(e.g. --seeds 0); without it the plain reference loop trains one seed")
+    if (args.compile or args.no_cuda_graphs or args.overlap) and not args.seeds:
+        raise ValueError("--compile, --no-cuda-graphs and --overlap choose how the seed-batched fast path runs: add "
+                         "--seeds (e.g. --seeds 0); without it the plain reference loop trains one seed")
     cfgs = [make_config(args.task, args.profile, s, _parse_sets(args.sets)) for s in seeds]
     if args.seeds:  # one process, seeds as a batch dimension: OUT/seed<S> per seed
         base = Path(args.out or f"runs/{args.task}/{args.profile}")
@@ -91,7 +91,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                   restart_on_change=args.restart_on_change)
     if args.seeds:
         res = seed_batch.train(cfgs, data, outs, upstreams=upstreams, cuda_graphs=not args.no_cuda_graphs,
-                                compile=args.compile, **common)
+                                compile=args.compile, overlap=args.overlap, **common)
         per_seed = [({st: m[k] for st, m in res.modules.items()}, {st: h[k] for st, h in res.histories.items()})
                     for k in range(len(seeds))]
         wall = res.wall_s
@@ -290,6 +290,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compile", action="store_true",
                    help="with --seeds: torch.compile the losses into fused kernels (first step compiles, ~10-30 s "
                         "per stage; on an H100 1.2-1.75x faster per update, see reports/bench/compile_probe_cuda*.json)")
+    p.add_argument("--overlap", action="store_true",
+                   help="with --seeds: train the behavior model and the critic at the same time, each on its own "
+                        "CUDA stream (they are independent; same results; on a CPU no faster)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.set_defaults(func=cmd_train)
@@ -304,6 +307,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE", help="config override (repeatable)")
     p.add_argument("--out", default="reports/bandit_suite.json", help="JSON report (default: %(default)s)")
     p.add_argument("--work", default="runs/bandit-suite", help="checkpoint directory (default: %(default)s)")
+    p.add_argument("--overlap", action="store_true",
+                   help="with --seeds: train the behavior model and the critic at the same time, each on its own "
+                        "CUDA stream (they are independent; same results; on a CPU no faster)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.set_defaults(func=cmd_bandit_suite)
@@ -325,6 +331,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="generation seed (default: %(default)s)")
     p.add_argument("--force", action="store_true", help="regenerate environments whose datasets already exist")
     p.add_argument("--root", default=None, help="Minari store (default: $MINARI_DATASETS_PATH or ~/.minari/datasets)")
+    p.add_argument("--overlap", action="store_true",
+                   help="with --seeds: train the behavior model and the critic at the same time, each on its own "
+                        "CUDA stream (they are independent; same results; on a CPU no faster)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.set_defaults(func=cmd_data_make)

@@ -24,21 +24,83 @@ updates of the run, so a graphed run does the same updates as an eager one.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+import contextlib
+import threading
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 from torch import Tensor
 
 
-class GraphedUpdate:
-    """``update()`` run eagerly ``warmup`` times, then captured once and replayed on every later call."""
+class CaptureTurns:
+    """Warm-up and capture of the updates of several threads, one thread at a time.
 
-    def __init__(self, update: Callable[[], None], generators: Sequence[torch.Generator], warmup: int = 3) -> None:
-        self.update, self.generators, self.warmup = update, list(generators), warmup
+    Two stages trained side by side, each in its own thread on its own stream
+    (:func:`srpo.seed_batch.side_by_side`), replay their graphs concurrently, but must not
+    set up, warm up or capture at the same time: model construction forks the global RNG,
+    ``torch.compile`` is not thread-safe while it compiles (the first warm-up call), and a
+    capture must not record the other thread's launches. A thread holds its turn
+    (:meth:`turn`) from its start until its first capture (or its end: on a CPU, where
+    nothing is captured, the threads run one after the other); until every thread has had
+    its turn, each graphed call of a thread that has captured waits for the turn as well.
+    """
+
+    def __init__(self, threads: int) -> None:
+        self._gate = threading.RLock()
+        self._waiting = threads
+        self._local = threading.local()
+
+    @property
+    def settled(self) -> bool:
+        """Every thread has captured (or finished): replays need no turn."""
+        return self._waiting == 0
+
+    @contextlib.contextmanager
+    def turn(self) -> Iterator[None]:
+        """The calling thread's turn, from here until its first capture or the block's end."""
+        self._gate.acquire()
+        self._local.holding = True
+        try:
+            yield
+        finally:
+            self.end_turn()
+
+    def end_turn(self) -> None:
+        if getattr(self._local, "holding", False):
+            self._local.holding = False
+            self._waiting -= 1
+            self._gate.release()
+
+    @contextlib.contextmanager
+    def call(self) -> Iterator[None]:
+        """One graphed call before every thread has captured: run it in the turn."""
+        with self._gate:
+            yield
+
+
+class GraphedUpdate:
+    """``update()`` run eagerly ``warmup`` times, then captured once and replayed on every later call.
+
+    With ``turns`` (threads training side by side) each call before all threads have
+    captured waits for the turn, and the capture is thread-local, on the thread's own stream.
+    """
+
+    def __init__(self, update: Callable[[], None], generators: Sequence[torch.Generator], warmup: int = 3,
+                 turns: CaptureTurns | None = None) -> None:
+        self.update, self.generators, self.warmup, self.turns = update, list(generators), warmup, turns
         self.calls = 0
         self.graph: Any = None
 
     def __call__(self) -> None:
+        if self.turns is None or self.turns.settled:
+            self._call()
+            return
+        with self.turns.call():
+            self._call()
+            if self.graph is not None:
+                self.turns.end_turn()  # a no-op past this thread's turn
+
+    def _call(self) -> None:
         if self.graph is not None:
             self.graph.replay()
         elif self.calls < self.warmup:
@@ -54,7 +116,11 @@ class GraphedUpdate:
                                    "in a CUDA graph; upgrade torch, or train with cuda_graphs=False")
             for g in self.generators:
                 graph.register_generator_state(g)
-            with torch.cuda.graph(graph):
+            # Beside other threads: record only this thread's launches, on its own stream (not torch's one
+            # shared capture stream).
+            side_by_side = {} if self.turns is None else {"stream": torch.cuda.current_stream(),
+                                                          "capture_error_mode": "thread_local"}
+            with torch.cuda.graph(graph, **side_by_side):
                 self.update()
             self.graph = graph
             graph.replay()  # capturing records the update without running it
@@ -62,9 +128,9 @@ class GraphedUpdate:
 
 
 def graphed(update: Callable[[], None], generators: Sequence[torch.Generator], device: torch.device,
-            enabled: bool = True) -> Callable[[], None]:
+            enabled: bool = True, turns: CaptureTurns | None = None) -> Callable[[], None]:
     """``update`` as a :class:`GraphedUpdate` on a CUDA device when ``enabled``, else unchanged."""
-    return GraphedUpdate(update, generators) if enabled and device.type == "cuda" else update
+    return GraphedUpdate(update, generators, turns=turns) if enabled and device.type == "cuda" else update
 
 
 def capturable_optimizer(kind: type[torch.optim.Optimizer], params: list[Tensor], device: torch.device,

@@ -27,8 +27,11 @@ targets, then all renamed), so a kill never leaves the seeds at different steps.
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import functools
 import os
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,7 +44,7 @@ from srpo import artifacts, behavior, critic as iql, policy as srpo_policy, prec
 from srpo.behavior import NoisePredictor
 from srpo.config import RunConfig
 from srpo.critic import Critic
-from srpo.cuda_graph import DeviceLr, capturable_optimizer, graphed
+from srpo.cuda_graph import CaptureTurns, DeviceLr, capturable_optimizer, graphed
 from srpo.policy import DeterministicPolicy
 from srpo.train import (
     STAGES,
@@ -310,7 +313,7 @@ def _in_seed_context(cfgs: Sequence[RunConfig], stage: str, device: torch.device
 def _behavior_batch(
     cfgs: Sequence[RunConfig], data: Transitions, outs: Sequence[Path], device: torch.device,
     dtype: torch.dtype = torch.float32, progress: bool = True, stop_after: int | None = None,
-    cuda_graphs: bool = True, compile: bool = False,
+    cuda_graphs: bool = True, compile: bool = False, turns: CaptureTurns | None = None,
 ) -> tuple[list[NoisePredictor], list[list[dict[str, float]]]]:
     """Stage 1 for S seeds at one step: :func:`srpo.train.train_behavior`'s loop, vmapped over seeds."""
     bc = _shared(cfgs, outs).behavior
@@ -346,7 +349,7 @@ def _behavior_batch(
     if not done:
         with precision.stage(bc.precision, device):
             run_loop(group, bc.steps, cfgs[0].log_every, cfgs[0].checkpoint_every,
-                     graphed(step, gens, device, cuda_graphs), progress, stop_after)
+                     graphed(step, gens, device, cuda_graphs, turns), progress, stop_after)
     stack.write_back()
     return [m.eval() for m in models], [st.history for st in group.states]
 
@@ -354,7 +357,7 @@ def _behavior_batch(
 def _critic_batch(
     cfgs: Sequence[RunConfig], data: Transitions, outs: Sequence[Path], device: torch.device,
     dtype: torch.dtype = torch.float32, progress: bool = True, stop_after: int | None = None,
-    cuda_graphs: bool = True, compile: bool = False,
+    cuda_graphs: bool = True, compile: bool = False, turns: CaptureTurns | None = None,
 ) -> tuple[list[Critic], list[list[dict[str, float]]]]:
     """Stage 2 for S seeds at one step: :func:`srpo.train.train_critic`'s loop (IQL), vmapped over seeds."""
     from srpo.train import preprocess_rewards
@@ -388,7 +391,7 @@ def _critic_batch(
     if not done:
         with precision.stage(cc.precision, device):
             run_loop(group, cc.steps, cfg0.log_every, cfg0.checkpoint_every,
-                     graphed(step, gens, device, cuda_graphs), progress, stop_after)
+                     graphed(step, gens, device, cuda_graphs, turns), progress, stop_after)
     stack.write_back()
     return [c.eval() for c in critics], [st.history for st in group.states]
 
@@ -493,25 +496,25 @@ def _in_lockstep(stage: str, cfgs: Sequence[RunConfig], data: Transitions, outs:
 def train_behavior(
     cfgs: Sequence[RunConfig], data: Transitions, outs: Sequence[Path], device: torch.device,
     dtype: torch.dtype = torch.float32, progress: bool = True, stop_after: int | None = None,
-    cuda_graphs: bool = True, compile: bool = False,
+    cuda_graphs: bool = True, compile: bool = False, turns: CaptureTurns | None = None,
 ) -> tuple[list[NoisePredictor], list[list[dict[str, float]]]]:
     """Stage 1 (DSM, E4) for S seeds, vmapped over seeds; resumes each seed from its checkpoint."""
     _shared(cfgs, outs)
     return _in_lockstep("behavior", cfgs, data, outs, lambda ks: _behavior_batch(
         [cfgs[k] for k in ks], data, [outs[k] for k in ks], device, dtype, progress, stop_after, cuda_graphs,
-        compile))
+        compile, turns))
 
 
 def train_critic(
     cfgs: Sequence[RunConfig], data: Transitions, outs: Sequence[Path], device: torch.device,
     dtype: torch.dtype = torch.float32, progress: bool = True, stop_after: int | None = None,
-    cuda_graphs: bool = True, compile: bool = False,
+    cuda_graphs: bool = True, compile: bool = False, turns: CaptureTurns | None = None,
 ) -> tuple[list[Critic], list[list[dict[str, float]]]]:
     """Stage 2 (IQL) for S seeds, vmapped over seeds; resumes each seed from its checkpoint."""
     _shared(cfgs, outs)
     return _in_lockstep("critic", cfgs, data, outs, lambda ks: _critic_batch(
         [cfgs[k] for k in ks], data, [outs[k] for k in ks], device, dtype, progress, stop_after, cuda_graphs,
-        compile))
+        compile, turns))
 
 
 def train_policy(
@@ -535,6 +538,57 @@ class SeedsResult:
     wall_s: dict[str, float]
 
 
+def side_by_side(jobs: dict[str, Callable[[CaptureTurns], Any]], device: torch.device) -> dict[str, tuple[Any, float]]:
+    """Run each job in its own thread; per job its result and wall seconds.
+
+    The jobs take turns (:class:`srpo.cuda_graph.CaptureTurns`, passed to the job) from
+    their start until their update is captured as a CUDA graph: model construction (which
+    draws from the global RNG), compilation and capture happen one job at a time. On a CUDA
+    device each thread then replays its graphs on its own stream, beside the other's. On a
+    CPU nothing is captured, so the jobs run one after the other (a CPU's cores are shared
+    anyway). The first error of any job is raised once all have stopped.
+    """
+    cuda = device.type == "cuda"
+    turns = CaptureTurns(len(jobs))
+    streams = {name: torch.cuda.Stream(device) if cuda else None for name in jobs}  # distinct: made in a row
+    results: dict[str, tuple[Any, float]] = {}
+    errors: list[BaseException] = []
+
+    def work(name: str, job: Callable[[CaptureTurns], Any]) -> None:
+        try:
+            t0 = time.perf_counter()
+            with torch.cuda.stream(streams[name]) if cuda else contextlib.nullcontext(), turns.turn():
+                out = job(turns)
+                if cuda:
+                    streams[name].synchronize()
+            results[name] = out, time.perf_counter() - t0
+        except BaseException as e:  # noqa: BLE001 - raised in the caller's thread below
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=item, name=f"srpo-{item[0]}") for item in jobs.items()]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+    return results
+
+
+def check_overlap(cfg: RunConfig) -> None:
+    """Raise a clear error if the behavior and critic stages of ``cfg`` cannot train side by side.
+
+    The float32 matmul precision is one setting of the process: a TF32 stage sets it for the
+    whole stage (:func:`srpo.precision.stage`), which would turn the matmuls of an fp32 stage
+    running beside it into TF32. bf16 matmuls are unaffected, so bf16 pairs with either.
+    """
+    pair = {cfg.behavior.precision, cfg.critic.precision}
+    if pair == {"fp32", "tf32"}:
+        raise ValueError(f"behavior.precision={cfg.behavior.precision} and critic.precision={cfg.critic.precision} "
+                         "cannot train side by side (TF32 is a process-wide switch that would change the fp32 "
+                         "stage's matmuls); give both the same precision, make one bf16, or train them in turn")
+
+
 def train(
     cfgs: Sequence[RunConfig],
     data: Transitions,
@@ -548,12 +602,16 @@ def train(
     restart_on_change: bool = False,
     cuda_graphs: bool = True,
     compile: bool = False,
+    overlap: bool = False,
 ) -> SeedsResult:
     """:func:`srpo.train.train` for S seeds of one task: run (or resume) ``stages`` in order.
 
     ``cfgs[k]`` and ``outs[k]`` are seed k's config and checkpoint directory; the policy
     stage reads finished upstream checkpoints from ``upstreams[k]`` (default ``outs[k]``; a
-    directory, or one per stage as in :func:`srpo.train.train`).
+    directory, or one per stage as in :func:`srpo.train.train`). With ``overlap`` the
+    behavior and critic stages, which do not depend on each other (SRPO Alg. 1), train at
+    the same time on a GPU (:func:`side_by_side`): the critic's small updates then fill
+    what the behavior model's leave idle; every seed's result is the same as in turn.
     """
     unknown = [s for s in stages if s not in STAGES]
     if unknown:
@@ -562,6 +620,9 @@ def train(
     device = torch.device(device)
     for stage in stages:  # before any work: a stage the device cannot run must not fail hours in
         precision.check_device(getattr(cfgs[0], stage).precision, device, f"{stage}.precision")
+    overlap = overlap and {"behavior", "critic"} <= set(stages)
+    if overlap:
+        check_overlap(cfgs[0])
     outs = [Path(o) for o in outs]
     upstreams = list(upstreams) if upstreams is not None else outs
     for cfg, out in zip(cfgs, outs):
@@ -571,14 +632,28 @@ def train(
     modules: dict[str, list[nn.Module]] = {}
     histories: dict[str, list[list[dict[str, float]]]] = {}
     wall: dict[str, float] = {}
-    for stage in STAGES:
-        if stage not in stages:
-            continue
-        t0 = time.perf_counter()
+
+    def fresh(stage: str) -> None:
         if restart_on_change:
             for cfg, out in zip(cfgs, outs):
                 discard_stale(out / f"{stage}.pt", stage_config(cfg, stage, data))
+
+    def upstream(stage: str, turns: CaptureTurns | None = None) -> tuple[list, list]:
+        fresh(stage)
+        trainer = {"behavior": train_behavior, "critic": train_critic}[stage]
+        return trainer(cfgs, data, outs, device, dtype, progress, stop_after.get(stage), cuda_graphs, compile,
+                       turns=turns)
+
+    if overlap:
+        for stage, ((mods, hists), seconds) in side_by_side(
+                {st: functools.partial(upstream, st) for st in ("behavior", "critic")}, device).items():
+            modules[stage], histories[stage], wall[stage] = mods, hists, seconds
+    for stage in STAGES:
+        if stage not in stages or stage in wall:
+            continue
+        t0 = time.perf_counter()
         if stage == "policy":
+            fresh(stage)
             for dep in UPSTREAM["policy"]:
                 if dep not in modules:
                     modules[dep] = [load_finished(dep, c, data, upstream_dir(u, dep), device, dtype)
@@ -587,8 +662,6 @@ def train(
                 cfgs, data, modules["behavior"], modules["critic"], outs, device, dtype, progress,
                 stop_after.get(stage), cuda_graphs, compile)
         else:
-            trainer = {"behavior": train_behavior, "critic": train_critic}[stage]
-            modules[stage], histories[stage] = trainer(cfgs, data, outs, device, dtype, progress,
-                                                       stop_after.get(stage), cuda_graphs, compile)
+            modules[stage], histories[stage] = upstream(stage)
         wall[stage] = time.perf_counter() - t0
     return SeedsResult(modules, histories, wall)

@@ -43,6 +43,7 @@ def test_config_applies_overrides(capsys):
         (["train", "--task", "hopper-medium", "--profile", "smoke"], "task 'hopper-medium' needs --dataset"),
         (["train", "--task", "bandit-ring8", "--dataset", "x.hdf5"], "generates its own data"),
         (["train", "--task", "bandit-ring8", "--compile"], "add --seeds"),
+        (["train", "--task", "bandit-ring8", "--overlap"], "add --seeds"),
         (["train", "--task", "bandit-ring8", "--set", "behavior.precision=fp16"], "cannot parse behavior.precision"),
         (["train", "--task", "bandit-ring8", "--set", "critic.precision=tf32"], "critic.precision=tf32 needs a CUDA"),
     ],

@@ -156,3 +156,18 @@ def test_a_compiled_graphed_run_equals_the_eager_batched_run(tmp_path):
     graphed, eager = _gpu_run(tmp_path, "compiled", True, compile=True), _gpu_run(tmp_path, "eager", False)
     for g, e in zip(graphed, eager):
         assert_close_params(final_params(g), final_params(e), rtol=1e-3, atol=1e-4)
+
+
+@cuda
+@pytest.mark.parametrize("compile", [False, True])
+def test_graphed_stages_side_by_side_equal_them_in_turn(tmp_path, compile):
+    """overlap=True: behavior and critic warm up, compile and capture in turn, then replay on two streams at once."""
+    sets = {"behavior.precision": "bf16", "critic.precision": "tf32", "policy.precision": "tf32"}
+    runs = {}
+    for overlap in (False, True):
+        outs = [tmp_path / f"{overlap}" / f"seed{s}" for s in SEEDS]
+        seed_batch.train([tiny_config(s, **sets) for s in SEEDS], tiny_data(), outs, device="cuda", progress=False,
+                         compile=compile, overlap=overlap)
+        runs[overlap] = outs
+    for a, b in zip(runs[False], runs[True]):
+        assert_close_params(final_params(a), final_params(b), rtol=1e-5, atol=1e-6)

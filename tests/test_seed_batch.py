@@ -140,3 +140,38 @@ def test_a_compiled_batched_run_equals_the_eager_batched_run(tmp_path):
     eager, compiled = batched(tmp_path, "eager"), batched(tmp_path, "compiled", compile=True)
     for e, c in zip(eager, compiled):
         assert_close_params(final_params(e), final_params(c), rtol=1e-3, atol=1e-4)  # Adam amplifies rounding
+
+
+def test_behavior_and_critic_side_by_side_equal_them_in_turn(tmp_path):
+    """overlap=True: the two independent stages in two threads (on a CPU in turn): the same results, bit for bit."""
+    in_turn, side = batched(tmp_path, "in_turn"), batched(tmp_path, "side", overlap=True)
+    for a, b in zip(in_turn, side):
+        for stage in ("behavior", "critic", "policy"):
+            ca, cb = artifacts.load_torch(a / f"{stage}.pt"), artifacts.load_torch(b / f"{stage}.pt")
+            assert ca["history"] == cb["history"]
+            for name, modules in ca["modules"].items():
+                for k, t in modules.items():
+                    assert torch.equal(t, cb["modules"][name][k]), (stage, name, k)
+
+
+def test_side_by_side_raises_a_jobs_error_after_all_jobs_stop(tmp_path):
+    finished = []
+
+    def fails(turns):
+        raise RuntimeError("job failed")
+
+    def works(turns):
+        finished.append(True)
+        return 1
+
+    with pytest.raises(RuntimeError, match="job failed"):
+        seed_batch.side_by_side({"a": fails, "b": works}, torch.device("cpu"))
+    assert finished == [True]
+    assert seed_batch.side_by_side({"b": works}, torch.device("cpu"))["b"][0] == 1
+
+
+def test_fp32_and_tf32_stages_are_refused_side_by_side(tmp_path):
+    cfg = tiny_config(0, **{"critic.precision": "tf32"})
+    with pytest.raises(ValueError, match="cannot train side by side"):
+        seed_batch.check_overlap(cfg)
+    seed_batch.check_overlap(tiny_config(0, **{"behavior.precision": "bf16", "critic.precision": "tf32"}))
