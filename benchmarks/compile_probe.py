@@ -11,8 +11,8 @@ Cells run in order of importance and stop at --budget-s, writing the JSON after 
     python benchmarks/compile_probe.py --device cuda --out reports/bench/compile_probe_cuda.json
     python benchmarks/compile_probe.py --device cpu --repeats 3 --reference-seconds 6 \
         --out reports/bench/compile_probe_cpu.json        # S = 10 on this CPU, ~15 min
-    python benchmarks/compile_probe.py --device cpu --mish aten --compiled-only --cells 0 1 3 \
-        --repeats 3 --reference-seconds 6 --out reports/bench/compile_probe_cpu_mish.json
+    for m in aten one-exp; do python benchmarks/compile_probe.py --device cpu --mish $m --compiled-only \
+        --cells 0 1 3 --repeats 3 --reference-seconds 6 --out reports/bench/compile_probe_cpu_mish_$m.json; done
 
 ``--mish aten`` compiles torch's Mish instead of the training code's one-exponential form
 (srpo.networks.Mish): what that choice gains.
@@ -99,6 +99,10 @@ def main() -> None:
     data = tt.synthetic_dataset()
     start, results, errors, reference = time.perf_counter(), [], {}, {}
     cells = CELLS if device.type == "cuda" else CPU_CELLS
+    bad = [i for i in args.cells or [] if not 0 <= i < len(cells)]
+    if bad:
+        parser.error(f"--cells {bad}: this device has cells 0-{len(cells) - 1} "
+                     f"({'CELLS' if device.type == 'cuda' else 'CPU_CELLS'} in {Path(__file__).name})")
     cells = [cells[i] for i in (args.cells or range(len(cells)))]
     if args.reference_seconds:
         for stage in dict.fromkeys(c[0] for c in cells):
