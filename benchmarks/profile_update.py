@@ -40,7 +40,8 @@ def profile(stage: str, path: str, seeds: int, steps: int, device: torch.device,
         import torch._inductor.config as inductor_config
 
         inductor_config.cpp.enable_kernel_profile = True  # generated kernels by name, not one opaque call
-    run = tt._runner(stage, path, seeds if path != "reference" else 1, tt.synthetic_dataset(), device)
+    seeds = 1 if path == "reference" else seeds  # the reference loop trains one seed
+    run = tt._runner(stage, path, seeds, tt.synthetic_dataset(), device)
     run(max(4, steps // 4))
     activities = [torch.profiler.ProfilerActivity.CPU]
     if device.type == "cuda":
@@ -55,8 +56,8 @@ def profile(stage: str, path: str, seeds: int, steps: int, device: torch.device,
     ops = [{"op": e.key, "self_ms_per_update": e.self_cpu_time_total / 1e3 / steps,
             "calls_per_update": e.count / steps, "share": e.self_cpu_time_total / 1e6 / total if total else None}
            for e in rows]
-    gemm = sum(e.self_cpu_time_total for e in events if e.key in tt.GEMM_OPS) / 1e6
-    return {"stage": stage, "path": path, "seeds": seeds if path != "reference" else 1, "steps": steps,
+    gemm = tt.gemm_self_seconds(events)
+    return {"stage": stage, "path": path, "seeds": seeds, "steps": steps,
             "wall_s_profiled": wall, "self_cpu_s_total": total, "gemm_share": gemm / total if total else None,
             "ops": ops}
 

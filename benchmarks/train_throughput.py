@@ -169,7 +169,12 @@ def _gemm_seconds_per_update(run: Callable[[int], None], steps: int) -> float:
     """
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
         run(steps)
-    return sum(e.self_cpu_time_total for e in prof.key_averages() if e.key in GEMM_OPS) / 1e6 / steps
+    return gemm_self_seconds(prof.key_averages()) / steps
+
+
+def gemm_self_seconds(events) -> float:
+    """Self CPU seconds of the matrix multiplications among a profiler's ``key_averages()``."""
+    return sum(e.self_cpu_time_total for e in events if e.key in GEMM_OPS) / 1e6
 
 
 def _flops_per_update(stage: str, data: Transitions, device: torch.device) -> float:
