@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # The GPU check of the training fast path, prepared for a session that is lent the device machine
-# (one call, about 9-10 minutes on an H100, 6 with THROUGHPUT=0: steps 1-2 took 3 min 43 s with
-# SECONDS_PER_CELL=1.5 on 2026-11-26; its image has torch, numpy, tqdm, pytest and hypothesis):
+# (one call, about 9-10 minutes on an H100; with THROUGHPUT=0 it took 4 min 34 s on 2026-11-27, the
+# throughput grid 3 min 43 s with SECONDS_PER_CELL=1.5 on 2026-11-26; its image has torch, numpy, tqdm,
+# pytest and hypothesis):
 #
 #     device run: THROUGHPUT=0 bash benchmarks/device_check.sh     (timeout_s 540; the full check does not fit one call)
 #
 # Steps, in order of what the projection needs most (each has its own timeout; the overlap probe gets what is left
 # of DEADLINE_S, default 530 s, and writes its JSON after each repeat):
-# 1. benchmarks/compile_probe.py, the compiled bf16 behavior cell (S = 5; 45 of the projected 61 minutes) with torch's
+# 1. benchmarks/compile_probe.py, the compiled bf16 behavior cell (S = 5; 45 of the 61 minutes projected on 2026-11-26) with torch's
 #    Mish and with Mish written with one exponential, one process each (~1 minute each; MISH=0 skips).
 # 2. tests/test_cuda_graph.py on the GPU: graphed runs equal eager batched runs and single runs (also in
 #    TF32 and bf16), a killed graphed run resumes to the same result, behavior and critic side by side give
@@ -16,7 +17,7 @@
 #    S = 1, 5, 10, in bf16 at S = 5, 10, without graphs and with TF32 at S = 5; the paper-budget projection
 #    (skipped with THROUGHPUT=0: it was measured on 2026-11-26, reports/bench/train_throughput_cuda.json);
 # 4. benchmarks/overlap_probe.py: behavior and critic trained side by side on two streams against one after
-#    the other, 5 seeds, compiled, the paper profile's precisions (about 2-5 minutes, most of it compilation).
+#    the other, 5 seeds, compiled, the paper profile's precisions (about 2 minutes on 2026-11-27).
 # Writes the logs and train_throughput_cuda.json to $OUT, or to reports/bench/ when run elsewhere.
 set -uo pipefail
 cd "$(dirname "$0")/.."
