@@ -38,6 +38,8 @@ repro: setup
 
 bench: setup
 	$(PY) benchmarks/train_throughput.py --out reports/bench/train_throughput.json
+	$(PY) benchmarks/train_throughput.py --profile default --seeds 1 3 --compiled-seeds \
+		--out reports/bench/train_throughput_default_profile.json
 	$(PY) benchmarks/sampling.py --out reports/bench/sampling.json
 
 bench-datasets: setup

@@ -37,6 +37,12 @@ stages one after another, per path, and ``mixed``: each stage at the precision t
 (behavior bf16; critic and policy TF32 on a GPU, fp32 on a CPU).
 
     python benchmarks/train_throughput.py --out reports/bench/train_throughput.json
+
+``--profile default --seeds 1 3`` times the batch sizes and seed count that ``make repro`` trains
+on a CPU (every stage at batch 256, 3 seeds) instead of the paper's; no paper-budget projection then.
+
+    python benchmarks/train_throughput.py --profile default --seeds 1 3 --compiled-seeds \
+        --out reports/bench/train_throughput_default_profile.json
 """
 
 from __future__ import annotations
@@ -55,7 +61,7 @@ from tqdm.auto import tqdm
 from eval.provenance import machine_info
 from srpo import __version__, artifacts, seed_batch, train as reference
 from srpo.behavior import NoisePredictor
-from srpo.config import RunConfig, make_config
+from srpo.config import PROFILES, RunConfig, make_config
 from srpo.critic import Critic
 from srpo.cuda_graph import CaptureTurns
 from srpo.transitions import Transitions
@@ -82,8 +88,8 @@ def synthetic_dataset(seed: int = 0) -> Transitions:
     )
 
 
-def _configs(stage: str, steps: int, n_seeds: int, precision: str = "fp32") -> list[RunConfig]:
-    return [make_config(TASK, "paper", s, {f"{stage}.steps": str(steps), f"{stage}.precision": precision,
+def _configs(stage: str, steps: int, n_seeds: int, precision: str = "fp32", profile: str = "paper") -> list[RunConfig]:
+    return [make_config(TASK, profile, s, {f"{stage}.steps": str(steps), f"{stage}.precision": precision,
                                            "log_every": "100", "checkpoint_every": str(10**9)})
             for s in range(n_seeds)]
 
@@ -94,11 +100,12 @@ PRECISION = {"fast_bf16": "bf16", "fast_bf16_compiled": "bf16", "fast_tf32": "tf
 
 
 def _runner(stage: str, path: str, n_seeds: int, data: Transitions, device: torch.device,
-            precision: str | None = None, compile: bool = False) -> Callable[..., None]:
+            precision: str | None = None, compile: bool = False, profile: str = "paper") -> Callable[..., None]:
     """A function that trains ``stage`` for a given number of steps in a fresh directory (``path`` in PATHS).
 
     ``precision`` defaults to the path's (PRECISION); ``compile`` (default: the path's name ends in
-    ``_compiled``) turns on torch.compile in the fast path.
+    ``_compiled``) turns on torch.compile in the fast path; ``profile`` (srpo.config.PROFILES) sets
+    the batch sizes.
     """
     precision = precision or PRECISION.get(path, "fp32")
     compile = compile or path.endswith("_compiled")
@@ -109,7 +116,7 @@ def _runner(stage: str, path: str, n_seeds: int, data: Transitions, device: torc
 
     def run(steps: int, turns: CaptureTurns | None = None) -> None:
         """``turns``: the fast path's turn-taking when run beside another stage (seed_batch.side_by_side)."""
-        cfgs = _configs(stage, steps, n_seeds, precision)
+        cfgs = _configs(stage, steps, n_seeds, precision, profile)
         with tempfile.TemporaryDirectory() as tmp:
             outs = [Path(tmp) / f"seed{k}" for k in range(n_seeds)]
             extra = upstream if stage == "policy" else ()
@@ -177,9 +184,9 @@ def gemm_self_seconds(events) -> float:
     return sum(e.self_cpu_time_total for e in events if e.key in GEMM_OPS) / 1e6
 
 
-def _flops_per_update(stage: str, data: Transitions, device: torch.device) -> float:
+def _flops_per_update(stage: str, data: Transitions, device: torch.device, profile: str = "paper") -> float:
     """Matmul FLOPs of one reference update, forward and backward (the profiler's FLOP counts)."""
-    run = _runner(stage, "reference", 1, data, device)
+    run = _runner(stage, "reference", 1, data, device, profile=profile)
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], with_flops=True) as prof:
         run(2)
     return sum(e.flops for e in prof.key_averages() if e.flops) / 2
@@ -204,6 +211,9 @@ def main() -> None:
     parser.add_argument("--out", default="reports/bench/train_throughput.json", help="JSON output path")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--profile", default="paper", choices=list(PROFILES),
+                        help="srpo.config profile whose batch sizes are timed (default: paper; `default` at "
+                             "--seeds 3 is what `make repro` trains on a CPU); the paper-budget projection needs paper")
     parser.add_argument("--stages", nargs="+", default=list(STAGES), choices=list(STAGES))
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 5, 10], help="S values of the fast path")
     parser.add_argument("--compiled-seeds", type=int, nargs="*", default=None,
@@ -220,6 +230,7 @@ def main() -> None:
     device = torch.device(args.device)
     data = synthetic_dataset()
     paper = make_config(TASK, "paper")
+    timed = make_config(TASK, args.profile)
     if args.repeats < 1:
         parser.error("--repeats must be >= 1")
     gemm_before = _gemm_gflops(device)
@@ -251,7 +262,7 @@ def main() -> None:
         stage, path, s = job
         n_short = 50 if device.type == "cuda" else max(2, short[stage] // s)
         try:
-            run = _runner(stage, path, s, data, device)
+            run = _runner(stage, path, s, data, device, profile=args.profile)
             plans[job] = (run, n_short, _calibrate(run, n_short, args.seconds))
         except Exception as e:  # noqa: BLE001
             failed(job, e)
@@ -283,7 +294,7 @@ def main() -> None:
     gemm_after = _gemm_gflops(device)
     gemm = max(gemm_before, gemm_after)
     for stage in args.stages:
-        flops = _flops_per_update(stage, data, device)
+        flops = _flops_per_update(stage, data, device, args.profile)
         ref = rates[stage, "reference", 1]["updates_per_s"]
         paths = {}
         for path in PATHS[1:]:
@@ -304,9 +315,9 @@ def main() -> None:
         steps = getattr(paper, stage).steps
         projections = {f"paper_protocol_hours_{path}_S{s_proj}": PROTOCOL_SEEDS * PROTOCOL_TASKS * steps
                        / cells[f"S={s_proj}"]["seed_updates_per_s"] / 3600
-                       for path, cells in paths.items() if f"S={s_proj}" in cells}
+                       for path, cells in paths.items() if f"S={s_proj}" in cells and args.profile == "paper"}
         results[stage] = {
-            "batch_size": getattr(paper, stage).batch_size,
+            "batch_size": getattr(timed, stage).batch_size,
             "paper_steps": steps,
             "matmul_gflop_per_update": flops / 1e9,
             "reference": {**rates[stage, "reference", 1], "seed_updates_per_s": ref,
@@ -321,7 +332,8 @@ def main() -> None:
             # over those GEMMs alone (everything else free).
             **({"speedup_bound_at_fast_gemm_time": 1 / ref / gemm_s[stage, "fast", max(args.seeds)]}
                if (stage, "fast", max(args.seeds)) in gemm_s else {}),
-            "paper_protocol_hours_reference": PROTOCOL_SEEDS * PROTOCOL_TASKS * steps / ref / 3600,
+            **({"paper_protocol_hours_reference": PROTOCOL_SEEDS * PROTOCOL_TASKS * steps / ref / 3600}
+               if args.profile == "paper" else {}),
             **projections,
         }
         for path, cells in paths.items():
@@ -334,7 +346,7 @@ def main() -> None:
                   f"{results[stage]['speedup_bound_at_fast_gemm_time']:.2f}x")
     # The issue's yardstick: the paper budget of PROTOCOL_SEEDS seeds of one task, the stages one after another.
     one_task = {}
-    if set(args.stages) == set(STAGES):
+    if set(args.stages) == set(STAGES) and args.profile == "paper":
         for key in results["behavior"]:
             if key.startswith("paper_protocol_hours") and all(key in results[st] for st in STAGES):
                 hours = sum(results[st][key] for st in STAGES)
@@ -362,6 +374,7 @@ def main() -> None:
                        "S seeds vmapped; on a GPU each update a CUDA graph); fast_bf16: the same in bf16 mixed "
                        "precision (srpo/precision.py); GPU only: fast_eager without graphs, fast_tf32 with TF32 "
                        "matmuls; marginal rates by differencing two budgets after a warm-up",
+        "profile": args.profile,
         "dataset_shape": {"state_dim": STATE_DIM, "action_dim": ACTION_DIM, "transitions": N_TRANSITIONS},
         "device": str(device),
         "gemm_gflops": gemm,
