@@ -369,7 +369,8 @@ def main() -> None:
               f"5 seeds x {PROTOCOL_TASKS} tasks: {minutes * PROTOCOL_TASKS / 60:.1f} h")
     artifacts.write_json(Path(args.out), {
         "benchmark": "train_throughput",
-        "description": "seed-updates/s of each SRPO stage at the paper's batch and network sizes: the eager "
+        "description": f"seed-updates/s of each SRPO stage at the batch sizes of the {args.profile!r} profile "
+                       "(paper: SPEC §5) and the paper's network sizes: the eager "
                        "reference loop (srpo.train, one seed) and the seed-batched fast path (srpo.seed_batch, "
                        "S seeds vmapped; on a GPU each update a CUDA graph); fast_bf16: the same in bf16 mixed "
                        "precision (srpo/precision.py); GPU only: fast_eager without graphs, fast_tf32 with TF32 "
