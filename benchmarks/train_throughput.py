@@ -231,6 +231,7 @@ def main() -> None:
     data = synthetic_dataset()
     paper = make_config(TASK, "paper")
     timed = make_config(TASK, args.profile)
+    project = args.profile == "paper"  # the paper-budget projections need the paper's batch sizes
     if args.repeats < 1:
         parser.error("--repeats must be >= 1")
     gemm_before = _gemm_gflops(device)
@@ -315,7 +316,7 @@ def main() -> None:
         steps = getattr(paper, stage).steps
         projections = {f"paper_protocol_hours_{path}_S{s_proj}": PROTOCOL_SEEDS * PROTOCOL_TASKS * steps
                        / cells[f"S={s_proj}"]["seed_updates_per_s"] / 3600
-                       for path, cells in paths.items() if f"S={s_proj}" in cells and args.profile == "paper"}
+                       for path, cells in paths.items() if f"S={s_proj}" in cells and project}
         results[stage] = {
             "batch_size": getattr(timed, stage).batch_size,
             "paper_steps": steps,
@@ -333,7 +334,7 @@ def main() -> None:
             **({"speedup_bound_at_fast_gemm_time": 1 / ref / gemm_s[stage, "fast", max(args.seeds)]}
                if (stage, "fast", max(args.seeds)) in gemm_s else {}),
             **({"paper_protocol_hours_reference": PROTOCOL_SEEDS * PROTOCOL_TASKS * steps / ref / 3600}
-               if args.profile == "paper" else {}),
+               if project else {}),
             **projections,
         }
         for path, cells in paths.items():
@@ -346,7 +347,7 @@ def main() -> None:
                   f"{results[stage]['speedup_bound_at_fast_gemm_time']:.2f}x")
     # The yardstick: the paper budget of PROTOCOL_SEEDS seeds of one task, the stages one after another.
     one_task = {}
-    if set(args.stages) == set(STAGES) and args.profile == "paper":
+    if set(args.stages) == set(STAGES) and project:
         for key in results["behavior"]:
             if key.startswith("paper_protocol_hours") and all(key in results[st] for st in STAGES):
                 hours = sum(results[st][key] for st in STAGES)
