@@ -1,18 +1,24 @@
-"""Generate D4RL-style datasets ourselves (SPEC §8) and store them as real Minari datasets.
+"""Roll out D4RL-style datasets from the data-generating policies and store them as Minari datasets.
 
-Per environment, one SAC run (eval/sac.py) yields the five D4RL datasets:
+Per environment, the policies of one SAC run (eval/data_policies.py, docs/method.md §8) yield
+the five D4RL datasets:
 
 - ``random``: a uniform random policy;
-- ``expert``: the best SAC snapshot;
-- ``medium``: the snapshot whose evaluation return is closest to a third of the expert's;
-- ``medium-replay``: the replay buffer up to the moment the medium snapshot was taken;
+- ``expert``: the expert snapshot, deterministic actions;
+- ``medium``: the snapshot at about a third of the expert's return, deterministic actions;
+- ``medium-replay``: the SAC run's first transitions up to the medium snapshot, rebuilt by
+  rolling out the snapshots that acted during them with SAC's own exploration noise
+  (uniform random actions during SAC's warm-up);
 - ``medium-expert``: medium and expert concatenated.
 
-Each is written with ``minari.create_dataset_from_buffers`` under the id
+The policies come from a committed artifact (``data_policies/<env>/``, trained once by
+``pipelines/data_policies``), or, when none is named, from a short SAC run trained here at the
+generation profile's budget (tests, and quick checks of the machinery).
+
+Each dataset is written with ``minari.create_dataset_from_buffers`` under the id
 ``srpo/<env>/<kind>-v0`` with D4RL's reference returns as ``ref_min_score`` /
 ``ref_max_score`` (so normalized scores are on D4RL's scale), plus a dataset card
-(``srpo_card.json`` beside Minari's metadata) with the policies' returns, the
-budget, the seed and the code version. Datasets are first written to a private
+(``srpo_card.json`` beside Minari's metadata). Datasets are first written to a private
 directory and moved into the store when complete, so a killed run leaves nothing
 half-written.
 """
@@ -31,38 +37,37 @@ from typing import Callable
 import numpy as np
 import torch
 
+from eval import data_policies
 from eval.datasets import KINDS, dataset_id
 from eval.provenance import code_version
 from eval.references import d4rl_reference
-from eval.rollout import GYM_ENV_IDS, evaluate
-from eval.sac import ReplayBuffer, SACConfig, TanhGaussianActor, train_sac
+from eval.rollout import GYM_ENV_IDS
+from eval.sac import SACConfig, TanhGaussianActor
 from srpo import artifacts
-
 
 
 @dataclass(frozen=True)
 class GenerationProfile:
-    """Budgets of one generation run: the SAC run and the size of each rolled-out dataset."""
+    """How much data to roll out, and the SAC budget used when no trained policies are named."""
 
-    sac: SACConfig
     transitions: int  # per rolled-out dataset (random, medium, expert)
-    eval_episodes: int
+    max_replay: int | None  # cap on medium-replay's transitions (None: the SAC run's whole prefix)
+    sac: SACConfig  # only for policies trained here (no committed artifact)
+    select_episodes: int
 
 
 GENERATION_PROFILES: dict[str, GenerationProfile] = {
     # Seconds: for tests. Episodes are cut at 100 steps.
-    "tiny": GenerationProfile(SACConfig(env_steps=800, num_envs=2, start_steps=400, snapshot_every=400,
-                                        eval_episodes=1, max_episode_steps=100), 600, 1),
+    "tiny": GenerationProfile(600, 600, SACConfig(env_steps=800, start_steps=200, batch_size=64, hidden=(32, 32),
+                                                  snapshot_every=100, eval_episodes=1, checkpoint_every=400,
+                                                  max_episode_steps=100), 2),
     # Minutes: the smoke pipeline.
-    "smoke": GenerationProfile(SACConfig(env_steps=4_000, num_envs=4, start_steps=1_000, snapshot_every=1_000,
-                                         eval_episodes=2, max_episode_steps=1000), 5_000, 2),
-    # Sized so that all 15 datasets of the three environments take under 45 minutes on a 2-core CPU
-    # (measured: reports/bench/datasets.json); 70k SAC steps is about 13 minutes per environment.
-    "default": GenerationProfile(SACConfig(env_steps=70_000, num_envs=4, start_steps=5_000, snapshot_every=5_000,
-                                           eval_episodes=3, max_episode_steps=1000), 50_000, 3),
-    # D4RL scale: 1M SAC steps and 1M transitions per dataset.
-    "paper": GenerationProfile(SACConfig(env_steps=1_000_000, num_envs=4, start_steps=10_000,
-                                         snapshot_every=20_000, eval_episodes=10), 1_000_000, 10),
+    "smoke": GenerationProfile(5_000, 20_000, SACConfig(env_steps=4_000, start_steps=1_000, snapshot_every=500,
+                                                        eval_episodes=2, checkpoint_every=2_000), 3),
+    "default": GenerationProfile(50_000, None, SACConfig(env_steps=70_000, start_steps=5_000, snapshot_every=5_000,
+                                                         eval_episodes=3), 10),
+    # D4RL scale: 1M transitions per rolled-out dataset.
+    "paper": GenerationProfile(1_000_000, None, SACConfig(), 20),
 }
 
 
@@ -136,23 +141,47 @@ def _cut(episodes: list[Episode], n: int) -> list[Episode]:
     return out
 
 
-def replay_episodes(buffer: ReplayBuffer, size: int) -> list[Episode]:
-    """The first ``size`` buffer transitions, regrouped per parallel env into episodes."""
-    episodes = []
-    for env in np.unique(buffer.env_index[:size]):
-        idx = np.flatnonzero(buffer.env_index[:size] == env)
-        ends = np.flatnonzero(np.logical_or(buffer.term[idx] > 0, buffer.trunc[idx] > 0))
-        starts = np.concatenate([[0], ends + 1])
-        stops = np.concatenate([ends + 1, [len(idx)]])
-        for a, b in zip(starts, stops):
-            if b <= a:
-                continue
-            j = idx[a:b]
-            trunc = buffer.trunc[j] > 0
-            if not (buffer.term[j[-1]] > 0 or trunc[-1]):
-                trunc[-1] = True  # cut at the medium snapshot
-            episodes.append(Episode(np.concatenate([buffer.obs[j], buffer.next_obs[j[-1:]]]), buffer.act[j],
-                                    buffer.rew[j].astype(np.float64), buffer.term[j] > 0, trunc))
+def rollout_replay(artifact: data_policies.PolicyArtifact, env_id: str, n_transitions: int, seed: int,
+                   max_episode_steps: int) -> list[Episode]:
+    """Medium-replay rebuilt from the snapshots: SAC's first ``n_transitions`` steps, re-enacted.
+
+    One environment, as in the SAC run: uniform random actions for its ``start_steps``, then
+    for each ``snapshot_every`` window the snapshot taken at its start, acting with its own
+    exploration noise (a sample of the tanh-Gaussian). Episodes run on across windows; the one
+    still running at the end is cut (truncated).
+    """
+    import gymnasium as gym
+
+    replay = artifact.card["replay"]
+    start, every = replay["start_steps"], replay["snapshot_every"]
+    actors = {step: artifact.actor(f"replay/{step:08d}") for step in artifact.replay_steps}
+    rng = np.random.default_rng(seed)
+    noise = torch.Generator().manual_seed(seed)
+    env = gym.make(env_id, max_episode_steps=max_episode_steps)
+    action_dim = env.action_space.shape[0]
+    episodes: list[Episode] = []
+    obs, _ = env.reset(seed=seed)
+    ep = {"obs": [obs], "act": [], "rew": [], "term": [], "trunc": []}
+    try:
+        for step in range(n_transitions):
+            if step < start:
+                act = rng.uniform(-1.0, 1.0, action_dim).astype(np.float32)
+            else:
+                with torch.no_grad():
+                    actor = actors[start + (step - start) // every * every]
+                    act = actor.sample(torch.as_tensor(obs, dtype=torch.float32), noise)[0].numpy()
+            obs, rew, term, trunc, _ = env.step(act)
+            ep["obs"].append(obs), ep["act"].append(act), ep["rew"].append(rew)
+            ep["term"].append(term), ep["trunc"].append(trunc)
+            if term or trunc:
+                episodes.append(_episode(ep))
+                obs, _ = env.reset()
+                ep = {"obs": [obs], "act": [], "rew": [], "term": [], "trunc": []}
+    finally:
+        env.close()
+    if ep["act"]:
+        ep["trunc"][-1] = True
+        episodes.append(_episode(ep))
     return episodes
 
 
@@ -189,23 +218,47 @@ def _write_minari(root: Path, did: str, env_id: str, episodes: list[Episode], ca
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def finished_cards(env: str, profile: str, seed: int, root: Path) -> dict[str, dict] | None:
-    """The five cards of ``env`` in ``root`` if all exist and were made with this profile and seed."""
+def finished_cards(env: str, profile: str, seed: int, root: Path, policies: Path | None = None) -> dict[str, dict] | None:
+    """The five cards of ``env`` in ``root`` if all exist and were made with this profile, seed and policies."""
+    expected = _policies_fingerprint(env, policies)
     cards = {}
     for kind in KINDS:
         path = Path(root) / dataset_id(env, kind) / "srpo_card.json"
         if not path.exists():
             return None
         card = json.loads(path.read_text())
-        if card.get("seed") != seed or card.get("budget", {}).get("profile") != profile:
+        if card.get("seed") != seed or card.get("budget", {}).get("profile") != profile \
+                or card.get("policies", {}).get("fingerprint") != expected:
             return None
         cards[kind] = card
     return cards
 
 
-def generate_env(env: str, profile: str, seed: int, root: Path, progress: bool = True) -> dict:
-    """One SAC run for ``env`` and its five datasets in the Minari store at ``root``.
+def _policies_fingerprint(env: str, policies: Path | None) -> str | None:
+    """The artifact's content hash (None: policies trained here at the profile's budget)."""
+    if policies is None:
+        return None
+    import hashlib
 
+    npz = Path(policies) / env / "policies.npz"
+    return hashlib.sha256(npz.read_bytes()).hexdigest()[:16] if npz.exists() else "missing"
+
+
+def train_here(env: str, prof: GenerationProfile, seed: int, workdir: Path, out: Path, progress: bool) -> Path:
+    """Train, select and export data-generating policies at the profile's SAC budget (no committed artifact)."""
+    params = data_policies.DataPolicyParams(
+        seed=seed, env_steps={env: prof.sac.env_steps}, select_episodes=prof.select_episodes,
+        expert_candidates=3, medium_candidates=4, work_dir=str(workdir), sac=prof.sac)
+    run = data_policies.train(env, params, progress)
+    return data_policies.export(env, run, params, data_policies.select(run, params), out)
+
+
+def generate_env(env: str, profile: str, seed: int, root: Path, progress: bool = True,
+                 policies: Path | None = None) -> dict:
+    """The five datasets of ``env`` in the Minari store at ``root``.
+
+    ``policies``: a directory holding ``<env>/policies.npz`` and ``<env>/card.json`` (the committed
+    artifacts, ``data_policies/``); None trains them here at the profile's SAC budget.
     Returns the five dataset cards and the wall time of each phase.
     """
     if env not in GYM_ENV_IDS:
@@ -213,49 +266,52 @@ def generate_env(env: str, profile: str, seed: int, root: Path, progress: bool =
     if profile not in GENERATION_PROFILES:
         raise ValueError(f"unknown generation profile {profile!r}; choose from {', '.join(GENERATION_PROFILES)}")
     prof = GENERATION_PROFILES[profile]
-    env_id, sac = GYM_ENV_IDS[env], prof.sac
+    env_id, max_steps = GYM_ENV_IDS[env], prof.sac.max_episode_steps
     root = Path(root).resolve()  # Minari resolves relative store paths against its own notion of cwd
     root.mkdir(parents=True, exist_ok=True)
     ref = d4rl_reference(env)
-    torch.manual_seed(seed)
-
-    def eval_return(policy, s: int) -> float:
-        return float(evaluate(policy, env_id, prof.eval_episodes, s, min(prof.eval_episodes, 8),
-                              max_episode_steps=sac.max_episode_steps).returns.mean())
-
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    run = train_sac(env_id, sac, seed, eval_return, progress)
-    timings["sac"] = time.perf_counter() - t0
-    best = max(range(len(run.snapshots)), key=lambda i: run.snapshots[i].eval_return)
-    expert_snap = run.snapshots[best]
-    target = expert_snap.eval_return / 3.0
-    medium_snap = min(run.snapshots[: best + 1], key=lambda s: abs(s.eval_return - target))
+    if policies is None:
+        work = Path(tempfile.mkdtemp(prefix=".policies-", dir=root))
+        try:
+            artifact = data_policies.PolicyArtifact.load(train_here(env, prof, seed, work / "run", work, progress))
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        timings["train_policies"] = time.perf_counter() - t0
+    else:
+        artifact = data_policies.PolicyArtifact.load(Path(policies) / env)
+    max_steps = artifact.card["sac"]["max_episode_steps"]
 
-    def actor_policy(state_dict):
-        actor = TanhGaussianActor(run.buffer.obs.shape[1], run.buffer.act.shape[1], sac.hidden)
-        actor.load_state_dict(state_dict)
-        return lambda obs: actor.deterministic(torch.as_tensor(obs, dtype=torch.float32)).detach().numpy()
+    def deterministic(actor: TanhGaussianActor) -> Callable[[np.ndarray], np.ndarray]:
+        return lambda obs: actor.deterministic(torch.as_tensor(obs, dtype=torch.float32)).numpy()
 
-    act_dim = run.buffer.act.shape[1]
+    act_dim = artifact.actor("expert").net[-1].out_features // 2
     rng = np.random.default_rng(seed)
     sources = {
         "random": lambda o: rng.uniform(-1, 1, (len(o), act_dim)),
-        "medium": actor_policy(medium_snap.actor_state),
-        "expert": actor_policy(expert_snap.actor_state),
+        "medium": deterministic(artifact.actor("medium")),
+        "expert": deterministic(artifact.actor("expert")),
     }
     episodes: dict[str, list[Episode]] = {}
     for i, (kind, pol) in enumerate(sources.items()):
         t1 = time.perf_counter()
-        episodes[kind] = collect(pol, env_id, prof.transitions, seed + 1000 * (i + 1), sac.num_envs, sac.max_episode_steps)
+        episodes[kind] = collect(pol, env_id, prof.transitions, seed + 1000 * (i + 1), 4, max_steps)
         timings[f"collect_{kind}"] = time.perf_counter() - t1
-    episodes["medium-replay"] = replay_episodes(run.buffer, medium_snap.buffer_size)
+    t1 = time.perf_counter()
+    n_replay = artifact.card["replay"]["env_steps"]
+    if prof.max_replay is not None:
+        n_replay = min(n_replay, prof.max_replay)
+    episodes["medium-replay"] = rollout_replay(artifact, env_id, n_replay, seed + 4000, max_steps)
+    timings["collect_medium-replay"] = time.perf_counter() - t1
     episodes["medium-expert"] = episodes["medium"] + episodes["expert"]
 
     def returns_of(kind: str) -> list[float]:
-        return [float(e.rewards.sum()) for e in episodes[kind] if e.terminations[-1] or len(e) == sac.max_episode_steps]
+        return [float(e.rewards.sum()) for e in episodes[kind] if e.terminations[-1] or len(e) == max_steps]
 
-    policy_returns = {k: float(np.mean(returns_of(k))) if returns_of(k) else None for k in ("random", "medium", "expert")}
+    policy_returns = {k: float(np.mean(returns_of(k))) if returns_of(k) else None
+                      for k in ("random", "medium", "expert", "medium-replay")}
+    pcard = artifact.card
     cards = {}
     for kind in KINDS:
         did = dataset_id(env, kind)
@@ -265,25 +321,27 @@ def generate_env(env: str, profile: str, seed: int, root: Path, progress: bool =
             "transitions": int(sum(len(e) for e in episodes[kind])), "episodes": len(episodes[kind]),
             "policy_returns": {"random": policy_returns["random"], "medium": policy_returns["medium"],
                                "expert": policy_returns["expert"],
-                               "medium_snapshot_eval": medium_snap.eval_return,
-                               "expert_snapshot_eval": expert_snap.eval_return},
-            "medium_snapshot_env_step": medium_snap.env_step,
-            "expert_snapshot_env_step": expert_snap.env_step,
+                               "medium_replay_episodes": policy_returns["medium-replay"],
+                               "medium_snapshot_eval": pcard["medium"]["mean"],
+                               "expert_snapshot_eval": pcard["expert"]["mean"]},
+            "medium_snapshot_env_step": pcard["medium"]["env_step"],
+            "expert_snapshot_env_step": pcard["expert"]["env_step"],
             "d4rl_reference": {"random": ref.ref_min, "expert": ref.ref_max},
-            "our_expert_d4rl_normalized": None if policy_returns["expert"] is None
-            else float(ref.normalize(policy_returns["expert"])),
-            "budget": {"profile": profile, "sac": asdict(sac), "transitions_per_rollout_dataset": prof.transitions},
+            "our_expert_d4rl_normalized": float(ref.normalize(pcard["expert"]["mean"])),
+            "policies": {"source": "trained here" if policies is None else str(Path(policies) / env),
+                         "fingerprint": _policies_fingerprint(env, policies), "card": pcard},
+            "budget": {"profile": profile, "transitions_per_rollout_dataset": prof.transitions,
+                       "max_replay": prof.max_replay, "sac_if_trained_here": asdict(prof.sac)},
             "seed": seed, "code_version": code_version(),
-            "sac_env_steps_per_s": run.env_steps_per_s, "sac_updates": run.updates,
         }
         card["description"] = (
             f"D4RL-style {kind} dataset for {env_id}, generated by srpo-bench (profile {profile}, seed {seed}). "
-            f"'medium' is a SAC snapshot at about one third of our expert's return "
-            f"({medium_snap.eval_return:.0f} vs {expert_snap.eval_return:.0f}); our expert's return is "
-            f"{card['our_expert_d4rl_normalized'] or float('nan'):.1f} on D4RL's normalized scale "
+            f"'medium' is a SAC snapshot at {pcard['medium_over_expert']:.2f} of our expert's return "
+            f"({pcard['medium']['mean']:.0f} vs {pcard['expert']['mean']:.0f} over {pcard['expert']['episodes']} "
+            f"episodes); our expert scores {card['our_expert_d4rl_normalized']:.1f} on D4RL's normalized scale "
             f"(D4RL expert = 100). Not the D4RL data."
         )
         _write_minari(root, did, env_id, episodes[kind], card)
         timings[f"write_{kind}"] = time.perf_counter() - t1
         cards[kind] = card
-    return {"env": env, "cards": cards, "timings_s": timings, "sac_env_steps_per_s": run.env_steps_per_s}
+    return {"env": env, "cards": cards, "timings_s": timings}

@@ -1,4 +1,4 @@
-"""Generating D4RL-style datasets: a tiny SAC run per environment, written as real Minari datasets."""
+"""Generating D4RL-style datasets: policies of a tiny SAC run rolled out, written as real Minari datasets."""
 
 import json
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from eval.datasets import load_minari
-from eval.generate import KINDS, dataset_id, generate_env
+from eval.generate import GENERATION_PROFILES, KINDS, dataset_id, generate_env, train_here
 
 
 @pytest.fixture(scope="module")
@@ -43,6 +43,8 @@ def test_tiny_generation_writes_five_minari_datasets(store, env):
     cards = result["cards"]
     assert cards["medium-expert"]["transitions"] == cards["medium"]["transitions"] + cards["expert"]["transitions"]
     assert cards["random"]["transitions"] == 600
+    medium_step = cards["medium"]["policies"]["card"]["replay"]["env_steps"]
+    assert cards["medium-replay"]["transitions"] == min(medium_step, 600)
     assert not list(store.glob(".staging-*")), "a staging directory was left behind"
 
 
@@ -51,3 +53,30 @@ def test_unknown_env_and_profile(store):
         generate_env("ant", "tiny", 0, store)
     with pytest.raises(ValueError, match="unknown generation profile 'huge'"):
         generate_env("hopper", "huge", 0, store)
+
+
+
+def _transitions(root, did):
+    import os
+
+    old = os.environ["MINARI_DATASETS_PATH"]
+    os.environ["MINARI_DATASETS_PATH"] = str(root)
+    try:
+        return load_minari(did).transitions
+    finally:
+        os.environ["MINARI_DATASETS_PATH"] = old
+
+
+def test_datasets_from_a_committed_style_artifact_are_reproducible(store, tmp_path):
+    prof = GENERATION_PROFILES["tiny"]
+    train_here("hopper", prof, 0, tmp_path / "work", tmp_path / "policies", progress=False)
+    a = generate_env("hopper", "tiny", 0, tmp_path / "a", progress=False, policies=tmp_path / "policies")
+    b = generate_env("hopper", "tiny", 0, tmp_path / "b", progress=False, policies=tmp_path / "policies")
+    assert a["cards"]["expert"]["policies"]["fingerprint"] == b["cards"]["expert"]["policies"]["fingerprint"]
+    for kind in KINDS:
+        ta, tb = _transitions(tmp_path / "a", dataset_id("hopper", kind)), _transitions(tmp_path / "b", dataset_id("hopper", kind))
+        assert np.array_equal(ta.actions, tb.actions) and np.array_equal(ta.rewards, tb.rewards), kind
+    # The replay's first start_steps actions are SAC's uniform warm-up: spread over the whole box.
+    replay = _transitions(tmp_path / "a", dataset_id("hopper", "medium-replay"))
+    warmup = np.asarray(replay.actions[: prof.sac.start_steps])
+    assert warmup.min() < -0.9 and warmup.max() > 0.9 and abs(warmup.mean()) < 0.1
