@@ -2,15 +2,26 @@
 the Statistical Precipice", NeurIPS), the method behind ``rliable``.
 
 Every number leaves this module as an :class:`Estimate`: the point estimate, its
-bootstrap confidence interval, the confidence level and the number of runs it rests on.
+interval, what kind of interval that is, the confidence level and the number of runs it
+rests on. No interval is printed that the run count cannot support:
 
-- Per task: the mean over runs (a run's score is the mean over its evaluation episodes),
-  the standard deviation, and a percentile-bootstrap interval of the mean
-  (``scipy.stats.bootstrap``).
-- Across tasks: mean, median, interquartile mean (IQM) and optimality gap of the
+- Per task: the mean over runs (a run's score is the mean over its evaluation episodes)
+  and the standard deviation.
+  - n >= 4: a Student-t interval of the mean, mean ± t_{n-1} s / sqrt(n). At n = 5 it keeps
+    its coverage where a bootstrap does not: a percentile (or BCa) bootstrap resamples only
+    the n values seen, so at n = 5 its 95% interval covers the mean about 85-90% of the time,
+    and at n = 3 it is exactly the range of the runs (coverage 75%). Measured by the
+    seeded Monte Carlo test of this module at n = 5: 0.95 on normal scores, 0.93 on
+    gamma(4) scores (skewness 1); under strong skew it drops (exponential scores: 0.88).
+  - n = 2 or 3: no interval, only the range (min, max) of the runs, called a range.
+  - n = 1: the value alone.
+- Across tasks: mean, median of per-task means, interquartile mean (IQM: the mean of all
+  run scores pooled, after trimming 25% on each side) and optimality gap of the
   (runs x tasks) score matrix, with *stratified* bootstrap intervals (runs resampled
   within each task), performance profiles with interval bands, and the probability of
-  improvement P(X > Y) between two methods: all computed by ``rliable``.
+  improvement P(X > Y) between two methods: all computed by ``rliable``. Their intervals
+  need at least :data:`MIN_RUNS_FOR_AGGREGATE_INTERVAL` runs per task (the stratified
+  bootstrap's coverage is about 86% at 3 runs); with fewer, the point estimate stands alone.
 
 Scores are D4RL-normalized (0 = random, 100 = expert), so the optimality gap uses
 gamma = 100.
@@ -27,26 +38,47 @@ import numpy as np
 from scipy import stats
 
 OPTIMALITY_TARGET = 100.0  # a D4RL expert
+MIN_RUNS_FOR_TASK_INTERVAL = 4  # below: the range of the runs, called a range
+MIN_RUNS_FOR_AGGREGATE_INTERVAL = 5  # below: aggregates and P(X > Y) without an interval
+
+# What Estimate.kind says about (low, high).
+STUDENT_T, RANGE, STRATIFIED_BOOTSTRAP, NO_INTERVAL = "student-t", "range", "stratified-bootstrap", "none"
 
 
 @dataclass(frozen=True)
 class Estimate:
-    """A point estimate with its confidence interval and the number of runs behind it."""
+    """A point estimate with its interval, the interval's kind and the number of runs behind it.
+
+    ``kind`` is ``student-t`` or ``stratified-bootstrap`` (a confidence interval at
+    ``confidence``), ``range`` (the min and max of 2-3 runs: not a confidence interval) or
+    ``none`` (NaN bounds: too few runs for any interval).
+    """
 
     value: float
     low: float
     high: float
     n_runs: int
     confidence: float
+    kind: str = STRATIFIED_BOOTSTRAP
 
     def to_dict(self) -> dict:
         return asdict(self)
 
+    @property
+    def is_confidence_interval(self) -> bool:
+        return self.kind in (STUDENT_T, STRATIFIED_BOOTSTRAP)
+
     def format(self, digits: int = 1) -> str:
-        """``72.3 [65.1, 79.0]``; the run count is shown by the caller's table header or column."""
-        if np.isnan(self.low):
-            return f"{self.value:.{digits}f} [n/a]"
-        return f"{self.value:.{digits}f} [{self.low:.{digits}f}, {self.high:.{digits}f}]"
+        """``72.3 [65.1, 79.0]`` for a CI, ``72.3 (range 65.1-79.0)``, or ``72.3`` alone.
+
+        The run count and the interval's level are shown by the caller's table header or column.
+        """
+        v = f"{self.value:.{digits}f}"
+        if self.kind == RANGE:
+            return f"{v} (range {self.low:.{digits}f} to {self.high:.{digits}f})"
+        if self.kind == NO_INTERVAL or np.isnan(self.low):
+            return v
+        return f"{v} [{self.low:.{digits}f}, {self.high:.{digits}f}]"
 
 
 def _matrix(scores) -> np.ndarray:
@@ -60,24 +92,22 @@ def _matrix(scores) -> np.ndarray:
     return np.sort(x, axis=0)
 
 
-def task_estimate(scores, confidence: float = 0.95, reps: int = 10_000, seed: int = 0) -> tuple[Estimate, float]:
-    """Mean over runs of one task with a percentile-bootstrap CI, and the sample std (ddof 1).
+def task_estimate(scores, confidence: float = 0.95) -> tuple[Estimate, float]:
+    """Mean over runs of one task with its interval (module docstring), and the sample std (ddof 1).
 
-    One run has no interval (NaN bounds); runs that all agree have a zero-width one.
+    n >= 4: Student-t confidence interval; n = 2, 3: the range of the runs; n = 1: no interval.
     """
     x = np.sort(np.asarray(scores, dtype=np.float64).ravel())  # canonical order, as in _matrix
     if x.size == 0 or not np.all(np.isfinite(x)):
         raise ValueError(f"task scores must be a non-empty array of finite numbers, got {x!r}")
     mean = float(x.mean())
     if x.size == 1:
-        return Estimate(mean, np.nan, np.nan, 1, confidence), np.nan
+        return Estimate(mean, np.nan, np.nan, 1, confidence, NO_INTERVAL), np.nan
     std = float(x.std(ddof=1))
-    if np.ptp(x) == 0:
-        return Estimate(mean, mean, mean, x.size, confidence), std
-    res = stats.bootstrap((x,), np.mean, confidence_level=confidence, n_resamples=reps, method="percentile",
-                          rng=np.random.default_rng(seed), vectorized=True)
-    return Estimate(mean, float(res.confidence_interval.low), float(res.confidence_interval.high), x.size,
-                    confidence), std
+    if x.size < MIN_RUNS_FOR_TASK_INTERVAL:
+        return Estimate(mean, float(x[0]), float(x[-1]), x.size, confidence, RANGE), std
+    half = float(stats.t.ppf(0.5 + confidence / 2, x.size - 1)) * std / np.sqrt(x.size)
+    return Estimate(mean, mean - half, mean + half, x.size, confidence, STUDENT_T), std
 
 
 def iqm(scores) -> float:
@@ -128,13 +158,18 @@ def aggregate_estimates(
     def all_metrics(x: np.ndarray) -> np.ndarray:
         return np.array([fns[name](x) for name in AGGREGATE_NAMES])
 
-    points, intervals = _rliable_intervals(mats, all_metrics, reps, confidence, seed)
-    return {
-        method: {name: Estimate(float(points[method][i]), float(intervals[method][0, i]),
-                                float(intervals[method][1, i]), mats[method].shape[0], confidence)
-                 for i, name in enumerate(AGGREGATE_NAMES)}
-        for method in mats
-    }
+    out: dict[str, dict[str, Estimate]] = {}
+    for method, mat in mats.items():
+        n = mat.shape[0]
+        if n < MIN_RUNS_FOR_AGGREGATE_INTERVAL:
+            out[method] = {name: Estimate(float(v), np.nan, np.nan, n, confidence, NO_INTERVAL)
+                           for name, v in zip(AGGREGATE_NAMES, all_metrics(mat))}
+            continue
+        points, intervals = _rliable_intervals({method: mat}, all_metrics, reps, confidence, seed)
+        out[method] = {name: Estimate(float(points[method][i]), float(intervals[method][0, i]),
+                                      float(intervals[method][1, i]), n, confidence, STRATIFIED_BOOTSTRAP)
+                       for i, name in enumerate(AGGREGATE_NAMES)}
+    return out
 
 
 def probability_of_improvement(
@@ -149,19 +184,34 @@ def probability_of_improvement(
     x, y = _matrix(x), _matrix(y)
     if x.shape[1] != y.shape[1]:
         raise ValueError(f"both methods need the same tasks: {x.shape[1]} vs {y.shape[1]} columns")
+    n = min(x.shape[0], y.shape[0])
+    if n < MIN_RUNS_FOR_AGGREGATE_INTERVAL:
+        return Estimate(float(metrics.probability_of_improvement(x, y)), np.nan, np.nan, n, confidence, NO_INTERVAL)
     points, intervals = _rliable_intervals(
         {"pair": (x, y)}, lambda a, b: np.array([metrics.probability_of_improvement(a, b)]), reps, confidence, seed)
     return Estimate(float(points["pair"][0]), float(intervals["pair"][0, 0]), float(intervals["pair"][1, 0]),
-                    min(x.shape[0], y.shape[0]), confidence)
+                    n, confidence, STRATIFIED_BOOTSTRAP)
 
 
 def performance_profile(
     score_dict: Mapping[str, np.ndarray], taus: np.ndarray, confidence: float = 0.95, reps: int = 2_000, seed: int = 0
 ) -> dict[str, dict[str, np.ndarray]]:
-    """Fraction of all runs (pooled over tasks) scoring above each tau, with stratified-bootstrap bands."""
+    """Fraction of all runs (pooled over tasks) scoring above each tau, with stratified-bootstrap bands.
+
+    A method with fewer than :data:`MIN_RUNS_FOR_AGGREGATE_INTERVAL` runs per task gets NaN bands.
+    """
     from rliable import library as rly
 
     mats = {k: _matrix(v) for k, v in score_dict.items()}
     taus = np.asarray(taus, dtype=np.float64)
-    points, intervals = _rliable_intervals(mats, lambda x: rly.score_distributions(x, taus), reps, confidence, seed)
-    return {m: {"tau": taus, "fraction": points[m], "low": intervals[m][0], "high": intervals[m][1]} for m in mats}
+    out = {}
+    for m, mat in mats.items():
+        if mat.shape[0] < MIN_RUNS_FOR_AGGREGATE_INTERVAL:
+            fraction = rly.score_distributions(mat, taus)
+            out[m] = {"tau": taus, "fraction": fraction, "low": np.full_like(fraction, np.nan),
+                      "high": np.full_like(fraction, np.nan)}
+            continue
+        points, intervals = _rliable_intervals({m: mat}, lambda x: rly.score_distributions(x, taus), reps,
+                                               confidence, seed)
+        out[m] = {"tau": taus, "fraction": points[m], "low": intervals[m][0], "high": intervals[m][1]}
+    return out
