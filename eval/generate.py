@@ -312,6 +312,14 @@ def generate_env(env: str, profile: str, seed: int, root: Path, progress: bool =
     policy_returns = {k: float(np.mean(returns_of(k))) if returns_of(k) else None
                       for k in ("random", "medium", "expert", "medium-replay")}
     pcard = artifact.card
+    replay_acts = np.concatenate([e.actions for e in episodes["medium-replay"]])
+    # Same statistics as data_policies' record of the SAC run's real buffer prefix: how close the rebuild is.
+    replay_comparison = {
+        "rebuilt": {"transitions": int(len(replay_acts)), "episodes": len(episodes["medium-replay"]),
+                    "mean_episode_return": float(np.mean([e.rewards.sum() for e in episodes["medium-replay"]])),
+                    "action_mean_abs": float(np.abs(replay_acts).mean()), "action_std": float(replay_acts.std())},
+        "original_buffer": pcard["replay"].get("original_buffer"),
+    }
     cards = {}
     for kind in KINDS:
         did = dataset_id(env, kind)
@@ -324,6 +332,7 @@ def generate_env(env: str, profile: str, seed: int, root: Path, progress: bool =
                                "medium_replay_episodes": policy_returns["medium-replay"],
                                "medium_snapshot_eval": pcard["medium"]["mean"],
                                "expert_snapshot_eval": pcard["expert"]["mean"]},
+            "medium_replay_vs_sac_buffer": replay_comparison,
             "medium_snapshot_env_step": pcard["medium"]["env_step"],
             "expert_snapshot_env_step": pcard["expert"]["env_step"],
             "d4rl_reference": {"random": ref.ref_min, "expert": ref.ref_max},
