@@ -6,11 +6,12 @@ PYTEST_ARGS ?=
 # DVC stages call `python`: put the venv first on PATH.
 DVC    := PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/dvc
 
-.PHONY: setup test test-slow smoke repro bench bench-datasets clean help
+.PHONY: setup lint test test-slow smoke repro bench bench-datasets clean help
 
 help:
 	@echo "make setup      create $(VENV): torch==2.13.0 (CPU wheel) first, then the project with dev extras"
-	@echo "make test       default test suite (under 10 minutes on 2 CPU cores)"
+	@echo "make lint       import layers (lint-imports, contract in pyproject.toml) and ruff"
+	@echo "make test       lint, then the default test suite (under 10 minutes on 2 CPU cores)"
 	@echo "make test-slow  the slow tests (learned-score bandit accuracy on every shape, real SIGKILL resume)"
 	@echo "make smoke      the whole DVC pipeline, smoke profile (minutes) -> reports/smoke/report.md"
 	@echo "make repro      the whole DVC pipeline, default profile (under 2 hours on 2 cores) -> reports/report.md"
@@ -24,7 +25,12 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
-test: setup
+# Layers first (srpo < srpo_bench.eval < srpo_bench.validation < pipeline, report, CLI), then style.
+lint: setup
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/ruff check .
+
+test: lint
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 test-slow: setup

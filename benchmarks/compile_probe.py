@@ -31,9 +31,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import train_throughput as tt  # noqa: E402
 
-from eval.provenance import machine_info  # noqa: E402
 from srpo import artifacts  # noqa: E402
 from srpo.networks import Mish  # noqa: E402
+from srpo_bench.eval.provenance import machine_info  # noqa: E402
 
 # (stage, precision, seeds, short steps, long steps): long ~ 4 s at the rates measured without compile.
 CELLS = [("behavior", "bf16", 5, 100, 1700), ("policy", "tf32", 5, 200, 6000), ("critic", "tf32", 5, 200, 8000),

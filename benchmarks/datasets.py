@@ -21,10 +21,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from eval.generate import GENERATION_PROFILES, generate_env
-from eval.provenance import machine_info
-from eval.rollout import GYM_ENV_IDS
 from srpo import __version__, artifacts
+from srpo_bench.eval.generate import GENERATION_PROFILES, generate_env
+from srpo_bench.eval.provenance import machine_info
+from srpo_bench.eval.rollout import GYM_ENV_IDS
 
 
 def bare_env_steps_per_s(env_id: str, num_envs: int, steps: int = 4000) -> float:

@@ -41,10 +41,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import train_throughput as tt  # noqa: E402
 
-from eval.provenance import machine_info  # noqa: E402
 from srpo import artifacts, seed_batch  # noqa: E402
 from srpo.config import make_config  # noqa: E402
 from srpo.cuda_graph import CaptureTurns  # noqa: E402
+from srpo_bench.eval.provenance import machine_info  # noqa: E402
 
 # Paper steps per stage (SPEC §5), the ratio the two threads run in.
 PAPER = make_config(tt.TASK, "paper")

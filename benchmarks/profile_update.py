@@ -30,8 +30,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import train_throughput as tt  # noqa: E402
 
-from eval.provenance import machine_info  # noqa: E402
 from srpo import artifacts  # noqa: E402
+from srpo_bench.eval.provenance import machine_info  # noqa: E402
 
 
 def profile(stage: str, path: str, seeds: int, steps: int, device: torch.device, top: int) -> dict:

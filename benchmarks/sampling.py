@@ -24,18 +24,21 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import time
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
-from eval.baselines import DiffusionSelectionPolicy
-from eval.latency import time_calls
-from eval.provenance import code_version, machine_info
 from srpo import artifacts
 from srpo.behavior import NoisePredictor
 from srpo.critic import Critic
 from srpo.policy import DeterministicPolicy
+from srpo_bench.eval.baselines import DiffusionSelectionPolicy
+from srpo_bench.eval.checkpoints import load_behavior, load_critic, load_policy
+from srpo_bench.eval.latency import TimedPolicy, time_calls
+from srpo_bench.eval.provenance import code_version, machine_info
+from srpo_bench.eval.rollout import evaluate, torch_policy
 
 STATE_DIM, ACTION_DIM = 17, 6  # HalfCheetah
 SETTINGS = ((32, 5), (32, 15))  # (N candidates, K solver steps): the issue's settings
@@ -45,8 +48,6 @@ TARGET_RATIO = 25.0  # SRPO §1: "more than 25x faster"
 def build(run: Path | None, device: torch.device, seed: int):
     """The policy, behavior model and critic: a trained run's, or fresh ones of the same sizes."""
     if run is not None:
-        from eval.checkpoints import load_behavior, load_critic, load_policy
-
         pi, _ = load_policy(run / "srpo", device)
         return pi, load_behavior(run / "behavior.pt", device), load_critic(run / "critic.pt", device)
     torch.manual_seed(seed)
@@ -58,10 +59,6 @@ def build(run: Path | None, device: torch.device, seed: int):
 
 def episode_seconds(policy: torch.nn.Module, device: torch.device, seed: int) -> dict:
     """Wall time of one full HalfCheetah-v5 episode (1000 steps, one environment), and its policy share."""
-    import time
-
-    from eval.latency import TimedPolicy
-    from eval.rollout import evaluate, torch_policy
 
     timed = TimedPolicy(torch_policy(policy))
     t0 = time.perf_counter()

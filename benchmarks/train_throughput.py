@@ -58,13 +58,13 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from eval.provenance import machine_info
 from srpo import __version__, artifacts, seed_batch, train as reference
 from srpo.behavior import NoisePredictor
 from srpo.config import PROFILES, RunConfig, make_config
 from srpo.critic import Critic
 from srpo.cuda_graph import CaptureTurns
 from srpo.transitions import Transitions
+from srpo_bench.eval.provenance import machine_info
 
 # A locomotion-sized synthetic dataset (HalfCheetah: 17-dim state, 6-dim action).
 STATE_DIM, ACTION_DIM, N_TRANSITIONS = 17, 6, 100_000

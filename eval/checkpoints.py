@@ -15,6 +15,8 @@ from srpo import artifacts
 from srpo.behavior import NoisePredictor
 from srpo.critic import Critic
 from srpo.policy import DeterministicPolicy
+from srpo.train import upstream_dir
+from srpo_bench.eval.baselines import DiffusionSelectionPolicy
 
 
 def policy_path(checkpoint: str | Path) -> Path:
@@ -77,10 +79,6 @@ def load_policy(checkpoint: str | Path, device: str | torch.device = "cpu",
         raise ValueError(f"{path} is a {ckpt.get('stage')!r} checkpoint; pass a policy.pt")
     meta = {k: ckpt[k] for k in ("config", "step", "done")}
     if ckpt.get("method") == "diffusion":
-        from eval.baselines import DiffusionSelectionPolicy
-
-        from srpo.train import upstream_dir
-
         up = upstream if upstream is not None else path.parent.parent
         sel = ckpt["config"]["baseline"]
         gen = torch.Generator(device=device).manual_seed(seed)

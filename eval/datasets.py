@@ -17,10 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
-from eval.observations import flatten_observation
-from eval.references import Reference, d4rl_reference
 from srpo.transitions import Transitions
-from validation import bandits
+from srpo_bench.eval import bandit_tasks
+from srpo_bench.eval.observations import flatten_observation
+from srpo_bench.eval.references import Reference, d4rl_reference
 
 BANDIT_DATASET_SIZE = 10_000
 GENERATED = "generated"  # --dataset value: our own D4RL-style dataset of the task
@@ -59,7 +59,7 @@ def load_dataset(task: str, dataset: str | None = None, seed: int = 0) -> Offlin
     if task.startswith("bandit-"):
         if dataset is not None:
             raise ValueError(f"{task} generates its own data; drop --dataset {dataset}")
-        return OfflineDataset(bandits.make_dataset(bandits.get_bandit(task), BANDIT_DATASET_SIZE, seed), None)
+        return OfflineDataset(bandit_tasks.make_dataset(bandit_tasks.get_bandit(task), BANDIT_DATASET_SIZE, seed), None)
     if dataset is None:
         raise ValueError(
             f"task {task!r} needs --dataset: a D4RL-format .hdf5 file or a Minari dataset id "

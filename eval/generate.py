@@ -31,13 +31,12 @@ from typing import Callable
 import numpy as np
 import torch
 
-from eval.datasets import KINDS, dataset_id
-from eval.provenance import code_version
-from eval.references import d4rl_reference
-from eval.rollout import GYM_ENV_IDS, evaluate
-from eval.sac import ReplayBuffer, SACConfig, TanhGaussianActor, train_sac
 from srpo import artifacts
-
+from srpo_bench.eval.datasets import KINDS, dataset_id
+from srpo_bench.eval.provenance import code_version
+from srpo_bench.eval.references import d4rl_reference
+from srpo_bench.eval.rollout import GYM_ENV_IDS, evaluate
+from srpo_bench.eval.sac import ReplayBuffer, SACConfig, TanhGaussianActor, train_sac
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,8 @@ from typing import Callable, Literal
 
 import numpy as np
 
-from eval.observations import flatten_observation
-from eval.references import Reference
+from srpo_bench.eval.observations import flatten_observation
+from srpo_bench.eval.references import Reference
 
 # Task family -> Gymnasium environment id (MuJoCo v5: what Minari's regenerated datasets use).
 GYM_ENV_IDS: dict[str, str] = {

@@ -54,6 +54,7 @@ from srpo.train import (
     Upstream,
     discard_stale,
     load_finished,
+    preprocess_rewards,
     run_loop,
     seeded_global_rng,
     srpo_loss,
@@ -360,8 +361,6 @@ def _critic_batch(
     cuda_graphs: bool = True, compile: bool = False, turns: CaptureTurns | None = None,
 ) -> tuple[list[Critic], list[list[dict[str, float]]]]:
     """Stage 2 for S seeds at one step: :func:`srpo.train.train_critic`'s loop (IQL), vmapped over seeds."""
-    from srpo.train import preprocess_rewards
-
     cfg0 = _shared(cfgs, outs)
     cc = cfg0.critic
     critics = _in_seed_context(cfgs, "critic", device, lambda seed: Critic(

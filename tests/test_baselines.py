@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from eval import baselines
-from eval.checkpoints import load_behavior, load_critic, load_policy
 from srpo.config import make_config
 from srpo.train import train
-from validation import bandits
+from srpo_bench.eval import bandit_tasks, baselines
+from srpo_bench.eval.checkpoints import load_behavior, load_critic, load_policy
+from srpo_bench.validation import bandits
 
 TINY = {
     "behavior.steps": "40", "behavior.batch_size": "32", "behavior.width": "32", "behavior.n_blocks": "1",
@@ -22,7 +22,7 @@ TINY = {
 def run(tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
     cfg = make_config("bandit-ring8", "smoke", 0, TINY)
-    data = bandits.make_dataset(bandits.get_bandit("bandit-ring8"), 500, 0)
+    data = bandit_tasks.make_dataset(bandit_tasks.get_bandit("bandit-ring8"), 500, 0)
     result = train(cfg, data, out, progress=False, stages=("behavior", "critic"))
     return cfg, data, out, result
 
@@ -81,7 +81,7 @@ def test_bc_fits_a_deterministic_behavior(tmp_path):
     """BC on actions that are a function of the state drives its regression loss down."""
     rng = np.random.default_rng(0)
     obs = rng.standard_normal((2000, 4)).astype(np.float32)
-    data = bandits.make_dataset(bandits.get_bandit("bandit-ring8"), 2000, 0)
+    data = bandit_tasks.make_dataset(bandit_tasks.get_bandit("bandit-ring8"), 2000, 0)
     from srpo.transitions import Transitions
     data = Transitions(obs, np.tanh(obs[:, :2]).astype(np.float32), data.rewards, obs, data.terminals,
                        data.timeouts, name="linear")
@@ -99,7 +99,7 @@ def test_awr_needs_a_critic(run, tmp_path):
 
 
 def test_diffusion_selection_picks_the_best_candidate_by_q():
-    bandit = bandits.get_bandit("bandit-ring8")
+    bandit = bandit_tasks.get_bandit("bandit-ring8")
     model, critic = bandits.ExactNoisePredictor(bandit), bandits.ExactCritic(bandit)
     states = torch.zeros(3, 1)
     pi = baselines.DiffusionSelectionPolicy(model, critic, 16, 4, torch.Generator().manual_seed(5))

@@ -6,11 +6,11 @@ import sys
 
 import pytest
 
-from srpo.cli import main
+from srpo_bench.cli import main
 
 
 def run(*args):
-    return subprocess.run([sys.executable, "-m", "srpo.cli", *args], capture_output=True, text=True)
+    return subprocess.run([sys.executable, "-m", "srpo_bench.cli", *args], capture_output=True, text=True)
 
 
 def test_help_documents_e6_options():

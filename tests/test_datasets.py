@@ -4,8 +4,8 @@ import h5py
 import numpy as np
 import pytest
 
-from eval.datasets import load_d4rl_hdf5, load_dataset, load_minari
-from eval.references import D4RL_LOCOMOTION, Reference, d4rl_reference
+from srpo_bench.eval.datasets import load_d4rl_hdf5, load_dataset, load_minari
+from srpo_bench.eval.references import D4RL_LOCOMOTION, Reference, d4rl_reference
 
 
 def d4rl_arrays(n=50, episode=10, obs_dim=4, act_dim=2, seed=0):

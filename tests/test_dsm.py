@@ -2,9 +2,9 @@
 
 import torch
 from hypothesis import given, strategies as st
+from strategies import mixtures
 
 from srpo import behavior, mixture, schedule
-from strategies import mixtures
 
 
 class _Predictor(torch.nn.Module):

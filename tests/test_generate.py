@@ -5,8 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from eval.datasets import load_minari
-from eval.generate import KINDS, dataset_id, generate_env
+from srpo_bench.eval.datasets import load_minari
+from srpo_bench.eval.generate import KINDS, dataset_id, generate_env
 
 
 @pytest.fixture(scope="module")

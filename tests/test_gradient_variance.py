@@ -14,8 +14,8 @@ from srpo.config import make_config
 from srpo.critic import Critic
 from srpo.policy import WEIGHTINGS, DeterministicPolicy
 from srpo.train import srpo_loss, train_policy
-from validation import bandits
-from validation import gradient_variance as gv
+from srpo_bench.eval import bandit_tasks
+from srpo_bench.validation import bandits, gradient_variance as gv
 
 F64 = torch.float64
 CPU = torch.device("cpu")
@@ -188,7 +188,7 @@ def test_sign_flip_test_accepts_a_zero_mean_and_detects_a_shift():
 
 
 def test_baseline_keeps_the_mean_on_an_exact_bandit():
-    bandit = bandits.get_bandit("bandit-ring8")
+    bandit = bandit_tasks.get_bandit("bandit-ring8")
     bm, critic = bandits.ExactNoisePredictor(bandit), bandits.ExactCritic(bandit)
     torch.manual_seed(0)
     pi = DeterministicPolicy(1, 2, (16, 16)).to(F64)
@@ -221,9 +221,9 @@ def tiny_bandit_cfg(seed=0, **extra):
 
 
 def test_measure_run_measures_the_uninterrupted_run(tmp_path):
-    bandit = bandits.get_bandit("bandit-ring8")
+    bandit = bandit_tasks.get_bandit("bandit-ring8")
     bm, critic = bandits.ExactNoisePredictor(bandit), bandits.ExactCritic(bandit)
-    cfg, data = tiny_bandit_cfg(), bandits.make_dataset(bandit, 500, 0)
+    cfg, data = tiny_bandit_cfg(), bandit_tasks.make_dataset(bandit, 500, 0)
     kw = dict(fractions=(0.0, 0.25, 0.5, 1.0), n_samples=64, reps=50, seed=3)
     rec = gv.measure_run(cfg, data, bm, critic, tmp_path / "m", **kw)
     assert [c["step"] for c in rec["checkpoints"]] == [0, 10, 20, 40]
@@ -290,7 +290,7 @@ def test_measure_task_uses_the_finished_behavior_model_and_critic(tmp_path):
     cfg = tiny_bandit_cfg(**{"behavior.steps": "20", "behavior.batch_size": "32", "behavior.width": "32",
                              "behavior.n_blocks": "1", "critic.steps": "20", "critic.batch_size": "32",
                              "critic.hidden": "32,32", "policy.steps": "20"})
-    data = bandits.make_dataset(bandits.get_bandit("bandit-ring8"), 300, 0)
+    data = bandit_tasks.make_dataset(bandit_tasks.get_bandit("bandit-ring8"), 300, 0)
     train(cfg, data, tmp_path / "up", progress=False, stages=("behavior", "critic"))
     rec = gv.measure_task(cfg, data, tmp_path / "up", tmp_path / "w", fractions=(0.5, 1.0), n_samples=64, reps=50)
     assert rec["target"] == "bandit-ring8" and [c["step"] for c in rec["checkpoints"]] == [10, 20]
@@ -306,7 +306,7 @@ def test_sign_flip_test_is_calibrated_on_the_exact_bandit():
     (one state), with the exact score and Q, so the baseline is exactly unbiased. Over 200 independent
     draw sets, a test that keeps its size rejects at level 0.05 at most Binomial(200, 0.05) times:
     more than 18 rejections has probability < 1% then."""
-    bandit = bandits.get_bandit("bandit-unequal6")
+    bandit = bandit_tasks.get_bandit("bandit-unequal6")
     bm, critic = bandits.ExactNoisePredictor(bandit), bandits.ExactCritic(bandit)
     torch.manual_seed(0)
     pi = DeterministicPolicy(1, 2, (16, 16)).to(F64)

@@ -4,9 +4,9 @@ import math
 
 import torch
 from hypothesis import given, strategies as st
+from strategies import mixtures
 
 from srpo import mixture, schedule
-from strategies import mixtures
 
 times = st.floats(min_value=0.0, max_value=1.0)
 

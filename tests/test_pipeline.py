@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from eval.pipeline import load_params, main as pipeline_main
+from srpo_bench.pipeline import load_params, main as pipeline_main
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = "pipelines/smoke/dvc.yaml"
@@ -163,7 +163,7 @@ def test_variants_focus_and_beta_scale_compose_the_run_config():
 
 
 def test_a_checkpoint_made_by_other_training_code_is_retrained_and_one_made_by_this_code_resumes(tmp_path):
-    from eval.pipeline import claim_for_current_code, training_code_fingerprint
+    from srpo_bench.pipeline import claim_for_current_code, training_code_fingerprint
 
     code = training_code_fingerprint()
     assert code == training_code_fingerprint() and len(code) == 16
@@ -188,7 +188,7 @@ def test_a_checkpoint_made_by_other_training_code_is_retrained_and_one_made_by_t
 def test_validation_scratch_is_kept_for_a_resume_and_emptied_when_code_or_params_change(tmp_path, monkeypatch):
     import dataclasses
 
-    from eval import pipeline
+    from srpo_bench import pipeline
 
     p = dataclasses.replace(load_params(ROOT / "pipelines/smoke/params.yaml"), run_dir="runs/x")
     monkeypatch.chdir(tmp_path)  # the pipeline's paths are relative to the repository root, its working dir
@@ -206,9 +206,9 @@ def test_validation_scratch_is_kept_for_a_resume_and_emptied_when_code_or_params
 
 def test_a_reused_seed_keeps_the_metrics_of_the_run_that_trained_it(tmp_path):
     """Adding a seed reuses the finished ones: their wall time must stay the training's, not the loading's."""
-    from eval.pipeline import _trained_earlier, _write_stage_metrics
     from srpo import artifacts
     from srpo.config import make_config
+    from srpo_bench.pipeline import _trained_earlier, _write_stage_metrics
     from tests.test_train import tiny_data
 
     cfg, data, out = make_config("hopper-medium", "smoke"), tiny_data(), tmp_path / "seed0"

@@ -5,9 +5,9 @@ import math
 import pytest
 import torch
 from hypothesis import given, strategies as st
+from strategies import mixtures
 
 from srpo import mixture, policy, schedule
-from strategies import mixtures
 
 T = st.floats(min_value=1e-3, max_value=0.999)
 

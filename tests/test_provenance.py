@@ -2,7 +2,7 @@
 
 import subprocess
 
-from eval.provenance import git_revision
+from srpo_bench.eval.provenance import git_revision
 
 
 def _git(repo, *args):

@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings, strategies as st
+from strategies import mixtures
 
 from srpo import behavior
 from srpo.behavior import NoisePredictor
 from srpo.config import make_config
 from srpo.transitions import Transitions
-from strategies import mixtures
-from validation import bandits
-from validation import score_accuracy as sa
+from srpo_bench.eval import bandit_tasks
+from srpo_bench.validation import bandits, score_accuracy as sa
 
 CPU = torch.device("cpu")
 T_GRID = [0.002, 0.02, 0.1, 0.5, 0.98]
@@ -56,7 +56,7 @@ class Scaled(torch.nn.Module):
 
 
 def heldout(shape, n=2000, seed=123, dtype=torch.float32):
-    d = bandits.make_dataset(bandits.BANDITS[shape], n, seed).to_tensors(CPU, dtype)
+    d = bandit_tasks.make_dataset(bandit_tasks.BANDITS[shape], n, seed).to_tensors(CPU, dtype)
     return d["obs"], d["act"]
 
 
@@ -115,9 +115,9 @@ def test_episode_split_needs_two_episodes(trailing):
 # --- score error against the exact eps* (bandits) ------------------------------------------------
 
 
-@pytest.mark.parametrize("shape", sorted(bandits.BANDITS))
+@pytest.mark.parametrize("shape", sorted(bandit_tasks.BANDITS))
 def test_exact_predictor_has_no_error_at_any_t(shape):
-    b = bandits.BANDITS[shape]
+    b = bandit_tasks.BANDITS[shape]
     s, a = heldout(shape)
     r = sa.score_error_by_time(bandits.ExactNoisePredictor(b), b, s, a, T_GRID, torch.Generator().manual_seed(0))
     assert r["t"] == T_GRID and r["n_samples"] == 2000
@@ -131,7 +131,7 @@ def test_exact_predictor_has_no_error_at_any_t(shape):
 def test_wrong_predictors_have_the_expected_relative_error(c, rel, cos):
     """eps_pred = c eps*: ||eps_pred - eps*||^2 = (c - 1)^2 ||eps*||^2 sample by sample, so the ratio of means is
     (c - 1)^2 up to float32 rounding, at every t; and the exact predictor has the lower DSM loss (E4)."""
-    b = bandits.BANDITS["ring8"]
+    b = bandit_tasks.BANDITS["ring8"]
     s, a = heldout("ring8", n=4000)
     r = sa.score_error_by_time(Scaled(b, c), b, s, a, T_GRID, torch.Generator().manual_seed(1))
     np.testing.assert_allclose(r["rel_error"], rel, atol=1e-6)
@@ -148,7 +148,7 @@ def test_wrong_predictors_have_the_expected_relative_error(c, rel, cos):
 @given(mixtures(max_components=3, max_dim=3), st.floats(0.0, 3.0), st.integers(0, 10_000))
 def test_relative_error_of_scaled_exact_eps_on_random_mixtures(mix, c, seed):
     """Same identity on arbitrary mixtures and dimensions, float64 throughout."""
-    b = bandits.Bandit("random", mix, goal=(0.0, 0.0))
+    b = bandit_tasks.Bandit("random", mix, goal=(0.0, 0.0))
     g = torch.Generator().manual_seed(seed)
     a = mix.sample(300, g)
     r = sa.score_error_by_time(Scaled(b, c), b, torch.zeros(300, 1, dtype=torch.float64), a, [0.01, 0.3, 0.9], g)
@@ -156,7 +156,7 @@ def test_relative_error_of_scaled_exact_eps_on_random_mixtures(mix, c, seed):
 
 
 def test_score_error_is_paired_in_noise_and_validates_inputs():
-    b = bandits.BANDITS["aniso2"]
+    b = bandit_tasks.BANDITS["aniso2"]
     s, a = heldout("aniso2", n=500)
     ex = bandits.ExactNoisePredictor(b)
     r1 = sa.score_error_by_time(ex, b, s, a, [0.1, 0.5], torch.Generator().manual_seed(3))
@@ -236,7 +236,7 @@ def test_dsm_loss_by_time_uses_every_row_when_cycling():
 
 
 def test_exact_predictor_has_lower_dsm_loss_per_bin_than_a_wrong_one():
-    b = bandits.BANDITS["grid25"]
+    b = bandit_tasks.BANDITS["grid25"]
     s, a = heldout("grid25", n=3000, dtype=torch.float64)
     edges = [0.001, 0.02, 0.1, 0.3, 0.6, 1.0]
     exact = sa.dsm_loss_by_time(bandits.ExactNoisePredictor(b), s, a, edges, 3000, torch.Generator().manual_seed(4))
@@ -312,7 +312,7 @@ def test_markdown_states_the_measured_comparison_and_plot_writes_atomically(tmp_
     summ = sa.summarize(recs, 0.9, 300, 0)
     lines = sa.markdown(summ)
     text = "\n".join(lines)
-    assert lines[0].startswith("SRPO uses only the behavior model's score") and not any(l.startswith("## ") for l in lines)
+    assert lines[0].startswith("SRPO uses only the behavior model's score") and not any(line.startswith("## ") for line in lines)
     ratio = summ["bandit"]["bandit-ring8"]["near_zero_vs_mid"]["rel_error_ratio"]["value"]
     assert f"is {ratio:.3g} [" in text and "times that at t = 0.5" in text  # computed, not hard-coded
     ds_ratio = summ["dataset"]["walker2d-medium"]["near_zero_vs_mid"]["heldout_loss_ratio"]["value"]
@@ -370,7 +370,7 @@ def test_dataset_record_end_to_end(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("shape", sorted(bandits.BANDITS))
+@pytest.mark.parametrize("shape", sorted(bandit_tasks.BANDITS))
 def test_learned_score_is_accurate_at_mid_t(tmp_path, shape):
     """A smoke-budget behavior model (500 steps) on held-out actions: at t = 0.5 the score's relative error is small
     (measured 0.004-0.006 on the four shapes, seed 0) and its direction right (cosine >= 0.995 measured); the

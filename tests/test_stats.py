@@ -2,10 +2,9 @@
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
-from eval import stats
+from srpo_bench.eval import stats
 
 finite = st.floats(-200, 200, allow_nan=False, allow_infinity=False)
 runs = st.lists(finite, min_size=2, max_size=12)

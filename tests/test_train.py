@@ -14,7 +14,7 @@ import torch
 from srpo import artifacts
 from srpo.config import make_config
 from srpo.train import Interrupted, train
-from validation import bandits
+from srpo_bench.eval import bandit_tasks
 
 TINY = {
     "behavior.steps": "40", "behavior.batch_size": "32", "behavior.width": "32", "behavior.n_blocks": "1",
@@ -29,7 +29,7 @@ def tiny_config(seed=0, **extra):
 
 
 def tiny_data(seed=0):
-    return bandits.make_dataset(bandits.get_bandit("bandit-ring8"), 500, seed)
+    return bandit_tasks.make_dataset(bandit_tasks.get_bandit("bandit-ring8"), 500, seed)
 
 
 def final_params(out: Path) -> dict[str, torch.Tensor]:
@@ -130,7 +130,7 @@ def _srpo_cmd(out: Path, *extra: str) -> list[str]:
     sets = []
     for k, v in {**TINY, "behavior.steps": "400", "checkpoint_every": "50", "log_every": "50"}.items():
         sets += ["--set", f"{k}={v}"]
-    return [sys.executable, "-m", "srpo.cli", "train", "--task", "bandit-ring8", "--profile", "smoke",
+    return [sys.executable, "-m", "srpo_bench.cli", "train", "--task", "bandit-ring8", "--profile", "smoke",
             "--out", str(out), "--no-progress", "--threads", "1", *sets, *extra]
 
 

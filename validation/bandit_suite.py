@@ -23,16 +23,18 @@ import torch
 from srpo import __version__, artifacts
 from srpo.config import RunConfig, make_config
 from srpo.train import train, train_behavior, train_policy
-from validation import bandits
+from srpo_bench.eval import bandit_tasks
+from srpo_bench.eval.stats import Estimate, task_estimate
+from srpo_bench.validation import bandits
 
 
 def run_shape(shape: str, profile: str, seed: int, work: Path, overrides: dict[str, str] | None = None,
               progress: bool = False) -> dict[str, Any]:
     """All three extractions for one bandit and seed; checkpoints under ``work``."""
     task = f"bandit-{shape}"
-    bandit = bandits.get_bandit(task)
+    bandit = bandit_tasks.get_bandit(task)
     cfg = make_config(task, profile, seed, overrides)
-    data = bandits.make_dataset(bandit, 10_000, seed)
+    data = bandit_tasks.make_dataset(bandit, 10_000, seed)
     optimum = bandits.surrogate_optimum(bandit, cfg.policy)
     cpu = torch.device("cpu")
     t0 = time.perf_counter()
@@ -57,7 +59,7 @@ def run_shape(shape: str, profile: str, seed: int, work: Path, overrides: dict[s
 def run_suite(profile: str, seeds: list[int], out: Path, work: Path, shapes: list[str] | None = None,
               overrides: dict[str, str] | None = None, progress: bool = True) -> dict[str, Any]:
     """Every shape x seed; writes ``out`` (JSON) atomically with a per-shape summary."""
-    shapes = shapes or sorted(bandits.BANDITS)
+    shapes = shapes or sorted(bandit_tasks.BANDITS)
     runs = []
     for shape in shapes:
         for seed in seeds:
@@ -99,8 +101,8 @@ def ablation_record(shape: str, seed: int, base: RunConfig, variants: dict[str, 
     maximizer of ``base``'s J (how far the variant moves the solution).
     """
     task = f"bandit-{shape}"
-    bandit = bandits.get_bandit(task)
-    data = bandits.make_dataset(bandit, n_data, seed)
+    bandit = bandit_tasks.get_bandit(task)
+    data = bandit_tasks.make_dataset(bandit, n_data, seed)
     cpu = torch.device("cpu")
     learned, _ = train_behavior(base, data, work, cpu, progress=progress)
     base_opt = bandits.surrogate_optimum(bandit, base.policy)
@@ -125,8 +127,6 @@ def ablation_record(shape: str, seed: int, base: RunConfig, variants: dict[str, 
 
 def ablation_summary(records: list[dict[str, Any]], confidence: float, reps: int, seed: int) -> dict[str, Any]:
     """Per bandit and variant: mean distance to the exact-surrogate optimum over seeds, with a bootstrap CI."""
-    from eval.stats import task_estimate
-
     out: dict[str, Any] = {}
     for task in sorted({r["task"] for r in records}):
         rows = sorted((r for r in records if r["task"] == task), key=lambda r: r["seed"])
@@ -143,8 +143,6 @@ def ablation_summary(records: list[dict[str, Any]], confidence: float, reps: int
 
 def ablation_markdown(summary: dict[str, Any], base: str) -> list[str]:
     """The report's table: distance of each variant's policy to its own exact-surrogate optimum."""
-    from eval.stats import Estimate
-
     def fmt(d: dict) -> str:
         return Estimate(d["value"], d["low"], d["high"], d["n_runs"], d["confidence"]).format(3)
 

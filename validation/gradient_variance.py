@@ -48,11 +48,16 @@ import numpy as np
 import torch
 from scipy import stats as sstats
 from torch import Tensor, nn
+from torch.func import functional_call, grad, vmap
 
 from srpo import artifacts, policy as srpo_policy, schedule
 from srpo.config import PolicyConfig, RunConfig
 from srpo.policy import WEIGHTINGS, DeterministicPolicy
+from srpo.train import Interrupted, load_finished, seeded_global_rng, stage_seed, train_policy, upstream_dir
 from srpo.transitions import Transitions
+from srpo_bench.eval import bandit_tasks
+from srpo_bench.eval.stats import task_estimate
+from srpo_bench.validation import bandits
 
 Layers = list[tuple[str, slice]]
 QUANTITIES = ("total_variance", "snr", "mean_sq_norm")
@@ -137,8 +142,6 @@ def policy_vjp(policy: nn.Module, states: Tensor, directions: Tensor, chunk: int
     one with d_i as its (detached) direction. ``vmap`` over samples of ``grad`` of a
     ``functional_call``; chunks bound the memory to ``chunk`` x P.
     """
-    from torch.func import functional_call, grad, vmap
-
     names = [n for n, _ in policy.named_parameters()]
     params = {n: p.detach() for n, p in policy.named_parameters()}
     buffers = {n: b.detach() for n, b in policy.named_buffers()}
@@ -622,8 +625,6 @@ def snapshot_steps(total: int, fractions: Sequence[float]) -> list[int]:
 
 def initial_policy(cfg: RunConfig, data: Transitions, device: torch.device, dtype: torch.dtype) -> DeterministicPolicy:
     """The policy at step 0, built exactly as ``train_policy`` builds it (same seed, same RNG stream)."""
-    from srpo.train import seeded_global_rng, stage_seed
-
     with seeded_global_rng(stage_seed(cfg.seed, "policy"), device):
         return DeterministicPolicy(data.state_dim, data.action_dim, cfg.policy.hidden).to(device=device, dtype=dtype)
 
@@ -635,8 +636,6 @@ def _policy_at(step: int, cfg: RunConfig, data: Transitions, behavior_model: nn.
     Each snapshot's weights are also kept in ``work/gradient_variance/``, so that a killed
     measurement resumes: train_policy's own checkpoint has by then moved past earlier steps.
     """
-    from srpo.train import Interrupted, train_policy
-
     pi = initial_policy(cfg, data, device, dtype)  # forks the global RNG: the caller's stream is untouched
     if step == 0:
         return pi.eval()
@@ -675,8 +674,6 @@ def measure_run(
     are not draw noise; runs with other seeds get independent draws. ``seed`` also seeds the
     bootstrap and the sign flips.
     """
-    from srpo.train import stage_seed
-
     device = torch.device(device)
     work = Path(work)
     # Draws shared by the checkpoints of this run, independent across runs (run seeds), so
@@ -707,13 +704,11 @@ def measure_bandit(
     ``cfg`` must be the bandit's config with the same (run) seed. ``measure_seed`` is
     :func:`measure_run`'s ``seed`` (draws and bootstrap); other keywords go to it as well.
     """
-    from validation import bandits
-
     task = shape if shape.startswith("bandit-") else f"bandit-{shape}"
-    bandit = bandits.get_bandit(task)
+    bandit = bandit_tasks.get_bandit(task)
     if cfg.task != task or cfg.seed != seed:
         raise ValueError(f"cfg is for task {cfg.task!r} seed {cfg.seed}, not {task!r} seed {seed}")
-    data = bandits.make_dataset(bandit, n_data, seed)
+    data = bandit_tasks.make_dataset(bandit, n_data, seed)
     return measure_run(cfg, data, bandits.ExactNoisePredictor(bandit), bandits.ExactCritic(bandit), work,
                        target=task, seed=measure_seed, **kwargs)
 
@@ -723,8 +718,6 @@ def measure_task(
     dtype: torch.dtype = torch.float32, **kwargs: Any
 ) -> dict[str, Any]:
     """:func:`measure_run` with the finished behavior model and IQL critic in ``upstream`` (a directory or one per stage)."""
-    from srpo.train import load_finished, upstream_dir
-
     device = torch.device(device)
     behavior_model = load_finished("behavior", cfg, data, upstream_dir(upstream, "behavior"), device, dtype)
     critic = load_finished("critic", cfg, data, upstream_dir(upstream, "critic"), device, dtype)
@@ -738,8 +731,6 @@ def measure_task(
 
 def _across(values: list[dict[str, float]], confidence: float, seed: int) -> dict[str, Any]:
     """One run: its within-run bootstrap CI. Several seeds: mean over seeds, percentile-bootstrap CI over seeds."""
-    from eval.stats import task_estimate
-
     if len(values) == 1:
         return {**values[0], "n_seeds": 1, "ci_over": "samples"}
     x = np.array([v["value"] for v in values], dtype=np.float64)

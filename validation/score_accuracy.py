@@ -29,7 +29,7 @@ How the pieces fit:
                                   stage (srpo.train.train_behavior, checkpoint under ``work``,
                                   so a killed run resumes), evaluate, return a JSON-able dict
     over seeds                    summarize: mean over seeds with percentile-bootstrap CIs
-                                  (eval.stats.task_estimate) and n_runs, per t / t-bin, and
+                                  (srpo_bench.eval.stats.task_estimate) and n_runs, per t / t-bin, and
                                   the "t -> 0 vs mid t" comparison (the reason SRPO
                                   ensembles t ~ U(0.02, 0.98), SPEC §3)
     output                        plot (seaborn PNG, atomic), markdown (report lines, every
@@ -53,12 +53,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from eval import stats
 from srpo import artifacts, mixture, schedule
 from srpo.config import RunConfig
 from srpo.train import stage_seed, train_behavior
 from srpo.transitions import Transitions
-from validation import bandits
+from srpo_bench.eval import bandit_tasks, stats
 
 # Held-out bandit actions come from make_dataset with this offset on the run seed, so they
 # are fresh draws from the mixture that the training set (seed itself) did not use.
@@ -244,7 +243,7 @@ def _predict(model: nn.Module, a_t: Tensor, states: Tensor, t: Tensor, chunk_siz
 
 def score_error_by_time(
     model: nn.Module,
-    bandit: bandits.Bandit,
+    bandit: bandit_tasks.Bandit,
     states: Tensor,
     actions: Tensor,
     t_grid: Sequence[float],
@@ -340,7 +339,7 @@ def bandit_record(
 ) -> dict[str, Any]:
     """Score accuracy (a) for one bandit and seed.
 
-    Trains eps_psi on ``bandits.make_dataset(bandit, n_train, seed)`` with the real
+    Trains eps_psi on ``bandit_tasks.make_dataset(bandit, n_train, seed)`` with the real
     behavior stage (checkpoint ``work/behavior.pt``: a killed run resumes, a finished
     one is loaded), then runs :func:`score_error_by_time` on ``n_heldout`` fresh
     actions (``make_dataset`` with seed + HELDOUT_SEED_OFFSET, clipped alike).
@@ -350,12 +349,12 @@ def bandit_record(
     if cfg.task != task:
         raise ValueError(f"cfg is for task {cfg.task!r}, not {task!r}")
     _check_seed(cfg, seed)
-    bandit = bandits.get_bandit(task)
+    bandit = bandit_tasks.get_bandit(task)
     device = torch.device(device)
     t0 = time.perf_counter()
-    train = bandits.make_dataset(bandit, n_train, seed)
+    train = bandit_tasks.make_dataset(bandit, n_train, seed)
     model, history = train_behavior(cfg, train, Path(work), device, dtype, progress)
-    held = bandits.make_dataset(bandit, n_heldout, seed + HELDOUT_SEED_OFFSET).to_tensors(device, dtype)
+    held = bandit_tasks.make_dataset(bandit, n_heldout, seed + HELDOUT_SEED_OFFSET).to_tensors(device, dtype)
     gen = torch.Generator().manual_seed(stage_seed(seed, "score-accuracy-eval"))
     res = score_error_by_time(model, bandit, held["obs"], held["act"], t_grid, gen)
     return {
@@ -462,7 +461,7 @@ def summarize(records: list[dict], confidence: float = 0.95, reps: int = 10_000,
     """Group records by target; per t (bandits) or t-bin (datasets) the mean over seeds.
 
     Every number is an estimate dict (value, low, high, n_runs, confidence, std) from
-    :func:`eval.stats.task_estimate`: percentile bootstrap over seeds; one seed gives
+    :func:`srpo_bench.eval.stats.task_estimate`: percentile bootstrap over seeds; one seed gives
     ``low = high = None``. ``near_zero_vs_mid`` compares the smallest t (bin) with the t
     (bin midpoint) closest to 0.5: the per-seed ratio, with its CI over seeds.
     """

@@ -9,13 +9,24 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
 
 import torch
 
+from srpo import artifacts, seed_batch
 from srpo.config import PROFILES, TASKS, make_config
+from srpo.train import STAGES, train
+from srpo_bench.eval.bandit_tasks import get_bandit
+from srpo_bench.eval.checkpoints import load_policy, policy_path
+from srpo_bench.eval.datasets import load_dataset, load_minari, minari_root
+from srpo_bench.eval.generate import finished_cards, generate_env
+from srpo_bench.eval.references import ANTMAZE_REFERENCE, d4rl_reference
+from srpo_bench.eval.rollout import EnvSpec, EvaluationUnavailable, env_spec_for_task, evaluate, torch_policy
+from srpo_bench.validation import bandits
+from srpo_bench.validation.bandit_suite import run_suite
 
 _E6_HELP = """\
 E6 options (set with --set policy.FIELD=VALUE):
@@ -62,11 +73,6 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    # Imported here so `srpo --help` and `srpo tasks` stay fast.
-    from eval.datasets import load_dataset
-    from srpo import seed_batch
-    from srpo.train import STAGES, train
-
     seeds = args.seeds or [args.seed]
     if (args.compile or args.no_cuda_graphs or args.overlap) and not args.seeds:
         raise ValueError("--compile, --no-cuda-graphs and --overlap choose how the seed-batched fast path runs: add "
@@ -107,9 +113,6 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def _write_train_metrics(cfg, out: Path, stages: tuple[str, ...], offline, modules: dict, histories: dict,
                          wall: dict) -> None:
-    from srpo import artifacts
-    from srpo.train import STAGES
-
     data = offline.transitions
     metrics = {
         "task": cfg.task,
@@ -123,9 +126,7 @@ def _write_train_metrics(cfg, out: Path, stages: tuple[str, ...], offline, modul
         "history": histories,
     }
     if cfg.task.startswith("bandit-") and "policy" in stages:
-        from validation import bandits
-
-        bandit = bandits.get_bandit(cfg.task)
+        bandit = get_bandit(cfg.task)
         metrics["bandit"] = bandits.policy_report(
             bandit, modules["policy"], cfg.policy, bandits.surrogate_optimum(bandit, cfg.policy)
         )
@@ -137,8 +138,6 @@ def _write_train_metrics(cfg, out: Path, stages: tuple[str, ...], offline, modul
 
 
 def cmd_bandit_suite(args: argparse.Namespace) -> int:
-    from validation.bandit_suite import run_suite
-
     if args.threads:
         torch.set_num_threads(args.threads)
     report = run_suite(
@@ -153,11 +152,6 @@ def cmd_bandit_suite(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from eval.checkpoints import load_policy, policy_path
-    from eval.references import ANTMAZE_REFERENCE, d4rl_reference
-    from eval.rollout import EnvSpec, EvaluationUnavailable, env_spec_for_task, evaluate, torch_policy
-    from srpo import artifacts
-
     ckpt_path = policy_path(args.checkpoint)
     pi, meta = load_policy(ckpt_path)
     if not meta["done"]:
@@ -187,9 +181,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def _minari_root(arg: str | None) -> Path:
     """Point Minari at --root when given (it reads the variable on every call); return the store."""
-    import os
-
-    from eval.datasets import minari_root
 
     if arg:
         os.environ["MINARI_DATASETS_PATH"] = str(Path(arg).resolve())
@@ -197,10 +188,6 @@ def _minari_root(arg: str | None) -> Path:
 
 
 def cmd_data_make(args: argparse.Namespace) -> int:
-    from eval.generate import generate_env
-
-    from eval.generate import finished_cards
-
     root = _minari_root(args.root)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -233,8 +220,6 @@ def cmd_data_list(args: argparse.Namespace) -> int:
 
 
 def cmd_data_show(args: argparse.Namespace) -> int:
-    from eval.datasets import load_minari
-
     root = _minari_root(args.root)
     ds = load_minari(args.dataset_id)
     t = ds.transitions

@@ -18,17 +18,26 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
-import yaml
+import matplotlib
 
-from eval import stats
-from eval.pipeline import PipelineParams
-from eval.provenance import code_version, machine_info
-from eval.references import PAPER_TABLE1
-from srpo import artifacts
+matplotlib.use("Agg")  # files only: no display; before pyplot is imported
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+import yaml  # noqa: E402
+
+from srpo import artifacts  # noqa: E402
+from srpo_bench.eval import stats  # noqa: E402
+from srpo_bench.eval.datasets import generated_dataset_id  # noqa: E402
+from srpo_bench.eval.provenance import code_version, machine_info  # noqa: E402
+from srpo_bench.eval.references import PAPER_TABLE1  # noqa: E402
+from srpo_bench.params import PipelineParams  # noqa: E402
+from srpo_bench.validation import gradient_variance as gv, score_accuracy as sa  # noqa: E402
+from srpo_bench.validation.bandit_suite import ablation_markdown, ablation_summary  # noqa: E402
 
 # Training curves shown per stage: (stage, metric in the stage's history, label).
 CURVES = (("behavior", "loss", "behavior: DSM loss (E4)"), ("critic", "q_loss", "critic: Q loss"),
@@ -84,12 +93,6 @@ def score_matrices(scores: pd.DataFrame, tasks: list[str], variants) -> dict[str
 
 
 def plot_learning_curves(curves: pd.DataFrame, path: Path, confidence: float) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import seaborn as sns
-
     tasks = list(dict.fromkeys(curves["task"]))
     fig, axes = plt.subplots(len(CURVES), len(tasks), figsize=(2.6 * len(tasks) + 1, 2.1 * len(CURVES)),
                              squeeze=False, sharex="row")
@@ -109,12 +112,6 @@ def plot_learning_curves(curves: pd.DataFrame, path: Path, confidence: float) ->
 
 
 def plot_profiles(profiles: dict, path: Path, n_runs: int, n_tasks: int) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import seaborn as sns
-
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
     for (variant, prof), color in zip(profiles.items(), sns.color_palette("colorblind")):
         ax.plot(prof["tau"], prof["fraction"], label=variant, color=color)
@@ -129,12 +126,6 @@ def plot_profiles(profiles: dict, path: Path, n_runs: int, n_tasks: int) -> None
 
 
 def plot_aggregates(aggs: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import seaborn as sns
-
     variants = list(aggs)
     fig, axes = plt.subplots(1, len(stats.AGGREGATE_NAMES), figsize=(3.0 * len(stats.AGGREGATE_NAMES),
                                                                       0.5 * len(variants) + 1.4))
@@ -154,8 +145,6 @@ def plot_aggregates(aggs: dict, path: Path) -> None:
 
 
 def _dataset_cards(p: PipelineParams) -> list[dict]:
-    from eval.datasets import generated_dataset_id
-
     cards = []
     for task in p.tasks:
         if task in p.datasets:
@@ -297,11 +286,6 @@ def latency_table(p: PipelineParams, scores: pd.DataFrame, aggs: dict, focus: di
 
 def plot_latency(table: pd.DataFrame, path: Path) -> None:
     """Score against action-selection latency (log x), the layout of SRPO's Figure 1."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import seaborn as sns
 
     groups = [g for g in ("all", "focus") if (table["tasks"] == g).any()]
     fig, axes = plt.subplots(1, len(groups), figsize=(5.2 * len(groups), 3.8), squeeze=False)
@@ -330,9 +314,6 @@ def plot_latency(table: pd.DataFrame, path: Path) -> None:
 
 def validation_study(p: PipelineParams, figs: Path, conf: float, reps: int, seed: int) -> dict:
     """Summaries, figures and report lines of the validation stages (SPEC §9)."""
-    from validation import gradient_variance as gv, score_accuracy as sa
-    from validation.bandit_suite import ablation_markdown, ablation_summary
-
     vdir = p.validation_dir
     per_task = lambda sub: [_read_json(vdir / sub / t / f"seed{s}.json")  # noqa: E731
                             for t in p.validation_tasks for s in p.seeds]
@@ -489,6 +470,4 @@ def _latency_markdown(latency: pd.DataFrame) -> list[str]:
 
 
 def _params_dict(p: PipelineParams) -> dict:
-    from dataclasses import asdict
-
     return {k: v for k, v in asdict(p).items() if k != "source"}
