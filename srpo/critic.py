@@ -57,13 +57,13 @@ class Critic(nn.Module):
 
 
 def expectile_loss(diff: Tensor, expectile: float) -> Tensor:
-    """Asymmetric squared loss L2^tau(u) = |tau - 1(u < 0)| u^2, averaged (SPEC §4)."""
+    """Asymmetric squared loss L2^tau(u) = |tau - 1(u < 0)| u^2 per sample (SPEC §4)."""
     weight = torch.where(diff < 0, 1.0 - expectile, expectile)
-    return (weight * diff * diff).mean()
+    return weight * diff * diff
 
 
 def value_loss(q_target_min: Tensor, v: Tensor, expectile: float) -> Tensor:
-    """L_V = E L2^tau(min_i Qbar_i(s, a) - V(s)); the target Q is treated as fixed."""
+    """L2^tau(min_i Qbar_i(s, a) - V(s)) per sample, L_V its mean; the target Q is treated as fixed."""
     return expectile_loss(q_target_min.detach() - v, expectile)
 
 
@@ -73,22 +73,23 @@ def td_target(reward: Tensor, done: Tensor, v_next: Tensor, gamma: float) -> Ten
 
 
 def q_loss(q1: Tensor, q2: Tensor, target: Tensor) -> Tensor:
-    """L_Q = E sum_i (target - Q_i(s, a))^2   (SPEC §4)."""
-    return ((q1 - target) ** 2 + (q2 - target) ** 2).mean()
+    """sum_i (target - Q_i(s, a))^2 per sample, L_Q its mean   (SPEC §4)."""
+    return (q1 - target) ** 2 + (q2 - target) ** 2
 
 
 def iql_losses(
     critic: Critic, state: Tensor, action: Tensor, reward: Tensor, next_state: Tensor, done: Tensor,
     expectile: float, gamma: float,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """One IQL batch (SPEC §4): (L_V, L_Q, mean Q_1). Minimizing L_V + L_Q updates V and Q jointly."""
+    """One IQL batch (SPEC §4), per sample: (V loss, Q loss, Q_1). Their means are L_V, L_Q and
+    the logged mean Q; minimizing L_V + L_Q updates V and Q jointly."""
     with torch.no_grad():
         q1_t, q2_t = critic.q_target(state, action)
         v_next = critic.v(next_state)
     v_loss = value_loss(torch.minimum(q1_t, q2_t), critic.v(state), expectile)
     q1, q2 = critic.q(state, action)
     q_loss_ = q_loss(q1, q2, td_target(reward, done, v_next, gamma))
-    return v_loss, q_loss_, q1.mean()
+    return v_loss, q_loss_, q1
 
 
 @torch.no_grad()

@@ -57,7 +57,6 @@ from srpo.train import (
     preprocess_rewards,
     run_loop,
     seeded_global_rng,
-    srpo_loss,
     stage_config,
     stage_seed,
     upstream_dir,
@@ -129,6 +128,11 @@ def vmapped(fn: Callable[..., Any], *stacks: Stacked) -> Callable[..., Any]:
         return torch.func.vmap(lambda p, *a: torch.func.functional_call(wrapper, p, a))(tensors, *args)
 
     return call
+
+
+def _means(per_sample: Sequence[Tensor]) -> tuple[Tensor, ...]:
+    """Each per-sample loss reduced to its batch mean (inside vmap: per seed)."""
+    return tuple(x.mean() for x in per_sample)
 
 
 def maybe_compiled(loss_fn: Callable[..., Any], enabled: bool) -> Callable[..., Any]:
@@ -330,7 +334,7 @@ def _behavior_batch(
     d = data.to_tensors(device, dtype)
     n, b = len(data), bc.batch_size
     with_dropout = bc.dropout > 0
-    loss_fn = maybe_compiled(vmapped(behavior.dsm_loss, stack), compile)
+    loss_fn = maybe_compiled(vmapped(lambda m, *batch: behavior.dsm_loss(m, *batch).mean(), stack), compile)
 
     def draw(gen: torch.Generator) -> list[Tensor]:
         idx = torch.randint(n, (b,), generator=gen, device=device)
@@ -373,8 +377,8 @@ def _critic_batch(
     d = data.to_tensors(device, dtype, rewards=preprocess_rewards(cfg0, data))
     n, b = len(data), cc.batch_size
     targets, online = stack.parameters("q_target."), stack.parameters("q.")
-    loss_fn = maybe_compiled(vmapped(lambda c, *batch: iql.iql_losses(c, *batch, cc.expectile, cc.gamma), stack),
-                             compile)
+    loss_fn = maybe_compiled(vmapped(lambda c, *batch: _means(iql.iql_losses(c, *batch, cc.expectile, cc.gamma)),
+                                     stack), compile)
 
     def step() -> None:
         idx = torch.stack([torch.randint(n, (b,), generator=g, device=device) for g in gens])
@@ -431,12 +435,15 @@ def _policy_batch(
         sched.sync_from_optimizer()
     d = data.to_tensors(device, dtype)
     n, b = len(data), pc.batch_size
-    loss_fn = maybe_compiled(vmapped(lambda pi, bm, c, s, t, eps: srpo_loss(pi, bm, c.target_q_mean, s, t, eps, pc),
-                                     stack, *frozen), compile)
+    def batch_loss(pi: nn.Module, bm: nn.Module, c: Critic, s: Tensor, t: Tensor, eps: Tensor) -> Any:
+        loss, diag = srpo_policy.srpo_loss(pi, bm, c.target_q_mean, s, t, eps, pc)
+        return loss.mean(), {k: v.mean() for k, v in diag.items()}
+
+    loss_fn = maybe_compiled(vmapped(batch_loss, stack, *frozen), compile)
 
     def draw(gen: torch.Generator) -> list[Tensor]:
         idx = torch.randint(n, (b,), generator=gen, device=device)
-        return [idx, *srpo_policy.sample_e6_noise(b, data.action_dim, pc.t_range, pc.t_fixed, gen, device, dtype)]
+        return [idx, *srpo_policy.sample_surrogate_noise(b, data.action_dim, pc.t_range, pc.t_fixed, gen, device, dtype)]
 
     def update() -> None:
         idx, t, eps = (torch.stack(x) for x in zip(*(draw(g) for g in gens)))

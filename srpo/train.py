@@ -20,16 +20,16 @@ import time
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from srpo import artifacts, behavior, critic as iql, policy as srpo_policy, precision, schedule
+from srpo import artifacts, behavior, critic as iql, policy as srpo_policy, precision
 from srpo.behavior import NoisePredictor
-from srpo.config import PolicyConfig, RunConfig
+from srpo.config import RunConfig
 from srpo.critic import Critic
 from srpo.policy import DeterministicPolicy
 from srpo.transitions import Transitions
@@ -239,7 +239,7 @@ def train_behavior(
             t, eps = behavior.sample_dsm_noise(bc.batch_size, data.action_dim, bc.t_min, gen, device, dtype)
             masks = behavior.sample_dropout_masks(model, bc.batch_size, gen, device, dtype)
             with precision.forward(bc.precision, device):
-                loss = behavior.dsm_loss(model, d["obs"][idx], d["act"][idx], t, eps, masks)
+                loss = behavior.dsm_loss(model, d["obs"][idx], d["act"][idx], t, eps, masks).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -285,9 +285,9 @@ def train_critic(
         def step() -> None:
             idx = torch.randint(n, (cc.batch_size,), generator=gen, device=device)
             with precision.forward(cc.precision, device):
-                v_loss, q_loss, q_mean = iql.iql_losses(
+                v_loss, q_loss, q_mean = (x.mean() for x in iql.iql_losses(
                     critic, d["obs"][idx], d["act"][idx], d["rew"][idx], d["next_obs"][idx], d["done"][idx],
-                    cc.expectile, cc.gamma)
+                    cc.expectile, cc.gamma))
             opt.zero_grad(set_to_none=True)
             (v_loss + q_loss).backward()
             opt.step()
@@ -328,10 +328,11 @@ def train_policy(
 
     def step() -> None:
         s = d["obs"][torch.randint(n, (pc.batch_size,), generator=gen, device=device)]
-        t, eps = srpo_policy.sample_e6_noise(pc.batch_size, data.action_dim, pc.t_range, pc.t_fixed, gen, device,
-                                             dtype)
+        t, eps = srpo_policy.sample_surrogate_noise(pc.batch_size, data.action_dim, pc.t_range, pc.t_fixed, gen,
+                                                    device, dtype)
         with precision.forward(pc.precision, device):
-            loss, diag = srpo_loss(pi, behavior_model, critic.target_q_mean, s, t, eps, pc)
+            loss, diag = srpo_policy.srpo_loss(pi, behavior_model, critic.target_q_mean, s, t, eps, pc)
+            loss, diag = loss.mean(), {k: v.mean() for k, v in diag.items()}
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -364,31 +365,6 @@ def policy_state(cfg: RunConfig, data: Transitions, path: Path, config: dict[str
         st = StageState("policy", path, config, {"policy": pi}, opt, gen, sched)
         done = st.resume()
     return st, done
-
-
-def srpo_loss(
-    pi: nn.Module,
-    behavior_model: nn.Module,
-    critic_q: Callable[[Tensor, Tensor], Tensor],
-    state: Tensor,
-    t: Tensor,
-    eps: Tensor,
-    pc: PolicyConfig,
-) -> tuple[Tensor, dict[str, Tensor]]:
-    """One batch of the E6 surrogate: a = pi(s), a_t = alpha_t a + sigma_t eps, query eps_psi and grad_a Q.
-
-    ``critic_q(s, a)`` is the Q the policy ascends (the mean of the target heads, SPEC §3);
-    ``t`` and ``eps`` come from :func:`srpo.policy.sample_e6_noise`.
-    """
-    action = pi(state)
-    with torch.no_grad():
-        eps_pred = behavior_model(schedule.diffuse(action.detach(), t, eps), state, t)
-    q_grad = srpo_policy.q_action_grad(critic_q, state, action)
-    if pc.normalize_q_grad:
-        q_grad = srpo_policy.normalize_q_grad(q_grad)
-    direction = srpo_policy.behavior_direction(eps_pred, eps, t, pc.weighting, pc.baseline)
-    loss = srpo_policy.surrogate_loss(action, direction, q_grad, pc.beta)
-    return loss, {"q_grad_norm": q_grad.norm(dim=-1).mean(), "reg_norm": direction.norm(dim=-1).mean()}
 
 
 STAGES = ("behavior", "critic", "policy")

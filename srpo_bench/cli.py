@@ -28,7 +28,7 @@ from srpo_bench.eval.rollout import EnvSpec, EvaluationUnavailable, env_spec_for
 from srpo_bench.validation import bandits
 from srpo_bench.validation.bandit_suite import run_suite
 
-_E6_HELP = """\
+_POLICY_OPTIONS_HELP = """\
 E6 options (set with --set policy.FIELD=VALUE):
   policy.beta=FLOAT            temperature, > 0 (per-task preset, SPEC §6)
   policy.weighting=W           sigma2 (paper + public code) | one | score (alpha/sigma)
@@ -239,7 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="srpo",
         description="Score Regularized Policy Optimization (Chen et al., ICLR 2024): reference implementation.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=_E6_HELP,
+        epilog=_POLICY_OPTIONS_HELP,
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -247,7 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
         "train",
         help="train behavior model, IQL critic and SRPO policy (resumes from checkpoints in --out)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=_E6_HELP,
+        epilog=_POLICY_OPTIONS_HELP,
     )
     _add_run_args(p)
     p.add_argument("--dataset", default=None,

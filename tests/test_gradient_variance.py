@@ -12,8 +12,8 @@ from srpo import artifacts, policy as srpo_policy, schedule
 from srpo.behavior import NoisePredictor
 from srpo.config import make_config
 from srpo.critic import Critic
-from srpo.policy import WEIGHTINGS, DeterministicPolicy
-from srpo.train import srpo_loss, train_policy
+from srpo.policy import WEIGHTINGS, DeterministicPolicy, srpo_loss
+from srpo.train import train_policy
 from srpo_bench.eval import bandit_tasks
 from srpo_bench.validation import bandits, gradient_variance as gv
 
@@ -62,7 +62,7 @@ def test_per_sample_gradients_equal_autograd_on_a_batch_of_one(weighting, baseli
         if normalize:
             q_grad = srpo_policy.normalize_q_grad(q_grad)
         direction = srpo_policy.behavior_direction(eps_pred, ei, ti, weighting, baseline)
-        ref = flat_grad(pi, srpo_policy.surrogate_loss(a, direction, q_grad, pc.beta))
+        ref = flat_grad(pi, srpo_policy.surrogate_loss(a, direction, q_grad, pc.beta).mean())
         torch.testing.assert_close(g[i], ref, rtol=1e-10, atol=1e-12)
 
 
@@ -74,9 +74,9 @@ def test_mean_of_per_sample_gradients_is_the_training_batch_gradient(baseline):
                                                              "policy.weighting": "score"})
     s = torch.randn(16, 3, generator=torch.Generator().manual_seed(0), dtype=F64)
     pc = cfg.policy
-    t, eps = srpo_policy.sample_e6_noise(16, 2, pc.t_range, pc.t_fixed, torch.Generator().manual_seed(7), CPU, F64)
+    t, eps = srpo_policy.sample_surrogate_noise(16, 2, pc.t_range, pc.t_fixed, torch.Generator().manual_seed(7), CPU, F64)
     loss, _ = srpo_loss(pi, bm, critic.target_q_mean, s, t, eps, pc)
-    ref = flat_grad(pi, loss)
+    ref = flat_grad(pi, loss.mean())
     g, _ = gv.per_sample_gradients(pi, bm, critic, s, t, eps, cfg.policy, baseline=baseline, weighting="score")
     torch.testing.assert_close(g.mean(0), ref, rtol=1e-10, atol=1e-12)
 

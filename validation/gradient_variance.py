@@ -50,7 +50,7 @@ from scipy import stats as sstats
 from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 
-from srpo import artifacts, policy as srpo_policy, schedule
+from srpo import artifacts, policy as srpo_policy
 from srpo.config import PolicyConfig, RunConfig
 from srpo.policy import WEIGHTINGS, DeterministicPolicy
 from srpo.train import Interrupted, load_finished, seeded_global_rng, stage_seed, train_policy, upstream_dir
@@ -82,7 +82,7 @@ def _eval_mode(*modules: nn.Module) -> Iterator[None]:
 
 
 @dataclasses.dataclass(frozen=True)
-class E6Parts:
+class SurrogateTerms:
     """The theta-independent pieces of E6 for M draws, at the policy's current actions.
 
     They do not depend on the weighting or the baseline, so one evaluation of eps_psi and
@@ -96,28 +96,28 @@ class E6Parts:
 
 
 @torch.no_grad()
-def e6_parts(
+def surrogate_terms(
     policy: nn.Module, behavior_model: nn.Module, critic: Any, states: Tensor, t: Tensor, eps: Tensor,
     pc: PolicyConfig, chunk: int = 4096,
-) -> E6Parts:
-    """eps_psi and grad_a Q at a = pi(s) for each draw, exactly as ``srpo.train.srpo_loss`` computes them."""
+) -> SurrogateTerms:
+    """eps_psi and grad_a Q at a = pi(s) for each draw: :func:`srpo.policy.surrogate_inputs`, as training."""
     if not (len(states) == len(t) == len(eps)):
         raise ValueError(f"states, t and eps need one row per draw; got {len(states)}, {len(t)} and {len(eps)}")
     preds, qgs = [], []
     with _eval_mode(policy, behavior_model):
         for i in range(0, len(states), chunk):
             s, tt, e = states[i:i + chunk], t[i:i + chunk], eps[i:i + chunk]
-            action = policy(s)
-            preds.append(behavior_model(schedule.diffuse(action, tt, e), s, tt))
-            q_grad = srpo_policy.q_action_grad(critic.target_q_mean, s, action)
-            qgs.append(srpo_policy.normalize_q_grad(q_grad) if pc.normalize_q_grad else q_grad)
-    return E6Parts(t, eps, torch.cat(preds), torch.cat(qgs))
+            eps_pred, q_grad = srpo_policy.surrogate_inputs(policy(s), behavior_model, critic.target_q_mean, s, tt, e,
+                                                            pc.normalize_q_grad)
+            preds.append(eps_pred)
+            qgs.append(q_grad)
+    return SurrogateTerms(t, eps, torch.cat(preds), torch.cat(qgs))
 
 
-def e6_direction(parts: E6Parts, pc: PolicyConfig, weighting: str, baseline: bool) -> Tensor:
+def surrogate_direction(parts: SurrogateTerms, pc: PolicyConfig, weighting: str, baseline: bool) -> Tensor:
     """d_i = w(t_i)(eps_psi - [eps_i]) - beta grad_a Q: d surrogate_loss / d a on a batch of one (E6)."""
     reg = srpo_policy.behavior_direction(parts.eps_pred, parts.eps, parts.t, weighting, baseline)
-    return reg - pc.beta * parts.q_grad
+    return srpo_policy.action_direction(reg, parts.q_grad, pc.beta)
 
 
 def parameter_layers(policy: nn.Module) -> Layers:
@@ -168,8 +168,8 @@ def per_sample_gradients(
     with ``weighting`` and ``baseline`` in place of ``pc``'s (beta and normalize_q_grad come
     from ``pc``). Its mean over a batch is the gradient training computes for that batch.
     """
-    parts = e6_parts(policy, behavior_model, critic, states, t, eps, pc)
-    return policy_vjp(policy, states, e6_direction(parts, pc, weighting, baseline), chunk)
+    parts = surrogate_terms(policy, behavior_model, critic, states, t, eps, pc)
+    return policy_vjp(policy, states, surrogate_direction(parts, pc, weighting, baseline), chunk)
 
 
 def linear_modules(policy: nn.Module) -> list[tuple[str, nn.Linear]] | None:
@@ -580,7 +580,7 @@ def measure_checkpoint(
     with torch.no_grad():
         action_dim = policy(states_pool[:1]).shape[-1]
     s, t, eps = draw_samples(states_pool, action_dim, pc, n_samples, generator)
-    parts = e6_parts(policy, behavior_model, critic, s, t, eps, pc)
+    parts = surrogate_terms(policy, behavior_model, critic, s, t, eps, pc)
     out: dict[str, Any] = {"n_samples": n_samples, "batch_size": batch_size, "weightings": {}}
     if method not in ("auto", "factored", "vmap"):
         raise ValueError(f"method must be auto, factored or vmap, got {method!r}")
@@ -590,7 +590,7 @@ def measure_checkpoint(
     out["layers"] = [{"name": n, "n_params": k} for n, k in zip(names, sizes)]
     out["method"] = "factored" if factored else "vmap"
     for w in weightings:
-        d_on, d_off = e6_direction(parts, pc, w, True), e6_direction(parts, pc, w, False)
+        d_on, d_off = surrogate_direction(parts, pc, w, True), surrogate_direction(parts, pc, w, False)
         if not (torch.isfinite(d_on).all() and torch.isfinite(d_off).all()):
             raise ValueError(f"non-finite E6 directions with weighting {w!r}")
         # The blocks of the per-layer sums: layers of g_on, layers of g_off, and g_on - g_off whole.

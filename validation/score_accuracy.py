@@ -53,7 +53,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from srpo import artifacts, mixture, schedule
+from srpo import artifacts, behavior, mixture, schedule
 from srpo.config import RunConfig
 from srpo.train import stage_seed, train_behavior
 from srpo.transitions import Transitions
@@ -151,7 +151,7 @@ def _check_cpu_generator(generator: torch.Generator) -> None:
 def dsm_loss_per_sample(
     model: nn.Module, states: Tensor, actions: Tensor, t: Tensor, eps: Tensor, chunk_size: int = DEFAULT_CHUNK
 ) -> Tensor:
-    """Per-sample DSM loss (E4) ||eps_psi(alpha_t a + sigma_t eps | s, t) - eps||^2, shape (N,).
+    """Per-sample DSM loss (E4, :func:`srpo.behavior.dsm_loss`), shape (N,), for N beyond one batch.
 
     No mean is taken, so callers can bin, weight or pair it. Evaluated without
     gradients, in eval mode (no dropout; the model's mode is restored afterwards) and
@@ -167,8 +167,7 @@ def dsm_loss_per_sample(
     with torch.no_grad(), _eval_mode(model):
         for i in range(0, n, chunk_size):
             sl = slice(i, i + chunk_size)
-            a_t = schedule.diffuse(actions[sl], t[sl], eps[sl])
-            out.append(((model(a_t, states[sl], t[sl]) - eps[sl]) ** 2).sum(-1))
+            out.append(behavior.dsm_loss(model, states[sl], actions[sl], t[sl], eps[sl]))
     return torch.cat(out) if out else actions.new_zeros(0)
 
 
@@ -300,8 +299,8 @@ def score_error_by_time(
         out["eps_mse"].append(float(err))
         out["score_mse"].append(float(err / sig2))
         out["true_sq"].append(float(true_sq))
-        out["dsm_learned"].append(float(((eps_pred - eps) ** 2).sum(-1).mean()))
-        out["dsm_exact"].append(float(((eps_true - eps) ** 2).sum(-1).mean()))
+        out["dsm_learned"].append(float(behavior.denoising_error(eps_pred, eps).mean()))
+        out["dsm_exact"].append(float(behavior.denoising_error(eps_true, eps).mean()))
     return {"t": ts, "sigma": [float(schedule.sigma(torch.tensor(t, dtype=torch.float64))) for t in ts],
             "n_samples": n, **out}
 
