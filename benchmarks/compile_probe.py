@@ -2,7 +2,7 @@
 
 A short probe for one device call (the full grid of benchmarks/train_throughput.py with
 compiled paths would spend most of a lease compiling). Each cell trains S seeds of one
-stage at the paper's batch size through :mod:`srpo.seed_batch` (CUDA graphs on), at
+stage at the paper's batch size through :mod:`srpo.fast.seed_batch` (CUDA graphs on), at
 the given precision, with ``compile`` off and on, and reports the marginal rate between
 a short and a long run after a warm-up run (which pays the cold compile; later runs
 recompile from the warm inductor cache, in both the short and the long run).

@@ -6,10 +6,10 @@ about 45 + 9 + 7 minutes (behavior bf16, critic and policy TF32, all compiled:
 reports/bench/compile_probe_cuda_long.json), each stage's CUDA graph leaving part of the GPU
 idle (batch-256 critic updates are small). If the critic's graphs run beside the behavior
 model's, most of its 9 minutes disappear. This probe measures it, with the pipeline's own
-training functions (:mod:`srpo.seed_batch`), S seeds per stage:
+training functions (:mod:`srpo.fast.seed_batch`), S seeds per stage:
 
 - solo: the behavior stage alone, the critic alone, the policy alone;
-- together: behavior and critic side by side (:func:`srpo.seed_batch.side_by_side`, what
+- together: behavior and critic side by side (:func:`srpo.fast.seed_batch.side_by_side`, what
   ``srpo train --seeds ... --overlap`` does): two threads, each replaying its graphs on its
   own CUDA stream (on a CPU the two run in turn: a check of the harness only).
 
@@ -41,9 +41,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import train_throughput as tt  # noqa: E402
 
-from srpo import artifacts, seed_batch  # noqa: E402
+from srpo import artifacts  # noqa: E402
 from srpo.config import make_config  # noqa: E402
-from srpo.cuda_graph import CaptureTurns  # noqa: E402
+from srpo.fast import seed_batch  # noqa: E402
+from srpo.fast.cuda_graph import CaptureTurns  # noqa: E402
 from srpo_bench.eval.provenance import machine_info  # noqa: E402
 
 # Paper steps per stage (SPEC §5), the ratio the two threads run in.

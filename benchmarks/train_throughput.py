@@ -4,7 +4,7 @@ For each stage, at the paper's batch sizes and network sizes (SPEC §5) on a
 HalfCheetah-shaped dataset, this times
 
 - ``reference``: :mod:`srpo.train`'s plain eager loop, one seed;
-- ``fast`` with S seeds (S in --seeds, default 1 5 10): :mod:`srpo.seed_batch`, the S
+- ``fast`` with S seeds (S in --seeds, default 1 5 10): :mod:`srpo.fast.seed_batch`, the S
   seeds stacked and vmapped, fused optimizer, metrics read every ``log_every`` steps,
   and on a GPU each update captured once as a CUDA graph and replayed - what the
   pipeline runs;
@@ -58,11 +58,12 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from srpo import __version__, artifacts, seed_batch, train as reference
+from srpo import __version__, artifacts, train as reference
 from srpo.behavior import NoisePredictor
 from srpo.config import PROFILES, RunConfig, make_config
 from srpo.critic import Critic
-from srpo.cuda_graph import CaptureTurns
+from srpo.fast import seed_batch
+from srpo.fast.cuda_graph import CaptureTurns
 from srpo.transitions import Transitions
 from srpo_bench.eval.provenance import machine_info
 
@@ -372,7 +373,7 @@ def main() -> None:
         "benchmark": "train_throughput",
         "description": f"seed-updates/s of each SRPO stage at the batch sizes of the {args.profile!r} profile "
                        "(paper: SPEC §5) and the paper's network sizes: the eager "
-                       "reference loop (srpo.train, one seed) and the seed-batched fast path (srpo.seed_batch, "
+                       "reference loop (srpo.train, one seed) and the seed-batched fast path (srpo.fast.seed_batch, "
                        "S seeds vmapped; on a GPU each update a CUDA graph); fast_bf16: the same in bf16 mixed "
                        "precision (srpo/precision.py); GPU only: fast_eager without graphs, fast_tf32 with TF32 "
                        "matmuls; marginal rates by differencing two budgets after a warm-up",

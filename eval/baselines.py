@@ -35,7 +35,8 @@ from srpo.behavior import sample_actions
 from srpo.config import RunConfig
 from srpo.critic import Critic
 from srpo.policy import DeterministicPolicy
-from srpo.train import policy_state, run_loop
+from srpo.stage_loop import run_loop
+from srpo.train import policy_state
 from srpo.transitions import Transitions
 
 Method = Literal["srpo", "bc", "iql-awr", "diffusion"]

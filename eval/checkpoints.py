@@ -15,7 +15,7 @@ from srpo import artifacts
 from srpo.behavior import NoisePredictor
 from srpo.critic import Critic
 from srpo.policy import DeterministicPolicy
-from srpo.train import upstream_dir
+from srpo.stage_loop import upstream_dir
 from srpo_bench.eval.baselines import DiffusionSelectionPolicy
 
 

@@ -16,9 +16,11 @@ from pathlib import Path
 
 import torch
 
-from srpo import artifacts, seed_batch
+from srpo import artifacts
 from srpo.config import PROFILES, TASKS, make_config
-from srpo.train import STAGES, train
+from srpo.fast import seed_batch
+from srpo.stage_loop import STAGES
+from srpo.train import train
 from srpo_bench.eval.bandit_tasks import get_bandit
 from srpo_bench.eval.checkpoints import load_policy, policy_path
 from srpo_bench.eval.datasets import load_dataset, load_minari, minari_root
@@ -255,7 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "bandit tasks generate their own")
     p.add_argument("--minari-root", default=None, help="Minari store (default: $MINARI_DATASETS_PATH or ~/.minari/datasets)")
     p.add_argument("--seeds", type=int, nargs="+", default=None, metavar="SEED",
-                   help="train these seeds together in one process, seeds as a batch dimension (srpo.seed_batch; "
+                   help="train these seeds together in one process, seeds as a batch dimension (srpo.fast.seed_batch; "
                         "each seed equals its single run up to float rounding); checkpoints in OUT/seedSEED. "
                         "All seeds train on one dataset: a bandit task generates it from the first seed")
     p.add_argument("--out", default=None,

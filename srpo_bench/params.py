@@ -39,7 +39,7 @@ class PipelineParams:
     validation: dict = field(default_factory=dict)  # score_accuracy, gradient_variance, bandit_ablation settings
     threads: int = 0
     device: str = "cpu"
-    compile: bool = False  # torch.compile the seed-batched losses (srpo.seed_batch.maybe_compiled)
+    compile: bool = False  # torch.compile the seed-batched losses (srpo.fast.seed_batch.maybe_compiled)
     source: str = "params.yaml"
 
     def __post_init__(self) -> None:

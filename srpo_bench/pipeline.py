@@ -12,7 +12,7 @@ profile, ``pipelines/<profile>/params.yaml`` for the others), read into
 relative to the repository root, where DVC runs every stage.
 
 Training steps train every seed of a task in one process, seeds as a batch dimension
-(:mod:`srpo.seed_batch`); each seed still gets its own checkpoint, as a single run would.
+(:mod:`srpo.fast.seed_batch`); each seed still gets its own checkpoint, as a single run would.
 Layout of a profile's outputs::
 
     <data_dir>/minari/srpo/<env>/<kind>-v0               generated datasets (Minari store), task = <env>-<kind>
@@ -39,8 +39,9 @@ from types import ModuleType
 import torch
 
 import srpo
-from srpo import artifacts, seed_batch
+from srpo import artifacts
 from srpo.config import make_config
+from srpo.fast import seed_batch
 from srpo.train import load_finished
 from srpo_bench import validation
 from srpo_bench.eval import baselines
@@ -181,7 +182,7 @@ def claim_for_current_code(out: Path, checkpoint: str, code: str) -> None:
 
 
 def _train_seeds(p: PipelineParams, task: str, stage: str, variant: str | None) -> None:
-    """One stage of every seed of ``task``, trained as one batch (srpo.seed_batch)."""
+    """One stage of every seed of ``task``, trained as one batch (srpo.fast.seed_batch)."""
     seeds = list(p.seeds)
     cfgs = [p.run_config(task, s, variant) for s in seeds]
     data = _dataset(p, task).transitions

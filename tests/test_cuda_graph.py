@@ -10,9 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from srpo import artifacts, seed_batch
-from srpo.cuda_graph import DeviceLr, capturable_optimizer
-from srpo.train import Interrupted, RunningMeans, train
+from srpo import artifacts
+from srpo.fast import seed_batch
+from srpo.fast.cuda_graph import DeviceLr, capturable_optimizer
+from srpo.stage_loop import Interrupted, RunningMeans
+from srpo.train import train
 from tests.test_seed_batch import assert_close_params
 from tests.test_train import final_params, tiny_config, tiny_data
 

@@ -8,9 +8,11 @@ match single bf16 runs as closely as bf16 allows, and a bf16 run resumes bit-ide
 import pytest
 import torch
 
-from srpo import artifacts, precision, seed_batch
+from srpo import artifacts, precision
 from srpo.config import CriticConfig, make_config
-from srpo.train import Interrupted, train
+from srpo.fast import seed_batch
+from srpo.stage_loop import Interrupted
+from srpo.train import train
 from tests.test_seed_batch import assert_close_params
 from tests.test_train import final_params, tiny_config, tiny_data
 

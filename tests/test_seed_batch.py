@@ -5,8 +5,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from srpo import artifacts, seed_batch
-from srpo.train import Interrupted, train
+from srpo import artifacts
+from srpo.fast import seed_batch
+from srpo.stage_loop import Interrupted
+from srpo.train import train
 from tests.test_train import final_params, tiny_config, tiny_data
 
 SEEDS = (0, 1, 2)

@@ -13,7 +13,8 @@ import torch
 
 from srpo import artifacts
 from srpo.config import make_config
-from srpo.train import Interrupted, train
+from srpo.stage_loop import Interrupted
+from srpo.train import train
 from srpo_bench.eval import bandit_tasks
 
 TINY = {

@@ -53,7 +53,8 @@ from torch.func import functional_call, grad, vmap
 from srpo import artifacts, policy as srpo_policy
 from srpo.config import PolicyConfig, RunConfig
 from srpo.policy import WEIGHTINGS, DeterministicPolicy
-from srpo.train import Interrupted, load_finished, seeded_global_rng, stage_seed, train_policy, upstream_dir
+from srpo.stage_loop import Interrupted, seeded_global_rng, stage_seed, upstream_dir
+from srpo.train import load_finished, train_policy
 from srpo.transitions import Transitions
 from srpo_bench.eval import bandit_tasks
 from srpo_bench.eval.stats import task_estimate

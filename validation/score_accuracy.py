@@ -55,7 +55,8 @@ from torch import Tensor, nn
 
 from srpo import artifacts, behavior, mixture, schedule
 from srpo.config import RunConfig
-from srpo.train import stage_seed, train_behavior
+from srpo.stage_loop import stage_seed
+from srpo.train import train_behavior
 from srpo.transitions import Transitions
 from srpo_bench.eval import bandit_tasks, stats
 

@@ -3,13 +3,13 @@
 A small-MLP update (random draws, forward, backward, optimizer, target EMA, metric
 sums) is a few hundred kernels of microseconds each, so on a GPU the eager loop is
 bound by the host launching them, not by the arithmetic; batching seeds
-(:mod:`srpo.seed_batch`) gives each launch more work, and a CUDA graph launches the
+(:mod:`srpo.fast.seed_batch`) gives each launch more work, and a CUDA graph launches the
 whole update as one unit.
 
 What capture asks of an update, and how the seed-batched stages provide it:
 
 - fixed addresses: parameters, optimizer state, data and metric sums
-  (:class:`srpo.train.RunningMeans`) are updated in place; gradients are allocated
+  (:class:`srpo.stage_loop.RunningMeans`) are updated in place; gradients are allocated
   once, during capture, in the graph's memory pool, and every replay overwrites them;
 - nothing on the host: no ``.item()``, the optimizer ``capturable`` with its step count
   and learning rate as device tensors (:func:`capturable_optimizer`); a learning-rate
@@ -36,7 +36,7 @@ class CaptureTurns:
     """Warm-up and capture of the updates of several threads, one thread at a time.
 
     Two stages trained side by side, each in its own thread on its own stream
-    (:func:`srpo.seed_batch.side_by_side`), replay their graphs concurrently, but must not
+    (:func:`srpo.fast.seed_batch.side_by_side`), replay their graphs concurrently, but must not
     set up, warm up or capture at the same time: model construction forks the global RNG,
     ``torch.compile`` is not thread-safe while it compiles (the first warm-up call), and a
     capture must not record the other thread's launches. A thread holds its turn

@@ -14,7 +14,7 @@ The fast path, beyond batching: a fused optimizer step, the target EMA as one
 ``_foreach`` op, data indexed on the device, metrics kept on the device and read
 once every ``log_every`` steps (one host sync for all seeds and metrics), and on a
 CUDA device each update - draws, forward, backward, optimizer, EMA, metric sums -
-captured once as a CUDA graph and replayed (:mod:`srpo.cuda_graph`; ``cuda_graphs=False``
+captured once as a CUDA graph and replayed (:mod:`srpo.fast.cuda_graph`; ``cuda_graphs=False``
 turns it off). Optionally (``compile=True``) the vmapped losses go through ``torch.compile``,
 which fuses the elementwise work between the matmuls; and each stage runs at its config's
 ``precision`` (:mod:`srpo.precision`: fp32 by default, TF32 or bf16), as the reference loop does.
@@ -44,23 +44,22 @@ from srpo import artifacts, behavior, critic as iql, policy as srpo_policy, prec
 from srpo.behavior import NoisePredictor
 from srpo.config import RunConfig
 from srpo.critic import Critic
-from srpo.cuda_graph import CaptureTurns, DeviceLr, capturable_optimizer, graphed
+from srpo.fast.cuda_graph import CaptureTurns, DeviceLr, capturable_optimizer, graphed
 from srpo.policy import DeterministicPolicy
-from srpo.train import (
+from srpo.stage_loop import (
     STAGES,
     UPSTREAM,
     RunningMeans,
     StageState,
     Upstream,
     discard_stale,
-    load_finished,
-    preprocess_rewards,
     run_loop,
     seeded_global_rng,
     stage_config,
     stage_seed,
     upstream_dir,
 )
+from srpo.train import load_finished, preprocess_rewards
 from srpo.transitions import Transitions
 
 # ---------------------------------------------------------------------------------------
@@ -212,7 +211,7 @@ def _recover(paths: Sequence[Path]) -> None:
 
 
 class SeedGroup:
-    """S :class:`StageState` s that move in lockstep: what :func:`srpo.train.run_loop` drives."""
+    """S :class:`StageState` s that move in lockstep: what :func:`srpo.stage_loop.run_loop` drives."""
 
     def __init__(self, states: list[StageState], stacks: list[Stacked], optimizer: torch.optim.Optimizer,
                  loaded: dict[int, dict]) -> None:
@@ -547,7 +546,7 @@ class SeedsResult:
 def side_by_side(jobs: dict[str, Callable[[CaptureTurns], Any]], device: torch.device) -> dict[str, tuple[Any, float]]:
     """Run each job in its own thread; per job its result and wall seconds.
 
-    The jobs take turns (:class:`srpo.cuda_graph.CaptureTurns`, passed to the job) from
+    The jobs take turns (:class:`srpo.fast.cuda_graph.CaptureTurns`, passed to the job) from
     their start until their update is captured as a CUDA graph: model construction (which
     draws from the global RNG), compilation and capture happen one job at a time. On a CUDA
     device each thread then replays its graphs on its own stream, beside the other's. On a
