@@ -47,7 +47,7 @@ from srpo.fast import seed_batch  # noqa: E402
 from srpo.fast.cuda_graph import CaptureTurns  # noqa: E402
 from srpo_bench.eval.provenance import machine_info  # noqa: E402
 
-# Paper steps per stage (SPEC §5), the ratio the two threads run in.
+# Paper steps per stage (method §5), the ratio the two threads run in.
 PAPER = make_config(tt.TASK, "paper")
 PAPER_STEPS = {stage: getattr(PAPER, stage).steps for stage in tt.STAGES}
 # Every run builds new modules and so recompiles the shared vmapped loss: never fall back to eager.

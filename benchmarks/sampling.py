@@ -6,7 +6,7 @@ This times, in one process and on one device:
 
 - ``srpo``: the deterministic policy (MLP 256-256, tanh), one forward pass. BC and
   IQL-AWR use the very same network, so their latency is SRPO's and is not timed apart;
-- ``diffusion-nN-kK``: N candidates from the behavior diffusion model (SPEC §5 network)
+- ``diffusion-nN-kK``: N candidates from the behavior diffusion model (method §5 network)
   with a K-step DPM-Solver-1, the best by Q (the twin-Q critic): eval/baselines.py;
 
 at batch 1 (one environment) and batch 256 (vectorized evaluation): median and

@@ -1,6 +1,6 @@
 """Training throughput of each SRPO stage: the eager reference loop against the seed-batched fast path.
 
-For each stage, at the paper's batch sizes and network sizes (SPEC §5) on a
+For each stage, at the paper's batch sizes and network sizes (method §5) on a
 HalfCheetah-shaped dataset, this times
 
 - ``reference``: :mod:`srpo.train`'s plain eager loop, one seed;
@@ -32,7 +32,7 @@ fast path at the largest S: seed batching does not make a GEMM's arithmetic chea
 fast path cannot beat the reference's time per update divided by its own GEMM time per seed
 (``speedup_bound_at_fast_gemm_time``), even if everything else took no time.
 
-``paper_budget``: minutes of the paper budget (SPEC §5) for 5 seeds of one task, the
+``paper_budget``: minutes of the paper budget (method §5) for 5 seeds of one task, the
 stages one after another, per path, and ``mixed``: each stage at the precision that suits it
 (behavior bf16; critic and policy TF32 on a GPU, fp32 on a CPU).
 
@@ -71,7 +71,7 @@ from srpo_bench.eval.provenance import machine_info
 STATE_DIM, ACTION_DIM, N_TRANSITIONS = 17, 6, 100_000
 STAGES = ("behavior", "critic", "policy")
 TASK = "halfcheetah-medium"
-# Paper protocol of the projection: 5 seeds x 9 locomotion tasks (SPEC §5 budgets).
+# Paper protocol of the projection: 5 seeds x 9 locomotion tasks (method §5 budgets).
 PROTOCOL_SEEDS, PROTOCOL_TASKS = 5, 9
 
 
@@ -372,7 +372,7 @@ def main() -> None:
     artifacts.write_json(Path(args.out), {
         "benchmark": "train_throughput",
         "description": f"seed-updates/s of each SRPO stage at the batch sizes of the {args.profile!r} profile "
-                       "(paper: SPEC §5) and the paper's network sizes: the eager "
+                       "(paper: method §5) and the paper's network sizes: the eager "
                        "reference loop (srpo.train, one seed) and the seed-batched fast path (srpo.fast.seed_batch, "
                        "S seeds vmapped; on a GPU each update a CUDA graph); fast_bf16: the same in bf16 mixed "
                        "precision (srpo/precision.py); GPU only: fast_eager without graphs, fast_tf32 with TF32 "
@@ -383,7 +383,7 @@ def main() -> None:
         "gemm_gflops": gemm,
         "gemm_gflops_before_after": [gemm_before, gemm_after],
         "protocol": {"seeds": PROTOCOL_SEEDS, "tasks": PROTOCOL_TASKS,
-                     "note": "hours of one process doing the paper budgets (SPEC §5) for the protocol, per stage"},
+                     "note": "hours of one process doing the paper budgets (method §5) for the protocol, per stage"},
         "results": results,
         "paper_budget": one_task,
         "errors": errors,

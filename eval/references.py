@@ -1,4 +1,4 @@
-"""Normalization references and the D4RL-normalized score (SPEC §7)."""
+"""Normalization references and the D4RL-normalized score (method §7)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-# D4RL v2 locomotion reference returns (random policy, expert policy), SPEC §7.
+# D4RL v2 locomotion reference returns (random policy, expert policy), method §7.
 D4RL_LOCOMOTION: dict[str, tuple[float, float]] = {
     "halfcheetah": (-280.178953, 12135.0),
     "hopper": (-20.272305, 3234.3),
@@ -37,14 +37,14 @@ def d4rl_reference(env: str) -> Reference:
     if base not in D4RL_LOCOMOTION:
         raise ValueError(f"no D4RL reference returns for {env!r}; known: {', '.join(D4RL_LOCOMOTION)}")
     lo, hi = D4RL_LOCOMOTION[base]
-    return Reference(lo, hi, f"D4RL v2 reference returns for {base} (SPEC §7)")
+    return Reference(lo, hi, f"D4RL v2 reference returns for {base} (method §7)")
 
 
 # D4RL AntMaze: the sparse reward is 1 at the goal, so a successful episode scores 100.
 ANTMAZE_REFERENCE = Reference(0.0, 1.0, "D4RL AntMaze: normalized score = 100 x success rate")
 
 
-# The paper's Table 1 (D4RL locomotion -v2, normalized scores; SPEC §10), for the report's
+# The paper's Table 1 (D4RL locomotion -v2, normalized scores; method §10), for the report's
 # comparison column. Measured on D4RL's datasets, not on the ones this suite generates.
 PAPER_TABLE1: dict[str, dict[str, float]] = {
     "halfcheetah-medium-expert": {"SfBC": 92.6, "Diffusion-QL": 96.8, "QGPO": 93.5, "IDQL": 95.9, "SRPO": 92.2},

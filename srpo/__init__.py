@@ -7,6 +7,8 @@ E4, score E5, sampler), ``critic`` (IQL losses), ``policy`` (the E6 surrogate), 
 ``precision`` (per-stage float formats), ``train`` (the three training stages, one page),
 ``stage_loop`` (seeds, checkpoints, running means, resume), and ``fast`` (the same stages
 for many seeds at once). The ``srpo`` command is :mod:`srpo_bench.cli`.
+
+"method §N" in docstrings and comments is section N of docs/method.md.
 """
 
 __version__ = "0.1.0"

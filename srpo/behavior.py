@@ -15,7 +15,7 @@ from srpo.networks import GaussianFourierEmbedding, Mish, ResidualBlock
 
 
 class NoisePredictor(nn.Module):
-    """eps_psi(a_t | s, t): residual MLP over [a_t, s, emb(t)] (SPEC §5).
+    """eps_psi(a_t | s, t): residual MLP over [a_t, s, emb(t)] (method §5).
 
     Time goes through Gaussian Fourier features (64, scale 30) and an MLP
     64 -> 128 -> 128; the result is concatenated with s and a_t, projected to
@@ -88,7 +88,7 @@ def denoising_error(eps_pred: Tensor, eps: Tensor) -> Tensor:
 def sample_dsm_noise(
     batch: int, action_dim: int, t_min: float, generator: torch.Generator, device: torch.device, dtype: torch.dtype
 ) -> tuple[Tensor, Tensor]:
-    """t ~ U(t_min, 1) and eps ~ N(0, I) for one DSM batch (SPEC §2: t_min = 1e-3)."""
+    """t ~ U(t_min, 1) and eps ~ N(0, I) for one DSM batch (method §2: t_min = 1e-3)."""
     t = t_min + (1.0 - t_min) * torch.rand(batch, generator=generator, device=device, dtype=dtype)
     eps = torch.randn(batch, action_dim, generator=generator, device=device, dtype=dtype)
     return t, eps

@@ -1,4 +1,4 @@
-"""Deterministic policy and the score-regularized policy gradient (SPEC §3, E6; SRPO §3.2-3.3).
+"""Deterministic policy and the score-regularized policy gradient (method §3, E6; SRPO §3.2-3.3).
 
 The policy a = pi_theta(s) is trained by the surrogate gradient
 
@@ -30,7 +30,7 @@ WEIGHTINGS: tuple[str, ...] = ("sigma2", "one", "score")
 
 
 class DeterministicPolicy(nn.Module):
-    """pi_theta(s): MLP with a tanh output in [-1, 1]^d (SPEC §5: 256-256, AntMaze 4 layers)."""
+    """pi_theta(s): MLP with a tanh output in [-1, 1]^d (method §5: 256-256, AntMaze 4 layers)."""
 
     def __init__(self, state_dim: int, action_dim: int, hidden: Sequence[int] = (256, 256)) -> None:
         super().__init__()
@@ -43,7 +43,7 @@ class DeterministicPolicy(nn.Module):
 
 
 def weight(t: Tensor, kind: Weighting) -> Tensor:
-    """w(t), the paper's omega(t) with its alpha_t / sigma_t factor folded in (SPEC §3).
+    """w(t), the paper's omega(t) with its alpha_t / sigma_t factor folded in (method §3).
 
     - "sigma2": w = sigma_t^2, the paper's choice and the public code's default;
     - "one":    w = 1;
@@ -112,7 +112,7 @@ def action_direction(reg_direction: Tensor, q_grad: Tensor, beta: float) -> Tens
 def surrogate_loss(action: Tensor, reg_direction: Tensor, q_grad: Tensor, beta: float) -> Tensor:
     """Per sample, a loss whose gradient w.r.t. theta is minus that sample's E6 gradient.
 
-    loss_b = (w (eps_psi - eps) - beta grad_a Q)_detached . a_b (SPEC §3: "as a loss for
+    loss_b = (w (eps_psi - eps) - beta grad_a Q)_detached . a_b (method §3: "as a loss for
     autograd"); its batch mean is the training loss.
     """
     return (action_direction(reg_direction.detach(), q_grad.detach(), beta) * action).sum(-1)
@@ -163,7 +163,7 @@ def srpo_loss(
 
     Returns the per-sample loss (the training loss is its mean) and per-sample diagnostics,
     the norms of grad_a Q and of the regularizer's direction. ``critic_q(s, a)`` is the Q the
-    policy ascends (the mean of the target heads, SPEC §3); ``t`` and ``eps`` come from
+    policy ascends (the mean of the target heads, method §3); ``t`` and ``eps`` come from
     :func:`sample_surrogate_noise`.
     """
     action = pi(state)

@@ -83,7 +83,7 @@ def train_behavior(
 
 
 def preprocess_rewards(cfg: RunConfig, data: Transitions) -> np.ndarray:
-    """Reward preprocessing of SPEC §4, chosen by the task's reward mode."""
+    """Reward preprocessing of method §4, chosen by the task's reward mode."""
     if cfg.reward_mode == "locomotion":
         return iql.scale_rewards_locomotion(data.rewards, data.episode_ends)
     if cfg.reward_mode == "antmaze":
@@ -100,7 +100,7 @@ def train_critic(
     progress: bool = True,
     stop_after: int | None = None,
 ) -> tuple[Critic, list[dict[str, float]]]:
-    """Stage 2: IQL. Expectile regression of V on min target Q; TD regression of twin Q (SPEC §4)."""
+    """Stage 2: IQL. Expectile regression of V on min target Q; TD regression of twin Q (method §4)."""
     cc = cfg.critic
     seed = stage_seed(cfg.seed, "critic")
     with seeded_global_rng(seed, device):

@@ -13,7 +13,7 @@ from torch import Tensor
 
 @dataclass(frozen=True)
 class Transitions:
-    """A validated offline dataset (SPEC §1). Arrays are float32 numpy, one row per step.
+    """A validated offline dataset (method §1). Arrays are float32 numpy, one row per step.
 
     ``terminals`` marks true environment terminations (bootstrapping stops there);
     ``timeouts`` marks truncations (episode boundary, but the value still bootstraps).
@@ -56,7 +56,7 @@ class Transitions:
         worst = float(np.abs(self.actions).max())
         if worst > 1.0 + 1e-6:
             raise ValueError(
-                f"dataset {self.name!r}: actions must lie in [-1, 1] (SPEC §1), found |a| = {worst:.4f}; "
+                f"dataset {self.name!r}: actions must lie in [-1, 1] (method §1), found |a| = {worst:.4f}; "
                 "rescale the action space before training"
             )
 

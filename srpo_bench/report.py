@@ -313,7 +313,7 @@ def plot_latency(table: pd.DataFrame, path: Path) -> None:
 
 
 def validation_study(p: PipelineParams, figs: Path, conf: float, reps: int, seed: int) -> dict:
-    """Summaries, figures and report lines of the validation stages (SPEC §9)."""
+    """Summaries, figures and report lines of the validation stages (method §9)."""
     vdir = p.validation_dir
     per_task = lambda sub: [_read_json(vdir / sub / t / f"seed{s}.json")  # noqa: E731
                             for t in p.validation_tasks for s in p.seeds]
@@ -323,7 +323,7 @@ def validation_study(p: PipelineParams, figs: Path, conf: float, reps: int, seed
     ablation = ablation_summary(abl["records"], conf, reps, seed)
     sa.plot(score, figs / "score_accuracy.png")
     gv.plot(grad, figs / "gradient_variance.png")
-    lines = ["## Validation: SRPO's mechanisms (SPEC §9)", "",
+    lines = ["## Validation: SRPO's mechanisms (method §9)", "",
              "### Score accuracy by diffusion time", "", *sa.markdown(score), "",
              "![score accuracy](figures/score_accuracy.png)", "",
              "### Variance of the E6 gradient", "", *gv.markdown(grad), "",

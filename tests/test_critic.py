@@ -1,4 +1,4 @@
-"""IQL pieces (SPEC §4)."""
+"""IQL pieces (method §4)."""
 
 import numpy as np
 import pytest

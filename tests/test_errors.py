@@ -91,7 +91,7 @@ def test_overrides_are_typed():
 
 
 def test_presets_match_spec():
-    """SPEC §6 temperatures and §4/§5 AntMaze settings."""
+    """method §6 temperatures and §4/§5 AntMaze settings."""
     assert make_config("halfcheetah-medium-expert", "paper").policy.beta == 0.01
     assert make_config("walker2d-medium-replay", "paper").policy.beta == 0.5
     am = make_config("antmaze-large-play", "paper")

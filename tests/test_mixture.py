@@ -1,4 +1,4 @@
-"""Exact mixture scores (SPEC §2): the ground truth must itself be right."""
+"""Exact mixture scores (method §2): the ground truth must itself be right."""
 
 import math
 

@@ -94,7 +94,7 @@ def test_baseline_term_does_not_depend_on_theta():
 
 
 def test_baseline_reduces_variance_at_small_noise():
-    """Sanity check of the mechanism (SPEC §9) on a narrow Gaussian: not a claim about every case."""
+    """Sanity check of the mechanism (method §9) on a narrow Gaussian: not a claim about every case."""
     mix = mixture.GaussianMixture(
         torch.tensor([1.0], dtype=torch.float64), torch.zeros(1, 2, dtype=torch.float64),
         0.01 * torch.eye(2, dtype=torch.float64)[None],

@@ -2,7 +2,7 @@
 
 The bandits themselves (behavior mixture, reward, dataset) are tasks,
 :mod:`srpo_bench.eval.bandit_tasks`. Because each behavior mu_t is again a
-mixture (SPEC §2), eps*(a_t, t) is exact at every t, and so is the SRPO surrogate
+mixture (method §2), eps*(a_t, t) is exact at every t, and so is the SRPO surrogate
 that E6 ascends. Writing omega-weighted KL ensembles as an objective in a:
 
     J(a) = beta Q(a) + E_t [ w(t) sigma_t / alpha_t  E_eps log mu_t(alpha_t a + sigma_t eps) ],

@@ -1,6 +1,6 @@
 """Variance of the SRPO policy gradient (E6): what the baseline term and the weighting buy.
 
-SPEC §3 (E6) trains pi_theta with the stochastic gradient
+method §3 (E6) trains pi_theta with the stochastic gradient
 
     g(s, t, eps) = [ w(t)(eps_psi(a_t|s,t) - [eps]) - beta grad_a Q(s,a) ]^T d pi_theta(s)/d theta,
     a = pi_theta(s),  a_t = alpha_t a + sigma_t eps,
@@ -11,7 +11,7 @@ batch averages B such per-sample gradients over independent draws (s, t, eps), s
 
     E g_B = E g,      Cov g_B = Cov g / B.
 
-SPEC §9 claims that the baseline (subtracting eps, which has mean zero given s) leaves
+method §9 claims that the baseline (subtracting eps, which has mean zero given s) leaves
 E g unchanged and reduces its variance. This module measures both, at fixed policy
 checkpoints of a real training run:
 
@@ -165,7 +165,7 @@ def per_sample_gradients(
 ) -> tuple[Tensor, Layers]:
     """Per-sample E6 gradients (M, P) w.r.t. the policy parameters, and the layer slices.
 
-    Row i is the gradient of ``surrogate_loss`` (SPEC §3) on the batch of one (s_i, t_i, eps_i),
+    Row i is the gradient of ``surrogate_loss`` (method §3) on the batch of one (s_i, t_i, eps_i),
     with ``weighting`` and ``baseline`` in place of ``pc``'s (beta and normalize_q_grad come
     from ``pc``). Its mean over a batch is the gradient training computes for that batch.
     """

@@ -1,4 +1,4 @@
-"""Score accuracy of the diffusion behavior model on held-out data (SPEC §9, last claim).
+"""Score accuracy of the diffusion behavior model on held-out data (method §9, last claim).
 
 SRPO never samples from its behavior model: it only queries the score
 grad_a log mu_t(a|s) = -eps_psi(a_t|s,t) / sigma_t (E5) inside the policy gradient
@@ -6,7 +6,7 @@ grad_a log mu_t(a|s) = -eps_psi(a_t|s,t) / sigma_t (E5) inside the policy gradie
 trained on, as a function of the diffusion time t.
 
 (a) Exact ground truth (bandits). On the bandit suite the behavior policy is a
-    Gaussian mixture, so eps*(a_t, t) is exact (SPEC §2, :func:`srpo.mixture.exact_eps`).
+    Gaussian mixture, so eps*(a_t, t) is exact (method §2, :func:`srpo.mixture.exact_eps`).
     :func:`score_error_by_time` compares the learned eps_psi with eps* on fresh
     actions from the mixture (a seed the training set did not use): relative error
     of the score, cosine similarity, and the DSM loss (E4) of eps_psi next to that
@@ -31,7 +31,7 @@ How the pieces fit:
     over seeds                    summarize: mean over seeds with percentile-bootstrap CIs
                                   (srpo_bench.eval.stats.task_estimate) and n_runs, per t / t-bin, and
                                   the "t -> 0 vs mid t" comparison (the reason SRPO
-                                  ensembles t ~ U(0.02, 0.98), SPEC §3)
+                                  ensembles t ~ U(0.02, 0.98), method §3)
     output                        plot (seaborn PNG, atomic), markdown (report lines, every
                                   sentence computed from the summary)
 
@@ -256,7 +256,7 @@ def score_error_by_time(
     dummy states; both in the model's device and dtype. For each t, with eps ~ N(0, I)
     from ``generator`` (CPU, float64):
 
-        a_t = alpha_t a0 + sigma_t eps,   eps_true = eps*(a_t, t) (SPEC §2, float64),
+        a_t = alpha_t a0 + sigma_t eps,   eps_true = eps*(a_t, t) (method §2, float64),
         eps_pred = eps_psi(a_t | s, t)    (the model sees a_t cast to its dtype)
 
     and reports
