@@ -200,7 +200,11 @@ PROFILES: dict[str, Profile] = {
 
 
 def make_config(task: str, profile: str = "default", seed: int = 0, overrides: dict[str, str] | None = None) -> RunConfig:
-    """Compose a run: task preset + profile budgets + ``section.field=value`` overrides."""
+    """Compose a run: task preset + profile budgets + ``section.field=value`` overrides.
+
+    Besides the config's fields, ``policy.beta_scale=X`` multiplies beta (the task preset's,
+    or ``policy.beta`` if that is set too) by X: one setting that sweeps beta across tasks.
+    """
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; known tasks: {', '.join(sorted(TASKS))}")
     if profile not in PROFILES:
@@ -223,7 +227,14 @@ def make_config(task: str, profile: str = "default", seed: int = 0, overrides: d
         log_every=prof.log_every,
         checkpoint_every=prof.checkpoint_every,
     )
-    return apply_overrides(cfg, overrides or {})
+    sets = dict(overrides or {})
+    beta_scale = _parse(sets.pop("policy.beta_scale", "1"), float, "policy.beta_scale")
+    if not beta_scale > 0:
+        raise ValueError(f"policy.beta_scale must be > 0, got {beta_scale}")
+    cfg = apply_overrides(cfg, sets)
+    if beta_scale != 1.0:
+        cfg = replace(cfg, policy=replace(cfg.policy, beta=cfg.policy.beta * beta_scale))
+    return cfg
 
 
 def apply_overrides(cfg: RunConfig, overrides: dict[str, str]) -> RunConfig:

@@ -3,8 +3,8 @@
 - ``srpo_bench.eval`` (folder ``eval/``): datasets, bandit tasks, rollouts, baselines, statistics;
 - ``srpo_bench.validation`` (folder ``validation/``): exact-score ground truth and the experiments
   that test SRPO's mechanisms;
-- ``srpo_bench.pipeline``, ``srpo_bench.report``, ``srpo_bench.cli``: the DVC pipeline's steps, its
-  report, and the ``srpo`` command.
+- ``srpo_bench.params`` (a pipeline profile's typed parameters), ``srpo_bench.report`` (its report),
+  then ``srpo_bench.pipeline`` (the DVC stages' steps) and ``srpo_bench.cli`` (the ``srpo`` command).
 
 The layers are checked by import-linter (``lint-imports``, contract in ``pyproject.toml``).
 """

@@ -33,6 +33,7 @@ from srpo_bench.validation.bandit_suite import run_suite
 _POLICY_OPTIONS_HELP = """\
 E6 options (set with --set policy.FIELD=VALUE):
   policy.beta=FLOAT            temperature, > 0 (per-task preset, docs/method.md §6)
+  policy.beta_scale=X          beta = the task preset's (or policy.beta) x X: a beta sweep across tasks
   policy.weighting=W           sigma2 (paper + public code) | one | score (alpha/sigma)
   policy.t_range=LO,HI         diffusion times t ~ U(LO, HI); public code 0.02,0.98
   policy.t_fixed=T             single-time ablation, T in (0, 1); none = use t_range

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from srpo_bench.pipeline import load_params, main as pipeline_main
+from srpo_bench.params import load_params
+from srpo_bench.pipeline.cli import main as pipeline_main
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = "pipelines/smoke/dvc.yaml"
@@ -147,7 +148,7 @@ def test_variants_focus_and_beta_scale_compose_the_run_config():
     focus_task = p.focus_tasks[0]
     other = next(t for t in p.tasks if t not in p.focus_tasks)
     assert set(p.variants_of(other)) == set(p.variants)
-    assert set(p.variants_of(focus_task)) == set(p.variants) | set(p.focus["variants"])
+    assert set(p.variants_of(focus_task)) == set(p.variants) | set(p.focus.variants)
     base = p.run_config(focus_task, 0, "srpo")
     assert p.run_config(focus_task, 0, "beta-x4").policy.beta == pytest.approx(4 * base.policy.beta)
     assert p.run_config(focus_task, 0, "t-fixed-0p3").policy.t_fixed == 0.3
@@ -163,7 +164,7 @@ def test_variants_focus_and_beta_scale_compose_the_run_config():
 
 
 def test_a_checkpoint_made_by_other_training_code_is_retrained_and_one_made_by_this_code_resumes(tmp_path):
-    from srpo_bench.pipeline import claim_for_current_code, training_code_fingerprint
+    from srpo_bench.pipeline.caching import claim_for_current_code, training_code_fingerprint
 
     code = training_code_fingerprint()
     assert code == training_code_fingerprint() and len(code) == 16
@@ -188,44 +189,44 @@ def test_a_checkpoint_made_by_other_training_code_is_retrained_and_one_made_by_t
 def test_validation_scratch_is_kept_for_a_resume_and_emptied_when_code_or_params_change(tmp_path, monkeypatch):
     import dataclasses
 
-    from srpo_bench import pipeline
+    from srpo_bench.pipeline import caching
 
     p = dataclasses.replace(load_params(ROOT / "pipelines/smoke/params.yaml"), run_dir="runs/x")
     monkeypatch.chdir(tmp_path)  # the pipeline's paths are relative to the repository root, its working dir
-    work = pipeline.validation_scratch(p, "bandits", "ring8", "seed0")
+    work = caching.validation_scratch(p, "bandits", "ring8", "seed0")
     assert work.is_dir() and work.parent.parent.parent == p.validation_dir / "work"
     (work / "behavior.pt").write_bytes(b"a killed run's checkpoint")
-    assert (pipeline.validation_scratch(p, "bandits", "ring8", "seed0") / "behavior.pt").exists()  # resumes
-    sc = {**p.validation["score_accuracy"], "n_train": 7}
-    changed = dataclasses.replace(p, validation={**p.validation, "score_accuracy": sc})
-    assert not (pipeline.validation_scratch(changed, "bandits", "ring8", "seed0") / "behavior.pt").exists()
+    assert (caching.validation_scratch(p, "bandits", "ring8", "seed0") / "behavior.pt").exists()  # resumes
+    sc = dataclasses.replace(p.validation.score_accuracy, n_train=7)
+    changed = dataclasses.replace(p, validation=dataclasses.replace(p.validation, score_accuracy=sc))
+    assert not (caching.validation_scratch(changed, "bandits", "ring8", "seed0") / "behavior.pt").exists()
     (work / "behavior.pt").write_bytes(b"x")
-    monkeypatch.setattr(pipeline, "training_code_fingerprint", lambda *packages: "other code")
-    assert not (pipeline.validation_scratch(changed, "bandits", "ring8", "seed0") / "behavior.pt").exists()
+    monkeypatch.setattr(caching, "training_code_fingerprint", lambda *packages: "other code")
+    assert not (caching.validation_scratch(changed, "bandits", "ring8", "seed0") / "behavior.pt").exists()
 
 
 def test_a_reused_seed_keeps_the_metrics_of_the_run_that_trained_it(tmp_path):
     """Adding a seed reuses the finished ones: their wall time must stay the training's, not the loading's."""
     from srpo import artifacts
     from srpo.config import make_config
-    from srpo_bench.pipeline import _trained_earlier, _write_stage_metrics
+    from srpo_bench.pipeline.caching import trained_earlier, write_stage_metrics
     from tests.test_train import tiny_data
 
     cfg, data, out = make_config("hopper-medium", "smoke"), tiny_data(), tmp_path / "seed0"
     out.mkdir()
-    assert not _trained_earlier(out, "critic", cfg, data)  # nothing there
+    assert not trained_earlier(out, "critic", cfg, data)  # nothing there
     artifacts.save_torch(out / "critic.pt", {"done": False})
-    _write_stage_metrics(out, "critic", "hopper-medium", 0, None, cfg, data, [], 120.0, 3)
-    assert not _trained_earlier(out, "critic", cfg, data)  # killed run: it resumes and rewrites its metrics
+    write_stage_metrics(out, "critic", "hopper-medium", 0, None, cfg, data, [], 120.0, 3)
+    assert not trained_earlier(out, "critic", cfg, data)  # killed run: it resumes and rewrites its metrics
     artifacts.save_torch(out / "critic.pt", {"done": True})
-    assert _trained_earlier(out, "critic", cfg, data)
+    assert trained_earlier(out, "critic", cfg, data)
     assert json.loads((out / "critic_metrics.json").read_text())["wall_s"] == 40.0
     other = make_config("hopper-medium", "smoke", overrides={"critic.steps": "7"})
-    assert not _trained_earlier(out, "critic", other, data)  # another config: retrained, new metrics
-    assert not _trained_earlier(out, "critic", cfg, tiny_data(seed=1))  # another dataset
-    assert not _trained_earlier(out, "critic", cfg, data, baseline={"awr": 1})  # other baseline knobs
+    assert not trained_earlier(out, "critic", other, data)  # another config: retrained, new metrics
+    assert not trained_earlier(out, "critic", cfg, tiny_data(seed=1))  # another dataset
+    assert not trained_earlier(out, "critic", cfg, data, baseline={"awr": 1})  # other baseline knobs
     (out / "critic_metrics.json").write_text("{corrupt")
-    assert not _trained_earlier(out, "critic", cfg, data)
+    assert not trained_earlier(out, "critic", cfg, data)
 
 
 @pytest.mark.slow
