@@ -10,7 +10,7 @@ DVC    := PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/dvc
 
 help:
 	@echo "make setup      create $(VENV): torch==2.13.0 (CPU wheel) first, then the project with dev extras"
-	@echo "make lint       import layers (lint-imports, contract in pyproject.toml) and ruff"
+	@echo "make lint       import layers (lint-imports, contracts in pyproject.toml), ruff check, ruff format --check"
 	@echo "make test       lint, then the default test suite (under 10 minutes on 2 CPU cores)"
 	@echo "make test-slow  the slow tests (learned-score bandit accuracy on every shape, real SIGKILL resume)"
 	@echo "make smoke      the whole DVC pipeline, smoke profile (minutes) -> reports/smoke/report.md"
@@ -29,6 +29,7 @@ $(STAMP): pyproject.toml
 lint: setup
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 test: lint
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)

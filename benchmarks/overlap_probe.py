@@ -81,19 +81,36 @@ def _timed(run: Callable[[], None], device: torch.device) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--out", default="reports/bench/overlap_probe_cuda.json")
     parser.add_argument("--seeds", type=int, default=5, help="S seeds per stage (default: the protocol's 5)")
-    parser.add_argument("--behavior-steps", type=int, default=8000,
-                        help="behavior steps of the long runs (default 8000: ~10 s at the H100's measured rate); "
-                             "the critic runs 3/4 as many (the paper's 1.5M : 2M), the short runs 1/8")
-    parser.add_argument("--scale", type=float, default=1.0, help="multiply every step count (CPU check: 0.002)")
-    parser.add_argument("--precision", nargs=3, default=["bf16", "tf32", "tf32"], metavar=("BEHAVIOR", "CRITIC",
-                        "POLICY"), help="stage precisions (default: the paper profile's bf16 tf32 tf32)")
+    parser.add_argument(
+        "--behavior-steps",
+        type=int,
+        default=8000,
+        help="behavior steps of the long runs (default 8000: ~10 s at the H100's measured rate); "
+        "the critic runs 3/4 as many (the paper's 1.5M : 2M), the short runs 1/8",
+    )
+    parser.add_argument(
+        "--scale", type=float, default=1.0, help="multiply every step count (CPU check: 0.002)"
+    )
+    parser.add_argument(
+        "--precision",
+        nargs=3,
+        default=["bf16", "tf32", "tf32"],
+        metavar=("BEHAVIOR", "CRITIC", "POLICY"),
+        help="stage precisions (default: the paper profile's bf16 tf32 tf32)",
+    )
     parser.add_argument("--no-compile", action="store_true", help="without torch.compile (default: compiled)")
-    parser.add_argument("--repeats", type=int, default=2, help="(short, long) pairs per configuration; the median "
-                        "difference is kept (default: 2)")
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=2,
+        help="(short, long) pairs per configuration; the median difference is kept (default: 2)",
+    )
     args = parser.parse_args()
     if args.repeats < 1 or args.seeds < 1:
         parser.error("--repeats and --seeds must be >= 1")
@@ -104,7 +121,9 @@ def main() -> None:
     torch._dynamo.config.recompile_limit = RECOMPILE_LIMIT
     data = tt.synthetic_dataset()
     precision = dict(zip(tt.STAGES, args.precision))
-    runners = {st: tt._runner(st, "fast", args.seeds, data, device, precision[st], compile) for st in tt.STAGES}
+    runners = {
+        st: tt._runner(st, "fast", args.seeds, data, device, precision[st], compile) for st in tt.STAGES
+    }
     long_b = max(8, int(args.behavior_steps * args.scale))
     sizes = {}  # stage -> (short, long), in the paper's ratio
     for st in tt.STAGES:
@@ -124,12 +143,25 @@ def main() -> None:
     result: dict[str, object] = {}
 
     def write() -> None:
-        artifacts.write_json(Path(args.out), {
-            "benchmark": "overlap_probe", "description": __doc__.strip().splitlines()[0], "device": str(device),
-            "seeds": args.seeds, "precision": precision, "compile": compile, "steps_short_long": sizes,
-            "wall_s_short_long": walls, "result": result, "errors": errors, "paper_steps": PAPER_STEPS,
-            "machine": machine_info(), "torch": torch.__version__,
-            "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")})
+        artifacts.write_json(
+            Path(args.out),
+            {
+                "benchmark": "overlap_probe",
+                "description": __doc__.strip().splitlines()[0],
+                "device": str(device),
+                "seeds": args.seeds,
+                "precision": precision,
+                "compile": compile,
+                "steps_short_long": sizes,
+                "wall_s_short_long": walls,
+                "result": result,
+                "errors": errors,
+                "paper_steps": PAPER_STEPS,
+                "machine": machine_info(),
+                "torch": torch.__version__,
+                "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            },
+        )
 
     keys = (*tt.STAGES, PAIR)
     for key in keys:  # warm-up, untimed: allocator, cold compile, the threads' first cuBLAS handles
@@ -141,26 +173,39 @@ def main() -> None:
     for _ in range(args.repeats):
         for key in (k for k in keys if k not in errors):
             walls.setdefault(key, []).append([timed(key, 0), timed(key, 1)])
-        print("short / long runs: " + ", ".join(f"{k} {v[-1][0]:.2f} / {v[-1][1]:.2f} s" for k, v in walls.items()),
-              flush=True)
+        print(
+            "short / long runs: "
+            + ", ".join(f"{k} {v[-1][0]:.2f} / {v[-1][1]:.2f} s" for k, v in walls.items()),
+            flush=True,
+        )
         write()
     marginal = {k: float(np.median([long - short for short, long in v])) for k, v in walls.items()}
-    rate = {st: args.seeds * (sizes[st][1] - sizes[st][0]) / marginal[st] for st in tt.STAGES if st in marginal}
+    rate = {
+        st: args.seeds * (sizes[st][1] - sizes[st][0]) / marginal[st] for st in tt.STAGES if st in marginal
+    }
     # Minutes of the paper budget for S seeds: each solo stage at its rate.
     minutes = {st: args.seeds * PAPER_STEPS[st] / r / 60 for st, r in rate.items()}
     result.update(seed_updates_per_s_solo=rate, paper_minutes_solo=minutes)
     if set(minutes) == set(tt.STAGES) and PAIR in marginal:
-        # The pair together at the pace of its scaled-down copy (b_steps behavior steps, 3/4 as many critic steps).
+        # The pair together at the pace of its scaled-down copy (b_steps behavior steps, 3/4 as many critic
+        # steps).
         b_steps = sizes["behavior"][1] - sizes["behavior"][0]
         together = marginal[PAIR] * PAPER_STEPS["behavior"] / b_steps / 60
         sequential = minutes["behavior"] + minutes["critic"]
-        result.update(paper_minutes_behavior_then_critic=sequential, paper_minutes_behavior_with_critic=together,
-                      overlap_gain=sequential / together,
-                      paper_minutes_one_task_sequential=sequential + minutes["policy"],
-                      paper_minutes_one_task_overlapped=together + minutes["policy"])
-        print(f"behavior then critic {sequential:.1f} min, together {together:.1f} min ({sequential / together:.2f}x); "
-              f"with the policy: {sequential + minutes['policy']:.1f} -> {together + minutes['policy']:.1f} min "
-              f"for {args.seeds} seeds of one task")
+        result.update(
+            paper_minutes_behavior_then_critic=sequential,
+            paper_minutes_behavior_with_critic=together,
+            overlap_gain=sequential / together,
+            paper_minutes_one_task_sequential=sequential + minutes["policy"],
+            paper_minutes_one_task_overlapped=together + minutes["policy"],
+        )
+        print(
+            f"behavior then critic {sequential:.1f} min, together {together:.1f} min "
+            f"({sequential / together:.2f}x); "
+            f"with the policy: {sequential + minutes['policy']:.1f} -> {together + minutes['policy']:.1f} "
+            "min "
+            f"for {args.seeds} seeds of one task"
+        )
     write()
     print(f"written to {args.out}")
 

@@ -52,7 +52,9 @@ def build(run: Path | None, device: torch.device, seed: int):
         return pi, load_behavior(run / "behavior.pt", device), load_critic(run / "critic.pt", device)
     torch.manual_seed(seed)
     pi = DeterministicPolicy(STATE_DIM, ACTION_DIM).to(device).eval()
-    model = NoisePredictor(STATE_DIM, ACTION_DIM, generator=torch.Generator().manual_seed(seed)).to(device).eval()
+    model = (
+        NoisePredictor(STATE_DIM, ACTION_DIM, generator=torch.Generator().manual_seed(seed)).to(device).eval()
+    )
     critic = Critic(STATE_DIM, ACTION_DIM).to(device).eval()
     return pi, model, critic
 
@@ -64,19 +66,31 @@ def episode_seconds(policy: torch.nn.Module, device: torch.device, seed: int) ->
     t0 = time.perf_counter()
     result = evaluate(timed, "HalfCheetah-v5", episodes=1, seed=seed, num_envs=1)
     wall = time.perf_counter() - t0
-    return {"episode_s": wall, "steps": int(result.lengths[0]), "policy_s": float(sum(timed.seconds)),
-            "policy_call": timed.summary()}
+    return {
+        "episode_s": wall,
+        "steps": int(result.lengths[0]),
+        "policy_s": float(sum(timed.seconds)),
+        "policy_call": timed.summary(),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--out", type=Path, default=Path("reports/bench/sampling.json"))
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--run", type=Path, default=None, help="a trained run directory (behavior.pt, critic.pt, srpo/)")
+    parser.add_argument(
+        "--run", type=Path, default=None, help="a trained run directory (behavior.pt, critic.pt, srpo/)"
+    )
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 256])
-    parser.add_argument("--repeats", type=int, default=200, help="timed calls per measurement (fewer past --max-s)")
+    parser.add_argument(
+        "--repeats", type=int, default=200, help="timed calls per measurement (fewer past --max-s)"
+    )
     parser.add_argument("--warmup", type=int, default=10)
-    parser.add_argument("--max-s", type=float, default=20.0, help="stop a measurement after this many seconds")
+    parser.add_argument(
+        "--max-s", type=float, default=20.0, help="stop a measurement after this many seconds"
+    )
     parser.add_argument("--no-episode", action="store_true", help="skip the full-episode timings")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
@@ -92,13 +106,17 @@ def main(argv: list[str] | None = None) -> int:
     latency: dict[str, dict] = {}
     jobs = [(m, b) for b in args.batches for m in methods]
     for name, batch in tqdm(jobs, desc="latency"):
-        state = torch.randn(batch, STATE_DIM, device=device, generator=torch.Generator(device=device).manual_seed(1))
+        state = torch.randn(
+            batch, STATE_DIM, device=device, generator=torch.Generator(device=device).manual_seed(1)
+        )
         with torch.no_grad():
-            latency.setdefault(name, {})[str(batch)] = time_calls(lambda: methods[name](state), args.repeats,
-                                                                  args.warmup, sync, args.max_s)
+            latency.setdefault(name, {})[str(batch)] = time_calls(
+                lambda: methods[name](state), args.repeats, args.warmup, sync, args.max_s
+            )
     ratios = {
         name: {b: latency[name][b]["median_ms"] / latency["srpo"][b]["median_ms"] for b in latency[name]}
-        for name in methods if name != "srpo"
+        for name in methods
+        if name != "srpo"
     }
     episodes = {}
     if not args.no_episode:
@@ -107,9 +125,14 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "benchmark": "action-selection latency, SRPO policy vs diffusion sampling + Q selection",
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "code": code_version(), "machine": machine_info(), "device": str(device),
-        "networks": "trained run " + str(args.run) if args.run else "fresh networks of the trained sizes "
-                    f"(state {STATE_DIM}, action {ACTION_DIM}; policy 256-256, NoisePredictor 256 x 3 blocks, twin Q 256-256)",
+        "code": code_version(),
+        "machine": machine_info(),
+        "device": str(device),
+        "networks": "trained run " + str(args.run)
+        if args.run
+        else "fresh networks of the trained sizes "
+        f"(state {STATE_DIM}, action {ACTION_DIM}; policy 256-256, NoisePredictor 256 x 3 blocks, twin Q "
+        "256-256)",
         "settings": [{"n_candidates": n, "solver_steps": k} for n, k in SETTINGS],
         "latency_ms": latency,
         "ratio_to_srpo": ratios,

@@ -41,7 +41,11 @@ class Bandit:
 def _iso(means: list[tuple[float, float]], std: float, weights: list[float] | None = None) -> GaussianMixture:
     k = len(means)
     w = torch.tensor(weights if weights is not None else [1.0 / k] * k, dtype=torch.float64)
-    return GaussianMixture(w / w.sum(), torch.tensor(means, dtype=torch.float64), std**2 * torch.eye(2, dtype=torch.float64).repeat(k, 1, 1))
+    return GaussianMixture(
+        w / w.sum(),
+        torch.tensor(means, dtype=torch.float64),
+        std**2 * torch.eye(2, dtype=torch.float64).repeat(k, 1, 1),
+    )
 
 
 def _rotated_cov(angle: float, std_major: float, std_minor: float) -> Tensor:

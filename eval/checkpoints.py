@@ -47,8 +47,16 @@ def load_behavior(path: str | Path, device: str | torch.device = "cpu") -> Noise
     action_dim, width = w["out.2.weight"].shape
     time_hidden, time_features = w["time_embed.1.weight"].shape
     state_dim = w["inp.weight"].shape[1] - action_dim - time_hidden
-    model = NoisePredictor(state_dim, action_dim, width, bc["n_blocks"], bc["dropout"], time_features,
-                           bc["time_scale"], time_hidden)
+    model = NoisePredictor(
+        state_dim,
+        action_dim,
+        width,
+        bc["n_blocks"],
+        bc["dropout"],
+        time_features,
+        bc["time_scale"],
+        time_hidden,
+    )
     model.load_state_dict(w)
     return model.to(device).eval()
 
@@ -64,8 +72,12 @@ def load_critic(path: str | Path, device: str | torch.device = "cpu") -> Critic:
     return critic.to(device).eval()
 
 
-def load_policy(checkpoint: str | Path, device: str | torch.device = "cpu",
-                upstream: str | Path | dict[str, Path] | None = None, seed: int = 0) -> tuple[nn.Module, dict]:
+def load_policy(
+    checkpoint: str | Path,
+    device: str | torch.device = "cpu",
+    upstream: str | Path | dict[str, Path] | None = None,
+    seed: int = 0,
+) -> tuple[nn.Module, dict]:
     """The policy (eval mode) and the checkpoint's metadata (config, step, done).
 
     A trained policy (SRPO, BC, IQL-AWR) is a :class:`DeterministicPolicy`. The diffusion
@@ -82,9 +94,13 @@ def load_policy(checkpoint: str | Path, device: str | torch.device = "cpu",
         up = upstream if upstream is not None else path.parent.parent
         sel = ckpt["config"]["baseline"]
         gen = torch.Generator(device=device).manual_seed(seed)
-        pi = DiffusionSelectionPolicy(load_behavior(upstream_dir(up, "behavior") / "behavior.pt", device),
-                                      load_critic(upstream_dir(up, "critic") / "critic.pt", device),
-                                      sel["n_candidates"], sel["solver_steps"], gen)
+        pi = DiffusionSelectionPolicy(
+            load_behavior(upstream_dir(up, "behavior") / "behavior.pt", device),
+            load_critic(upstream_dir(up, "critic") / "critic.pt", device),
+            sel["n_candidates"],
+            sel["solver_steps"],
+            gen,
+        )
         return pi, meta
     weights = ckpt["modules"]["policy"]
     linear = [k for k in weights if k.endswith(".weight")]

@@ -60,7 +60,9 @@ def _matrix(scores) -> np.ndarray:
     return np.sort(x, axis=0)
 
 
-def task_estimate(scores, confidence: float = 0.95, reps: int = 10_000, seed: int = 0) -> tuple[Estimate, float]:
+def task_estimate(
+    scores, confidence: float = 0.95, reps: int = 10_000, seed: int = 0
+) -> tuple[Estimate, float]:
     """Mean over runs of one task with a percentile-bootstrap CI, and the sample std (ddof 1).
 
     One run has no interval (NaN bounds); runs that all agree have a zero-width one.
@@ -74,10 +76,18 @@ def task_estimate(scores, confidence: float = 0.95, reps: int = 10_000, seed: in
     std = float(x.std(ddof=1))
     if np.ptp(x) == 0:
         return Estimate(mean, mean, mean, x.size, confidence), std
-    res = stats.bootstrap((x,), np.mean, confidence_level=confidence, n_resamples=reps, method="percentile",
-                          rng=np.random.default_rng(seed), vectorized=True)
-    return Estimate(mean, float(res.confidence_interval.low), float(res.confidence_interval.high), x.size,
-                    confidence), std
+    res = stats.bootstrap(
+        (x,),
+        np.mean,
+        confidence_level=confidence,
+        n_resamples=reps,
+        method="percentile",
+        rng=np.random.default_rng(seed),
+        vectorized=True,
+    )
+    return Estimate(
+        mean, float(res.confidence_interval.low), float(res.confidence_interval.high), x.size, confidence
+    ), std
 
 
 def iqm(scores) -> float:
@@ -109,8 +119,13 @@ def _rliable_intervals(score_dict, func, reps: int, confidence: float, seed: int
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # arch deprecates RandomState arguments
-            return rly.get_interval_estimates(score_dict, func, reps=reps, confidence_interval_size=confidence,
-                                              random_state=np.random.RandomState(seed))
+            return rly.get_interval_estimates(
+                score_dict,
+                func,
+                reps=reps,
+                confidence_interval_size=confidence,
+                random_state=np.random.RandomState(seed),
+            )
     finally:
         np.random.set_state(saved)
 
@@ -130,9 +145,16 @@ def aggregate_estimates(
 
     points, intervals = _rliable_intervals(mats, all_metrics, reps, confidence, seed)
     return {
-        method: {name: Estimate(float(points[method][i]), float(intervals[method][0, i]),
-                                float(intervals[method][1, i]), mats[method].shape[0], confidence)
-                 for i, name in enumerate(AGGREGATE_NAMES)}
+        method: {
+            name: Estimate(
+                float(points[method][i]),
+                float(intervals[method][0, i]),
+                float(intervals[method][1, i]),
+                mats[method].shape[0],
+                confidence,
+            )
+            for i, name in enumerate(AGGREGATE_NAMES)
+        }
         for method in mats
     }
 
@@ -150,18 +172,36 @@ def probability_of_improvement(
     if x.shape[1] != y.shape[1]:
         raise ValueError(f"both methods need the same tasks: {x.shape[1]} vs {y.shape[1]} columns")
     points, intervals = _rliable_intervals(
-        {"pair": (x, y)}, lambda a, b: np.array([metrics.probability_of_improvement(a, b)]), reps, confidence, seed)
-    return Estimate(float(points["pair"][0]), float(intervals["pair"][0, 0]), float(intervals["pair"][1, 0]),
-                    min(x.shape[0], y.shape[0]), confidence)
+        {"pair": (x, y)},
+        lambda a, b: np.array([metrics.probability_of_improvement(a, b)]),
+        reps,
+        confidence,
+        seed,
+    )
+    return Estimate(
+        float(points["pair"][0]),
+        float(intervals["pair"][0, 0]),
+        float(intervals["pair"][1, 0]),
+        min(x.shape[0], y.shape[0]),
+        confidence,
+    )
 
 
 def performance_profile(
-    score_dict: Mapping[str, np.ndarray], taus: np.ndarray, confidence: float = 0.95, reps: int = 2_000, seed: int = 0
+    score_dict: Mapping[str, np.ndarray],
+    taus: np.ndarray,
+    confidence: float = 0.95,
+    reps: int = 2_000,
+    seed: int = 0,
 ) -> dict[str, dict[str, np.ndarray]]:
     """Fraction of all runs (pooled over tasks) scoring above each tau, with stratified-bootstrap bands."""
     from rliable import library as rly
 
     mats = {k: _matrix(v) for k, v in score_dict.items()}
     taus = np.asarray(taus, dtype=np.float64)
-    points, intervals = _rliable_intervals(mats, lambda x: rly.score_distributions(x, taus), reps, confidence, seed)
-    return {m: {"tau": taus, "fraction": points[m], "low": intervals[m][0], "high": intervals[m][1]} for m in mats}
+    points, intervals = _rliable_intervals(
+        mats, lambda x: rly.score_distributions(x, taus), reps, confidence, seed
+    )
+    return {
+        m: {"tau": taus, "fraction": points[m], "low": intervals[m][0], "high": intervals[m][1]} for m in mats
+    }

@@ -67,7 +67,12 @@ class NoisePredictor(nn.Module):
 
 
 def dsm_loss(
-    model: nn.Module, state: Tensor, action: Tensor, t: Tensor, eps: Tensor, dropout_masks: Tensor | None = None
+    model: nn.Module,
+    state: Tensor,
+    action: Tensor,
+    t: Tensor,
+    eps: Tensor,
+    dropout_masks: Tensor | None = None,
 ) -> Tensor:
     """Denoising score-matching loss (E4) per sample, for given (t, eps) and, optionally, dropout masks.
 
@@ -86,7 +91,12 @@ def denoising_error(eps_pred: Tensor, eps: Tensor) -> Tensor:
 
 
 def sample_dsm_noise(
-    batch: int, action_dim: int, t_min: float, generator: torch.Generator, device: torch.device, dtype: torch.dtype
+    batch: int,
+    action_dim: int,
+    t_min: float,
+    generator: torch.Generator,
+    device: torch.device,
+    dtype: torch.dtype,
 ) -> tuple[Tensor, Tensor]:
     """t ~ U(t_min, 1) and eps ~ N(0, I) for one DSM batch (method §2: t_min = 1e-3)."""
     t = t_min + (1.0 - t_min) * torch.rand(batch, generator=generator, device=device, dtype=dtype)

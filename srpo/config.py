@@ -146,7 +146,9 @@ class TaskPreset:
     policy_hidden: tuple[int, ...] = (256, 256)
 
 
-_ANTMAZE = dict(reward_mode="antmaze", expectile=0.9, normalize_q_grad=True, policy_hidden=(256, 256, 256, 256))
+_ANTMAZE = dict(
+    reward_mode="antmaze", expectile=0.9, normalize_q_grad=True, policy_hidden=(256, 256, 256, 256)
+)
 
 TASKS: dict[str, TaskPreset] = {
     # method §6: temperatures from the public code.
@@ -199,7 +201,9 @@ PROFILES: dict[str, Profile] = {
 }
 
 
-def make_config(task: str, profile: str = "default", seed: int = 0, overrides: dict[str, str] | None = None) -> RunConfig:
+def make_config(
+    task: str, profile: str = "default", seed: int = 0, overrides: dict[str, str] | None = None
+) -> RunConfig:
     """Compose a run: task preset + profile budgets + ``section.field=value`` overrides.
 
     Besides the config's fields, ``policy.beta_scale=X`` multiplies beta (the task preset's,
@@ -216,7 +220,9 @@ def make_config(task: str, profile: str = "default", seed: int = 0, overrides: d
         profile=profile,
         reward_mode=preset.reward_mode,
         behavior=BehaviorConfig(steps=prof.behavior_steps, batch_size=prof.behavior_batch),
-        critic=CriticConfig(steps=prof.critic_steps, batch_size=prof.critic_batch, expectile=preset.expectile),
+        critic=CriticConfig(
+            steps=prof.critic_steps, batch_size=prof.critic_batch, expectile=preset.expectile
+        ),
         policy=PolicyConfig(
             steps=prof.policy_steps,
             batch_size=prof.policy_batch,

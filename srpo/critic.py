@@ -78,8 +78,14 @@ def q_loss(q1: Tensor, q2: Tensor, target: Tensor) -> Tensor:
 
 
 def iql_losses(
-    critic: Critic, state: Tensor, action: Tensor, reward: Tensor, next_state: Tensor, done: Tensor,
-    expectile: float, gamma: float,
+    critic: Critic,
+    state: Tensor,
+    action: Tensor,
+    reward: Tensor,
+    next_state: Tensor,
+    done: Tensor,
+    expectile: float,
+    gamma: float,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """One IQL batch (method §4), per sample: (V loss, Q loss, Q_1). Their means are L_V, L_Q and
     the logged mean Q; minimizing L_V + L_Q updates V and Q jointly."""
@@ -94,7 +100,8 @@ def iql_losses(
 
 @torch.no_grad()
 def ema_(targets: Sequence[Tensor], online: Sequence[Tensor], rate: float) -> None:
-    """target <- (1 - rate) target + rate online, in place, for each pair of tensors (method §4: rate 0.005)."""
+    """target <- (1 - rate) target + rate online, in place, for each pair of tensors (method §4: rate
+    0.005)."""
     torch._foreach_lerp_(list(targets), list(online), rate)
 
 

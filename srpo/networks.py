@@ -42,7 +42,8 @@ def mish_one_exp(x: Tensor) -> Tensor:
 
 
 class Mish(nn.Module):
-    """The behavior model's activation (method §5): torch's Mish kernel eagerly, :func:`mish_one_exp` compiled.
+    """The behavior model's activation (method §5): torch's Mish kernel eagerly, :func:`mish_one_exp`
+    compiled.
 
     Under ``torch.compile`` the one-exponential form fuses into a single loop, where inductor's
     lowering of tanh(softplus(x)) evaluates three transcendental functions per element: on a CPU

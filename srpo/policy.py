@@ -82,7 +82,8 @@ def sample_surrogate_noise(
     device: torch.device,
     dtype: torch.dtype,
 ) -> tuple[Tensor, Tensor]:
-    """(t, eps) for one policy batch, drawn in this order from ``generator`` (E6's expectation over t, eps)."""
+    """(t, eps) for one policy batch, drawn in this order from ``generator`` (E6's expectation over t,
+    eps)."""
     t = sample_policy_time(batch, t_range, t_fixed, generator, device, dtype)
     return t, torch.randn(batch, action_dim, generator=generator, device=device, dtype=dtype)
 
@@ -93,7 +94,9 @@ def normalize_q_grad(q_grad: Tensor, eps: float = 1e-8) -> Tensor:
     return q_grad / (rms + eps)
 
 
-def behavior_direction(eps_pred: Tensor, eps: Tensor, t: Tensor, weighting: Weighting, baseline: bool) -> Tensor:
+def behavior_direction(
+    eps_pred: Tensor, eps: Tensor, t: Tensor, weighting: Weighting, baseline: bool
+) -> Tensor:
     """The regularizer's per-sample direction w(t) (eps_psi - eps) of E6 (without the minus sign).
 
     ``baseline`` subtracts eps (the paper's Alg. 1); the public code's default does not.
@@ -105,7 +108,8 @@ def behavior_direction(eps_pred: Tensor, eps: Tensor, t: Tensor, weighting: Weig
 
 
 def action_direction(reg_direction: Tensor, q_grad: Tensor, beta: float) -> Tensor:
-    """d = w(t)(eps_psi - [eps]) - beta grad_a Q per sample: the surrogate's gradient w.r.t. the action (E6)."""
+    """d = w(t)(eps_psi - [eps]) - beta grad_a Q per sample: the surrogate's gradient w.r.t. the action
+    (E6)."""
     return reg_direction - beta * q_grad
 
 

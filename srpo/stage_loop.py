@@ -28,7 +28,8 @@ from srpo.transitions import Transitions
 
 
 class Interrupted(RuntimeError):
-    """Raised when ``stop_after`` ends a stage early: a simulated kill, progress since the last checkpoint lost."""
+    """Raised when ``stop_after`` ends a stage early: a simulated kill, progress since the last checkpoint
+    lost."""
 
 
 def stage_seed(seed: int, stage: str) -> int:
@@ -51,7 +52,9 @@ class RunningMeans:
 
     def add(self, values: dict[str, Tensor]) -> None:
         for k, v in values.items():
-            if k not in self._sums:  # float32 at least: a bf16 sum of 1000 steps would round away most of them
+            if (
+                k not in self._sums
+            ):  # float32 at least: a bf16 sum of 1000 steps would round away most of them
                 self._sums[k] = torch.zeros_like(v, dtype=torch.promote_types(v.dtype, torch.float32))
             self._sums[k].add_(v.detach())
         if self._count is None:
@@ -64,7 +67,9 @@ class RunningMeans:
             return {}
         names = list(self._sums)
         shape = self._sums[names[0]].shape
-        count, *sums = torch.stack([t.double() for t in (self._count.expand(shape), *self._sums.values())]).tolist()
+        count, *sums = torch.stack(
+            [t.double() for t in (self._count.expand(shape), *self._sums.values())]
+        ).tolist()
         for t in (self._count, *self._sums.values()):
             t.zero_()
         n = count[0] if shape else count  # the same for every seed
@@ -180,7 +185,9 @@ def run_loop(
     ``st`` is a :class:`StageState` or anything with its ``name``, ``path``, ``step``,
     ``flush`` and ``save`` (the seed-batched stages pass a group of them).
     """
-    bar = tqdm(total=total, initial=st.step, desc=st.name, disable=not progress, dynamic_ncols=True, leave=False)
+    bar = tqdm(
+        total=total, initial=st.step, desc=st.name, disable=not progress, dynamic_ncols=True, leave=False
+    )
     while st.step < total:
         if stop_after is not None and st.step >= stop_after:
             bar.close()
@@ -239,7 +246,6 @@ class TrainResult:
     @property
     def policy(self) -> nn.Module:
         return self.modules["policy"]
-
 
 
 def discard_stale(path: Path, config: dict[str, Any]) -> None:

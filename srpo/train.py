@@ -54,12 +54,20 @@ def train_behavior(
     with seeded_global_rng(seed, device):
         init_gen = torch.Generator().manual_seed(seed)
         model = NoisePredictor(
-            data.state_dim, data.action_dim, bc.width, bc.n_blocks, bc.dropout, bc.time_features, bc.time_scale,
+            data.state_dim,
+            data.action_dim,
+            bc.width,
+            bc.n_blocks,
+            bc.dropout,
+            bc.time_features,
+            bc.time_scale,
             generator=init_gen,
         ).to(device=device, dtype=dtype)
         opt = torch.optim.AdamW(model.parameters(), lr=bc.lr, weight_decay=bc.weight_decay)
         gen = torch.Generator(device=device).manual_seed(seed)
-        st = StageState("behavior", out / "behavior.pt", stage_config(cfg, "behavior", data), {"model": model}, opt, gen)
+        st = StageState(
+            "behavior", out / "behavior.pt", stage_config(cfg, "behavior", data), {"model": model}, opt, gen
+        )
         done = st.resume()
         d = data.to_tensors(device, dtype)
         n = len(data)
@@ -107,7 +115,9 @@ def train_critic(
         critic = Critic(data.state_dim, data.action_dim, cc.hidden).to(device=device, dtype=dtype)
         opt = torch.optim.Adam([*critic.q.parameters(), *critic.v.parameters()], lr=cc.lr)
         gen = torch.Generator(device=device).manual_seed(seed)
-        st = StageState("critic", out / "critic.pt", stage_config(cfg, "critic", data), {"critic": critic}, opt, gen)
+        st = StageState(
+            "critic", out / "critic.pt", stage_config(cfg, "critic", data), {"critic": critic}, opt, gen
+        )
         done = st.resume()
         d = data.to_tensors(device, dtype, rewards=preprocess_rewards(cfg, data))
         n = len(data)
@@ -115,9 +125,19 @@ def train_critic(
         def step() -> None:
             idx = torch.randint(n, (cc.batch_size,), generator=gen, device=device)
             with precision.forward(cc.precision, device):
-                v_loss, q_loss, q_mean = (x.mean() for x in iql.iql_losses(
-                    critic, d["obs"][idx], d["act"][idx], d["rew"][idx], d["next_obs"][idx], d["done"][idx],
-                    cc.expectile, cc.gamma))
+                v_loss, q_loss, q_mean = (
+                    x.mean()
+                    for x in iql.iql_losses(
+                        critic,
+                        d["obs"][idx],
+                        d["act"][idx],
+                        d["rew"][idx],
+                        d["next_obs"][idx],
+                        d["done"][idx],
+                        cc.expectile,
+                        cc.gamma,
+                    )
+                )
             opt.zero_grad(set_to_none=True)
             (v_loss + q_loss).backward()
             opt.step()
@@ -158,8 +178,9 @@ def train_policy(
 
     def step() -> None:
         s = d["obs"][torch.randint(n, (pc.batch_size,), generator=gen, device=device)]
-        t, eps = srpo_policy.sample_surrogate_noise(pc.batch_size, data.action_dim, pc.t_range, pc.t_fixed, gen,
-                                                    device, dtype)
+        t, eps = srpo_policy.sample_surrogate_noise(
+            pc.batch_size, data.action_dim, pc.t_range, pc.t_fixed, gen, device, dtype
+        )
         with precision.forward(pc.precision, device):
             loss, diag = srpo_policy.srpo_loss(pi, behavior_model, critic.target_q_mean, s, t, eps, pc)
             loss, diag = loss.mean(), {k: v.mean() for k, v in diag.items()}
@@ -177,8 +198,14 @@ def train_policy(
     return pi, st.history
 
 
-def policy_state(cfg: RunConfig, data: Transitions, path: Path, config: dict[str, Any], device: torch.device,
-                 dtype: torch.dtype) -> tuple[StageState, bool]:
+def policy_state(
+    cfg: RunConfig,
+    data: Transitions,
+    path: Path,
+    config: dict[str, Any],
+    device: torch.device,
+    dtype: torch.dtype,
+) -> tuple[StageState, bool]:
     """A policy stage's network, Adam (+ cosine decay), generator and checkpoint, resumed if one exists.
 
     Shared by SRPO's policy stage and the BC / IQL-AWR baselines, so that only their losses
@@ -190,7 +217,11 @@ def policy_state(cfg: RunConfig, data: Transitions, path: Path, config: dict[str
     with seeded_global_rng(seed, device):
         pi = DeterministicPolicy(data.state_dim, data.action_dim, pc.hidden).to(device=device, dtype=dtype)
         opt = torch.optim.Adam(pi.parameters(), lr=pc.lr)
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(pc.steps, 1)) if pc.cosine_decay else None
+        sched = (
+            torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(pc.steps, 1))
+            if pc.cosine_decay
+            else None
+        )
         gen = torch.Generator(device=device).manual_seed(seed)
         st = StageState("policy", path, config, {"policy": pi}, opt, gen, sched)
         done = st.resume()
@@ -203,15 +234,21 @@ def load_finished(
     """The module of a finished ``behavior`` or ``critic`` checkpoint made with this config and dataset."""
     path = Path(directory) / f"{stage}.pt"
     if not path.exists():
-        raise FileNotFoundError(f"{path} not found: run the {stage} stage first (srpo train --stage {stage} ...)")
+        raise FileNotFoundError(
+            f"{path} not found: run the {stage} stage first (srpo train --stage {stage} ...)"
+        )
     ckpt = artifacts.load_torch(path)
     if ckpt.get("config") != stage_config(cfg, stage, data):
-        raise ValueError(f"{path} was trained with a different {stage} config, seed or dataset than this run; "
-                         f"retrain the {stage} stage")
+        raise ValueError(
+            f"{path} was trained with a different {stage} config, seed or dataset than this run; "
+            f"retrain the {stage} stage"
+        )
     if not ckpt["done"]:
         raise ValueError(f"{path} is unfinished (step {ckpt['step']}); finish the {stage} stage first")
     trainer = {"behavior": train_behavior, "critic": train_critic}[stage]
-    module, _ = trainer(cfg, data, Path(directory), device, dtype, progress=False)  # finished: loads, trains nothing
+    module, _ = trainer(
+        cfg, data, Path(directory), device, dtype, progress=False
+    )  # finished: loads, trains nothing
     return module
 
 
@@ -231,7 +268,8 @@ def train(
 
     The policy stage uses the behavior model and critic trained in this call, or else the
     finished checkpoints in ``upstream`` (default: ``out``; or ``{"behavior": dir, "critic": dir}``),
-    so that variants of the policy stage can share one behavior model and critic. With ``restart_on_change`` a checkpoint
+    so that variants of the policy stage can share one behavior model and critic. With ``restart_on_change``
+    a checkpoint
     made with another config or dataset is deleted and its stage starts over (a pipeline
     whose parameters changed); without it such a checkpoint is refused.
     """
@@ -257,11 +295,24 @@ def train(
         if stage == "policy":
             for dep in UPSTREAM["policy"]:
                 if dep not in modules:
-                    modules[dep] = load_finished(dep, cfg, data, upstream_dir(upstream or out, dep), device, dtype)
+                    modules[dep] = load_finished(
+                        dep, cfg, data, upstream_dir(upstream or out, dep), device, dtype
+                    )
             modules[stage], histories[stage] = train_policy(
-                cfg, data, modules["behavior"], modules["critic"], out, device, dtype, progress, stop_after.get(stage))
+                cfg,
+                data,
+                modules["behavior"],
+                modules["critic"],
+                out,
+                device,
+                dtype,
+                progress,
+                stop_after.get(stage),
+            )
         else:
             trainer = {"behavior": train_behavior, "critic": train_critic}[stage]
-            modules[stage], histories[stage] = trainer(cfg, data, out, device, dtype, progress, stop_after.get(stage))
+            modules[stage], histories[stage] = trainer(
+                cfg, data, out, device, dtype, progress, stop_after.get(stage)
+            )
         wall[stage] = time.perf_counter() - t0
     return TrainResult(modules, histories, wall)

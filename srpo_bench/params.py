@@ -148,7 +148,9 @@ class PipelineParams:
     variants: dict[str, dict]  # name -> method, baseline knobs, episodes, RunConfig overrides (variant_spec)
     evaluation: EvaluationParams
     report: ReportParams
-    datasets: dict[str, str] = field(default_factory=dict)  # task -> Minari id or hdf5 path; default: generated
+    datasets: dict[str, str] = field(
+        default_factory=dict
+    )  # task -> Minari id or hdf5 path; default: generated
     focus: FocusParams | None = None
     validation: ValidationParams | None = None
     threads: int = 0
@@ -176,24 +178,33 @@ class PipelineParams:
         if self.focus:
             outside = [t for t in self.focus_tasks if t not in self.tasks]
             if outside:
-                raise ValueError(f"focus task(s) {', '.join(outside)} are not among the tasks {where}: the focus "
-                                 "variants reuse those runs' behavior models and critics")
+                raise ValueError(
+                    f"focus task(s) {', '.join(outside)} are not among the tasks {where}: the focus "
+                    "variants reuse those runs' behavior models and critics"
+                )
             both = set(self.focus.variants) & set(self.variants)
             if both:
-                raise ValueError(f"variant name(s) {', '.join(sorted(both))} appear in variants and focus.variants "
-                                 f"{where}")
+                raise ValueError(
+                    f"variant name(s) {', '.join(sorted(both))} appear in variants and focus.variants {where}"
+                )
         for name in self.all_variants:
             if "." in name or "/" in name:
-                raise ValueError(f"variant name {name!r} {where} may not contain '.' or '/' (DVC reads params by "
-                                 "dotted path, and the name is a directory): write e.g. t-fixed-0p3")
+                raise ValueError(
+                    f"variant name {name!r} {where} may not contain '.' or '/' (DVC reads params by "
+                    "dotted path, and the name is a directory): write e.g. t-fixed-0p3"
+                )
             self.variant_spec(name)  # raises on an unknown method or a bad baseline setting
         if self.validation:
             outside = [t for t in self.validation_tasks if t not in self.tasks]
             if outside:
-                raise ValueError(f"validation task(s) {', '.join(outside)} are not among the tasks {where}: "
-                                 "gradient variance is measured on those runs' behavior models and critics")
+                raise ValueError(
+                    f"validation task(s) {', '.join(outside)} are not among the tasks {where}: "
+                    "gradient variance is measured on those runs' behavior models and critics"
+                )
         if self.report.reference_variant not in self.variants:
-            raise ValueError(f"report.reference_variant must be one of the variants {list(self.variants)} {where}")
+            raise ValueError(
+                f"report.reference_variant must be one of the variants {list(self.variants)} {where}"
+            )
 
     @property
     def tasks(self) -> list[str]:
@@ -229,12 +240,16 @@ class PipelineParams:
     def variant_spec(self, variant: str) -> "VariantSpec":
         """How a variant is made: its method, baseline knobs, config overrides and evaluation episodes."""
         if variant not in self.all_variants:
-            raise ValueError(f"unknown variant {variant!r}; {self.source} defines {', '.join(self.all_variants)}")
+            raise ValueError(
+                f"unknown variant {variant!r}; {self.source} defines {', '.join(self.all_variants)}"
+            )
         raw = dict(self.all_variants[variant] or {})
         method = raw.pop("method", "srpo")
         if method not in METHODS:
-            raise ValueError(f"variant {variant!r} has unknown method {method!r} in {self.source}; "
-                             f"choose from {', '.join(METHODS)}")
+            raise ValueError(
+                f"variant {variant!r} has unknown method {method!r} in {self.source}; "
+                f"choose from {', '.join(METHODS)}"
+            )
         knobs = {k: raw.pop(k) for k in BASELINE_KEYS if k in raw}
         episodes = raw.pop("episodes", None)
         if "beta_scale" in raw:  # shorthand for the override policy.beta_scale (a beta sweep across tasks)
@@ -244,14 +259,21 @@ class PipelineParams:
         except ValueError as exc:
             raise ValueError(f"variant {variant!r} in {self.source}: {exc}") from None
         if knobs and method == "srpo":
-            raise ValueError(f"variant {variant!r} in {self.source}: {', '.join(knobs)} apply to baselines only")
+            raise ValueError(
+                f"variant {variant!r} in {self.source}: {', '.join(knobs)} apply to baselines only"
+            )
         if episodes is not None and int(episodes) < 1:
             raise ValueError(f"variant {variant!r} in {self.source}: episodes must be >= 1, got {episodes}")
-        return VariantSpec(method, bcfg, {str(k): as_override(v) for k, v in raw.items()},
-                           int(episodes if episodes is not None else self.evaluation.episodes))
+        return VariantSpec(
+            method,
+            bcfg,
+            {str(k): as_override(v) for k, v in raw.items()},
+            int(episodes if episodes is not None else self.evaluation.episodes),
+        )
 
     def run_config(self, task: str, seed: int, variant: str | None = None):
-        """The RunConfig of a run: task preset, training profile, then the profile's and the variant's overrides."""
+        """The RunConfig of a run: task preset, training profile, then the profile's and the variant's
+        overrides."""
         return make_config(task, self.train.profile, seed, self.overrides(variant))
 
     def stage_path(self, task: str, seed: int, stage: str) -> Path:
@@ -280,7 +302,8 @@ class PipelineParams:
         return sets
 
 
-# Variant keys that are not RunConfig overrides: the baselines' knobs (srpo_bench.eval.baselines.BaselineConfig).
+# Variant keys that are not RunConfig overrides: the baselines' knobs
+# (srpo_bench.eval.baselines.BaselineConfig).
 BASELINE_KEYS = ("temperature", "weight_clip", "n_candidates", "solver_steps")
 
 
@@ -320,13 +343,17 @@ def load_params(path: str | Path) -> PipelineParams:
 
 
 def _build(cls: type, raw: Any, where: str, path: Path) -> Any:
-    """``cls`` from a YAML mapping: every required key present, no unknown key, values of the declared types."""
+    """``cls`` from a YAML mapping: every required key present, no unknown key, values of the declared
+    types."""
     name = where.rstrip(".") or "the file"
     if not isinstance(raw, dict):
         raise ValueError(f"{path}: {name} must be a mapping, got {raw!r}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    required = [k for k, f in fields.items()
-                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    required = [
+        k
+        for k, f in fields.items()
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    ]
     missing = [where + k for k in required if k not in raw]
     if missing:
         raise ValueError(f"{path} lacks key(s) {', '.join(missing)}; params.yaml shows the full set")
@@ -358,7 +385,9 @@ def _value(hint: Any, value: Any, key: str, path: Path) -> Any:
     if expected is bool and not isinstance(value, bool):
         raise ValueError(f"{path}: {key} must be true or false, got {value!r}")
     if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
-        raise ValueError(f"{path}: {key} must be of type {getattr(expected, '__name__', expected)}, got {value!r}")
+        raise ValueError(
+            f"{path}: {key} must be of type {getattr(expected, '__name__', expected)}, got {value!r}"
+        )
     if origin is list and args and args[0] in (int, float, str):
         return [_value(args[0], v, f"{key}[{i}]", path) for i, v in enumerate(value)]
     return value

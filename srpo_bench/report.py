@@ -40,8 +40,12 @@ from srpo_bench.validation import gradient_variance as gv, score_accuracy as sa 
 from srpo_bench.validation.bandit_suite import ablation_markdown, ablation_summary  # noqa: E402
 
 # Training curves shown per stage: (stage, metric in the stage's history, label).
-CURVES = (("behavior", "loss", "behavior: DSM loss (E4)"), ("critic", "q_loss", "critic: Q loss"),
-          ("critic", "v_loss", "critic: V expectile loss"), ("policy", "loss", "policy: E6 surrogate loss"))
+CURVES = (
+    ("behavior", "loss", "behavior: DSM loss (E4)"),
+    ("critic", "q_loss", "critic: Q loss"),
+    ("critic", "v_loss", "critic: V expectile loss"),
+    ("policy", "loss", "policy: E6 surrogate loss"),
+)
 
 
 def _read_json(path: Path) -> dict:
@@ -61,11 +65,23 @@ def collect_scores(p: PipelineParams) -> pd.DataFrame:
                     rows.append({"task": task, "seed": seed, "variant": variant, "skipped": ev["skipped"]})
                     continue
                 if ev.get("mean_normalized") is None:
-                    raise ValueError(f"{task} has no normalization reference; its dataset needs ref_min/ref_max")
+                    raise ValueError(
+                        f"{task} has no normalization reference; its dataset needs ref_min/ref_max"
+                    )
                 latency = ev.get("action_latency") or {}
-                rows.append({"task": task, "seed": seed, "variant": variant, "score": ev["mean_normalized"],
-                             "mean_return": ev["mean_return"], "episodes": ev["episodes"], "skipped": None,
-                             "latency_ms": latency.get("median_ms", np.nan), "latency_batch": latency.get("batch")})
+                rows.append(
+                    {
+                        "task": task,
+                        "seed": seed,
+                        "variant": variant,
+                        "score": ev["mean_normalized"],
+                        "mean_return": ev["mean_return"],
+                        "episodes": ev["episodes"],
+                        "skipped": None,
+                        "latency_ms": latency.get("median_ms", np.nan),
+                        "latency_batch": latency.get("batch"),
+                    }
+                )
     return pd.DataFrame(rows)
 
 
@@ -76,11 +92,21 @@ def collect_curves(p: PipelineParams) -> pd.DataFrame:
     for task in p.tasks:
         for seed in p.seeds:
             for stage, metric, _ in CURVES:
-                base = p.variant_path(task, seed, ref) if stage == "policy" else p.stage_path(task, seed, stage)
+                base = (
+                    p.variant_path(task, seed, ref) if stage == "policy" else p.stage_path(task, seed, stage)
+                )
                 for entry in _read_json(base / f"{stage}_metrics.json")["history"]:
                     if metric in entry:
-                        rows.append({"task": task, "seed": seed, "stage": stage, "metric": metric,
-                                     "step": entry["step"], "value": entry[metric]})
+                        rows.append(
+                            {
+                                "task": task,
+                                "seed": seed,
+                                "stage": stage,
+                                "metric": metric,
+                                "step": entry["step"],
+                                "value": entry[metric],
+                            }
+                        )
     return pd.DataFrame(rows)
 
 
@@ -88,24 +114,35 @@ def score_matrices(scores: pd.DataFrame, tasks: list[str], variants) -> dict[str
     """(runs x tasks) matrix per variant over the given tasks that were evaluated."""
     ok = scores[scores["skipped"].isna()]
     tasks = [t for t in tasks if t in set(ok["task"])]
-    return {v: ok[ok["variant"] == v].pivot(index="seed", columns="task", values="score")[tasks].to_numpy()
-            for v in variants}
+    return {
+        v: ok[ok["variant"] == v].pivot(index="seed", columns="task", values="score")[tasks].to_numpy()
+        for v in variants
+    }
 
 
 def plot_learning_curves(curves: pd.DataFrame, path: Path, confidence: float) -> None:
     tasks = list(dict.fromkeys(curves["task"]))
-    fig, axes = plt.subplots(len(CURVES), len(tasks), figsize=(2.6 * len(tasks) + 1, 2.1 * len(CURVES)),
-                             squeeze=False, sharex="row")
+    fig, axes = plt.subplots(
+        len(CURVES),
+        len(tasks),
+        figsize=(2.6 * len(tasks) + 1, 2.1 * len(CURVES)),
+        squeeze=False,
+        sharex="row",
+    )
     for r, (stage, metric, label) in enumerate(CURVES):
         for c, task in enumerate(tasks):
             ax = axes[r][c]
             d = curves[(curves["task"] == task) & (curves["stage"] == stage) & (curves["metric"] == metric)]
-            sns.lineplot(d, x="step", y="value", ax=ax, errorbar=("ci", 100 * confidence), n_boot=1000, seed=0)
+            sns.lineplot(
+                d, x="step", y="value", ax=ax, errorbar=("ci", 100 * confidence), n_boot=1000, seed=0
+            )
             ax.set_title(task if r == 0 else "", fontsize=9)
             ax.set_ylabel(label if c == 0 else "", fontsize=8)
             ax.set_xlabel("step" if r == len(CURVES) - 1 else "")
             ax.tick_params(labelsize=7)
-    fig.suptitle(f"Training curves: mean over seeds with {100 * confidence:.0f}% bootstrap CI bands", fontsize=10)
+    fig.suptitle(
+        f"Training curves: mean over seeds with {100 * confidence:.0f}% bootstrap CI bands", fontsize=10
+    )
     fig.tight_layout()
     artifacts.save_figure(fig, path)
     plt.close(fig)
@@ -127,8 +164,9 @@ def plot_profiles(profiles: dict, path: Path, n_runs: int, n_tasks: int) -> None
 
 def plot_aggregates(aggs: dict, path: Path) -> None:
     variants = list(aggs)
-    fig, axes = plt.subplots(1, len(stats.AGGREGATE_NAMES), figsize=(3.0 * len(stats.AGGREGATE_NAMES),
-                                                                      0.5 * len(variants) + 1.4))
+    fig, axes = plt.subplots(
+        1, len(stats.AGGREGATE_NAMES), figsize=(3.0 * len(stats.AGGREGATE_NAMES), 0.5 * len(variants) + 1.4)
+    )
     colors = sns.color_palette("colorblind", len(variants))
     for ax, name in zip(axes, stats.AGGREGATE_NAMES):
         for i, v in enumerate(variants):
@@ -166,8 +204,9 @@ def _wall_times(p: PipelineParams) -> dict[str, float]:
             for v in p.variants_of(task):
                 d = p.variant_path(task, seed, v)
                 total["policy"] = total.get("policy", 0.0) + _read_json(d / "policy_metrics.json")["wall_s"]
-                total["evaluate"] = total.get("evaluate", 0.0) + _read_json(p.evaluation_path(task, seed, v)).get(
-                    "wall_s", 0.0)
+                total["evaluate"] = total.get("evaluate", 0.0) + _read_json(
+                    p.evaluation_path(task, seed, v)
+                ).get("wall_s", 0.0)
     return total
 
 
@@ -197,8 +236,11 @@ def write_report(p: PipelineParams) -> Path:
     lo = min(0.0, min(float(m.min()) for m in mats.values()))
     hi = max(100.0, max(float(m.max()) for m in mats.values()))
     profiles = stats.performance_profile(mats, np.linspace(lo, hi + 1.0, 60), conf, min(reps, 2000), seed)
-    poi = {f"{ref} > {v}": stats.probability_of_improvement(mats[ref], mats[v], conf, reps, seed)
-           for v in p.variants if v != ref}
+    poi = {
+        f"{ref} > {v}": stats.probability_of_improvement(mats[ref], mats[v], conf, reps, seed)
+        for v in p.variants
+        if v != ref
+    }
     focus = focus_study(p, scores, conf, reps, seed) if p.focus else None
     latency = latency_table(p, scores, aggs, focus)
     validation = validation_study(p, out / "figures", conf, min(reps, 2000), seed) if p.validation else None
@@ -213,30 +255,48 @@ def write_report(p: PipelineParams) -> Path:
     curve_means = curves.groupby(["stage", "metric", "step", "task"])["value"].mean().reset_index()
     for stage, metric, _ in CURVES:
         wide = curve_means[(curve_means["stage"] == stage) & (curve_means["metric"] == metric)].pivot(
-            index="step", columns="task", values="value")
+            index="step", columns="task", values="value"
+        )
         artifacts.write_text(plots / f"{stage}_{metric}.csv", wide.reindex(columns=tasks).to_csv())
     prof_df = pd.DataFrame({"tau": profiles[ref]["tau"], **{v: profiles[v]["fraction"] for v in p.variants}})
     artifacts.write_text(plots / "performance_profile.csv", prof_df.to_csv(index=False))
 
     metrics = {
-        "profile": p.profile, "n_runs": n_runs, "n_tasks": len(tasks), "confidence": conf,
+        "profile": p.profile,
+        "n_runs": n_runs,
+        "n_tasks": len(tasks),
+        "confidence": conf,
         "aggregate": {v: {k: e.to_dict() for k, e in a.items()} for v, a in aggs.items()},
         "per_task": per_task,
         "probability_of_improvement": {k: e.to_dict() for k, e in poi.items()},
         "focus": focus,
         "latency_vs_score": latency.to_dict("records"),
         "validation": None if validation is None else validation["summaries"],
-        "skipped": scores[scores["skipped"].notna()][["task", "seed", "variant", "skipped"]].to_dict("records"),
+        "skipped": scores[scores["skipped"].notna()][["task", "seed", "variant", "skipped"]].to_dict(
+            "records"
+        ),
     }
     artifacts.write_json(out / "metrics.json", metrics)
-    text = render_markdown(p, per_task, aggs, poi, tasks, _dataset_cards(p), _wall_times(p), metrics["skipped"],
-                           focus, latency, validation)
+    text = render_markdown(
+        p,
+        per_task,
+        aggs,
+        poi,
+        tasks,
+        _dataset_cards(p),
+        _wall_times(p),
+        metrics["skipped"],
+        focus,
+        latency,
+        validation,
+    )
     artifacts.write_text(out / "report.md", text)
     return out / "report.md"
 
 
 def focus_study(p: PipelineParams, scores: pd.DataFrame, conf: float, reps: int, seed: int) -> dict:
-    """Focus variants beside the reference on the focus tasks: per-task CIs, aggregates, P(variant > reference)."""
+    """Focus variants beside the reference on the focus tasks: per-task CIs, aggregates, P(variant >
+    reference)."""
     ref = p.report.reference_variant
     variants = [ref, *p.focus.variants]
     ok = scores[scores["skipped"].isna()]
@@ -252,10 +312,18 @@ def focus_study(p: PipelineParams, scores: pd.DataFrame, conf: float, reps: int,
             est, std = stats.task_estimate(x, conf, reps, seed)
             per_task[task][v] = {**est.to_dict(), "std": std}
     aggs = stats.aggregate_estimates(mats, conf, reps, seed)
-    poi = {v: stats.probability_of_improvement(mats[v], mats[ref], conf, reps, seed).to_dict()
-           for v in variants if v != ref}
-    return {"tasks": tasks, "variants": variants, "per_task": per_task,
-            "aggregate": {v: {k: e.to_dict() for k, e in a.items()} for v, a in aggs.items()}, "poi": poi}
+    poi = {
+        v: stats.probability_of_improvement(mats[v], mats[ref], conf, reps, seed).to_dict()
+        for v in variants
+        if v != ref
+    }
+    return {
+        "tasks": tasks,
+        "variants": variants,
+        "per_task": per_task,
+        "aggregate": {v: {k: e.to_dict() for k, e in a.items()} for v, a in aggs.items()},
+        "poi": poi,
+    }
 
 
 def latency_table(p: PipelineParams, scores: pd.DataFrame, aggs: dict, focus: dict | None) -> pd.DataFrame:
@@ -270,17 +338,36 @@ def latency_table(p: PipelineParams, scores: pd.DataFrame, aggs: dict, focus: di
     for v in p.variants:
         e = aggs[v]["iqm"]
         lat = ok[ok["variant"] == v]["latency_ms"]
-        rows.append({"variant": v, "method": p.variant_spec(v).method, "tasks": "all", "score": e.value,
-                     "low": e.low, "high": e.high, "score_stat": "IQM", "latency_ms": float(lat.median()),
-                     "batch": ok[ok["variant"] == v]["latency_batch"].iloc[0] if len(lat) else None})
+        rows.append(
+            {
+                "variant": v,
+                "method": p.variant_spec(v).method,
+                "tasks": "all",
+                "score": e.value,
+                "low": e.low,
+                "high": e.high,
+                "score_stat": "IQM",
+                "latency_ms": float(lat.median()),
+                "batch": ok[ok["variant"] == v]["latency_batch"].iloc[0] if len(lat) else None,
+            }
+        )
     if focus and focus["tasks"]:
         for v in focus["variants"]:
             e = focus["aggregate"][v]["mean"]
             sel = ok[(ok["variant"] == v) & ok["task"].isin(focus["tasks"])]
-            rows.append({"variant": v, "method": p.variant_spec(v).method, "tasks": "focus", "score": e["value"],
-                         "low": e["low"], "high": e["high"], "score_stat": "mean",
-                         "latency_ms": float(sel["latency_ms"].median()),
-                         "batch": sel["latency_batch"].iloc[0] if len(sel) else None})
+            rows.append(
+                {
+                    "variant": v,
+                    "method": p.variant_spec(v).method,
+                    "tasks": "focus",
+                    "score": e["value"],
+                    "low": e["low"],
+                    "high": e["high"],
+                    "score_stat": "mean",
+                    "latency_ms": float(sel["latency_ms"].median()),
+                    "batch": sel["latency_batch"].iloc[0] if len(sel) else None,
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -294,12 +381,25 @@ def plot_latency(table: pd.DataFrame, path: Path) -> None:
     for ax, g in zip(axes[0], groups):
         d = table[table["tasks"] == g]
         for _, r in d.iterrows():
-            ax.errorbar(r["latency_ms"], r["score"], yerr=[[r["score"] - r["low"]], [r["high"] - r["score"]]],
-                        fmt="o", color=colors[r["method"]], capsize=3)
-            ax.annotate(r["variant"], (r["latency_ms"], r["score"]), fontsize=7, xytext=(4, 3),
-                        textcoords="offset points")
+            ax.errorbar(
+                r["latency_ms"],
+                r["score"],
+                yerr=[[r["score"] - r["low"]], [r["high"] - r["score"]]],
+                fmt="o",
+                color=colors[r["method"]],
+                capsize=3,
+            )
+            ax.annotate(
+                r["variant"],
+                (r["latency_ms"], r["score"]),
+                fontsize=7,
+                xytext=(4, 3),
+                textcoords="offset points",
+            )
         ax.set_xscale("log")
-        ax.set_xlabel(f"action-selection latency per call, ms (batch {int(d['batch'].iloc[0])}, median over steps)")
+        ax.set_xlabel(
+            f"action-selection latency per call, ms (batch {int(d['batch'].iloc[0])}, median over steps)"
+        )
         stat = d["score_stat"].iloc[0]
         ax.set_ylabel(f"D4RL-normalized score, {stat} (95% CI)")
         ax.set_title("every task" if g == "all" else "focus tasks", fontsize=10)
@@ -315,22 +415,41 @@ def plot_latency(table: pd.DataFrame, path: Path) -> None:
 def validation_study(p: PipelineParams, figs: Path, conf: float, reps: int, seed: int) -> dict:
     """Summaries, figures and report lines of the validation stages (method §9)."""
     vdir = p.validation_dir
-    per_task = lambda sub: [_read_json(vdir / sub / t / f"seed{s}.json")  # noqa: E731
-                            for t in p.validation_tasks for s in p.seeds]
-    score = sa.summarize(_read_json(vdir / "score_bandits.json")["records"] + per_task("score"), conf, reps, seed)
-    grad = gv.summarize(_read_json(vdir / "gradvar_bandits.json")["records"] + per_task("gradvar"), conf, seed)
+
+    def per_task(sub: str) -> list[dict]:
+        return [_read_json(vdir / sub / t / f"seed{s}.json") for t in p.validation_tasks for s in p.seeds]
+
+    score = sa.summarize(
+        _read_json(vdir / "score_bandits.json")["records"] + per_task("score"), conf, reps, seed
+    )
+    grad = gv.summarize(
+        _read_json(vdir / "gradvar_bandits.json")["records"] + per_task("gradvar"), conf, seed
+    )
     abl = _read_json(vdir / "bandit_ablation.json")
     ablation = ablation_summary(abl["records"], conf, reps, seed)
     sa.plot(score, figs / "score_accuracy.png")
     gv.plot(grad, figs / "gradient_variance.png")
-    lines = ["## Validation: SRPO's mechanisms (method §9)", "",
-             "### Score accuracy by diffusion time", "", *sa.markdown(score), "",
-             "![score accuracy](figures/score_accuracy.png)", "",
-             "### Variance of the E6 gradient", "", *gv.markdown(grad), "",
-             "![gradient variance](figures/gradient_variance.png)", "",
-             *ablation_markdown(ablation, abl["reference"])]
-    return {"summaries": {"score_accuracy": score, "gradient_variance": grad, "bandit_ablation": ablation},
-            "lines": lines}
+    lines = [
+        "## Validation: SRPO's mechanisms (method §9)",
+        "",
+        "### Score accuracy by diffusion time",
+        "",
+        *sa.markdown(score),
+        "",
+        "![score accuracy](figures/score_accuracy.png)",
+        "",
+        "### Variance of the E6 gradient",
+        "",
+        *gv.markdown(grad),
+        "",
+        "![gradient variance](figures/gradient_variance.png)",
+        "",
+        *ablation_markdown(ablation, abl["reference"]),
+    ]
+    return {
+        "summaries": {"score_accuracy": score, "gradient_variance": grad, "bandit_ablation": ablation},
+        "lines": lines,
+    }
 
 
 def render_markdown(p, per_task, aggs, poi, tasks, cards, wall, skipped, focus, latency, validation) -> str:
@@ -339,46 +458,80 @@ def render_markdown(p, per_task, aggs, poi, tasks, cards, wall, skipped, focus, 
     generated = any(c.get("generated") for c in cards)
     conf = 100 * p.report.confidence
     L = [f"# srpo-bench report: profile `{p.profile}`", ""]
-    L += [f"Generated by `dvc repro` ({'`make smoke`' if p.profile == 'smoke' else '`make repro`'}) on "
-          f"{dt.datetime.now(dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} from {code_version()}. "
-          f"Every number below was measured by this run; nothing is copied in except the paper's column.", ""]
+    L += [
+        f"Generated by `dvc repro` ({'`make smoke`' if p.profile == 'smoke' else '`make repro`'}) on "
+        f"{dt.datetime.now(dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} from {code_version()}. "
+        f"Every number below was measured by this run; nothing is copied in except the paper's column.",
+        "",
+    ]
     if generated:
-        L += ["> **Datasets.** Scores are D4RL-normalized, but measured on datasets this suite generated itself "
-              "(SAC on Gymnasium MuJoCo v5, see *Datasets*), not on D4RL's. The paper's Table 1 column is on "
-              "D4RL's datasets: the two columns are **not** comparable task by task.", ""]
-    L += [f"Budgets: training profile `{p.train.profile}` with overrides "
-          f"`{json.dumps(p.train.overrides)}`; {n} seeds ({', '.join(map(str, p.seeds))}) per task; "
-          f"{p.evaluation.episodes} evaluation episodes per run. A run's score is the mean normalized score "
-          f"of its episodes; intervals are {conf:.0f}% bootstrap CIs over runs.", ""]
+        L += [
+            "> **Datasets.** Scores are D4RL-normalized, but measured on datasets this suite generated "
+            "itself "
+            "(SAC on Gymnasium MuJoCo v5, see *Datasets*), not on D4RL's. The paper's Table 1 column is on "
+            "D4RL's datasets: the two columns are **not** comparable task by task.",
+            "",
+        ]
+    L += [
+        f"Budgets: training profile `{p.train.profile}` with overrides "
+        f"`{json.dumps(p.train.overrides)}`; {n} seeds ({', '.join(map(str, p.seeds))}) per task; "
+        f"{p.evaluation.episodes} evaluation episodes per run. A run's score is the mean normalized score "
+        f"of its episodes; intervals are {conf:.0f}% bootstrap CIs over runs.",
+        "",
+    ]
 
-    L += ["## Per-task scores", "",
-          f"Mean ± standard deviation over runs, and the {conf:.0f}% percentile-bootstrap CI of the mean "
-          f"(n = {n} runs per cell).", ""]
+    L += [
+        "## Per-task scores",
+        "",
+        f"Mean ± standard deviation over runs, and the {conf:.0f}% percentile-bootstrap CI of the mean "
+        f"(n = {n} runs per cell).",
+        "",
+    ]
     head = "| task | " + " | ".join(p.variants) + " | paper SRPO (D4RL) |"
     L += [head, "|" + "---|" * (len(p.variants) + 2)]
     for task in tasks:
         cells = [_cell(per_task[task][v]) for v in p.variants]
         paper = PAPER_TABLE1.get(task, {}).get("SRPO")
         L.append(f"| {task} | " + " | ".join(cells) + f" | {'—' if paper is None else f'{paper:.1f}'} |")
-    L += ["", "Each cell: mean ± std [CI]. Baselines (eval/baselines.py) use the same data, seeds, critic and "
-          "behavior model as SRPO: " + "; ".join(f"`{v}` = {_describe(p, v)}" for v in p.variants) + ".", ""]
+    L += [
+        "",
+        "Each cell: mean ± std [CI]. Baselines (eval/baselines.py) use the same data, seeds, critic and "
+        "behavior model as SRPO: " + "; ".join(f"`{v}` = {_describe(p, v)}" for v in p.variants) + ".",
+        "",
+    ]
     if skipped:
-        L += ["Skipped evaluations: " + "; ".join(f"{s['task']} seed {s['seed']} {s['variant']}: {s['skipped']}"
-                                                 for s in skipped), ""]
+        L += [
+            "Skipped evaluations: "
+            + "; ".join(f"{s['task']} seed {s['seed']} {s['variant']}: {s['skipped']}" for s in skipped),
+            "",
+        ]
 
-    L += ["## Aggregate scores", "",
-          f"Across {len(tasks)} tasks × {n} runs, with {conf:.0f}% stratified-bootstrap CIs (runs resampled within "
-          "tasks; Agarwal et al. 2021, computed with rliable). IQM: mean of the middle 50% of all run scores. "
-          "Optimality gap: mean shortfall below 100 (lower is better).", ""]
+    L += [
+        "## Aggregate scores",
+        "",
+        f"Across {len(tasks)} tasks × {n} runs, with {conf:.0f}% stratified-bootstrap CIs (runs resampled "
+        "within "
+        "tasks; Agarwal et al. 2021, computed with rliable). IQM: mean of the middle 50% of all run scores. "
+        "Optimality gap: mean shortfall below 100 (lower is better).",
+        "",
+    ]
     L += ["| variant | runs × tasks | mean | median | IQM | optimality gap |", "|---|---|---|---|---|---|"]
     for v, a in aggs.items():
-        L.append(f"| {v} | {n} × {len(tasks)} | " + " | ".join(a[k].format() for k in stats.AGGREGATE_NAMES) + " |")
+        L.append(
+            f"| {v} | {n} × {len(tasks)} | " + " | ".join(a[k].format() for k in stats.AGGREGATE_NAMES) + " |"
+        )
     L.append("")
     if poi:
-        L += ["### Probability of improvement", "",
-              f"P(X > Y): the probability that a run of X scores higher than a run of Y on the same task, averaged "
-              f"over tasks, with its {conf:.0f}% stratified-bootstrap CI ({n} runs each). 0.5 = no difference.", "",
-              "| comparison | P(X > Y) | runs each |", "|---|---|---|"]
+        L += [
+            "### Probability of improvement",
+            "",
+            "P(X > Y): the probability that a run of X scores higher than a run of Y on the same task, "
+            "averaged "
+            f"over tasks, with its {conf:.0f}% stratified-bootstrap CI ({n} runs each). 0.5 = no difference.",
+            "",
+            "| comparison | P(X > Y) | runs each |",
+            "|---|---|---|",
+        ]
         L += [f"| {k} | {e.format(2)} | {e.n_runs} |" for k, e in poi.items()]
         L.append("")
     else:
@@ -388,29 +541,51 @@ def render_markdown(p, per_task, aggs, poi, tasks, cards, wall, skipped, focus, 
     L += _latency_markdown(latency)
     if validation is not None:
         L += validation["lines"]
-    L += ["## Figures", "", "![aggregate intervals](figures/aggregate_intervals.png)", "",
-          "![performance profiles](figures/performance_profiles.png)", "",
-          "![learning curves](figures/learning_curves.png)", ""]
+    L += [
+        "## Figures",
+        "",
+        "![aggregate intervals](figures/aggregate_intervals.png)",
+        "",
+        "![performance profiles](figures/performance_profiles.png)",
+        "",
+        "![learning curves](figures/learning_curves.png)",
+        "",
+    ]
 
     L += ["## Datasets", ""]
     if cards:
-        L += ["| task | dataset | transitions | episodes | returns random / medium / expert (ours) | "
-              "our expert, D4RL-normalized | D4RL random / expert |", "|---|---|---|---|---|---|---|"]
+        L += [
+            "| task | dataset | transitions | episodes | returns random / medium / expert (ours) | "
+            "our expert, D4RL-normalized | D4RL random / expert |",
+            "|---|---|---|---|---|---|---|",
+        ]
         for c in cards:
             if not c.get("generated"):
                 L.append(f"| {c['task']} | {c['dataset_id']} | | | | | |")
                 continue
             r = c["policy_returns"]
             fmt = lambda x: "—" if x is None else f"{x:.0f}"  # noqa: E731
-            L.append(f"| {c['task']} | {c['dataset_id']} | {c['transitions']} | {c['episodes']} | "
-                     f"{fmt(r['random'])} / {fmt(r['medium'])} / {fmt(r['expert'])} | "
-                     f"{fmt(c['our_expert_d4rl_normalized'])} | {c['d4rl_reference']['random']:.0f} / "
-                     f"{c['d4rl_reference']['expert']:.0f} |")
+            L.append(
+                f"| {c['task']} | {c['dataset_id']} | {c['transitions']} | {c['episodes']} | "
+                f"{fmt(r['random'])} / {fmt(r['medium'])} / {fmt(r['expert'])} | "
+                f"{fmt(c['our_expert_d4rl_normalized'])} | {c['d4rl_reference']['random']:.0f} / "
+                f"{c['d4rl_reference']['expert']:.0f} |"
+            )
         L.append("")
-    L += ["## Run metadata", "",
-          "Wall time summed over runs (s): " + ", ".join(f"{k} {v:.0f}" for k, v in wall.items()) + ".", "",
-          "Machine: `" + json.dumps(machine_info()) + "`", "", "Params (`" + p.source + "`):", "", "```yaml",
-          yaml.safe_dump(_params_dict(p), sort_keys=False).rstrip(), "```", ""]
+    L += [
+        "## Run metadata",
+        "",
+        "Wall time summed over runs (s): " + ", ".join(f"{k} {v:.0f}" for k, v in wall.items()) + ".",
+        "",
+        "Machine: `" + json.dumps(machine_info()) + "`",
+        "",
+        "Params (`" + p.source + "`):",
+        "",
+        "```yaml",
+        yaml.safe_dump(_params_dict(p), sort_keys=False).rstrip(),
+        "```",
+        "",
+    ]
     return "\n".join(L)
 
 
@@ -425,14 +600,17 @@ def _describe(p: PipelineParams, variant: str) -> str:
         b = spec.baseline
         return f"diffusion selection, N = {b.n_candidates} candidates, K = {b.solver_steps} solver steps"
     if spec.method == "iql-awr":
-        return f"IQL AWR (temperature {spec.baseline.temperature or 'preset'}, clip {spec.baseline.weight_clip:g})"
+        temperature = spec.baseline.temperature or "preset"
+        return f"IQL AWR (temperature {temperature}, clip {spec.baseline.weight_clip:g})"
     if spec.method == "bc":
         return "behavior cloning"
     changes = dict(spec.overrides)
     beta_scale = float(changes.pop("policy.beta_scale", 1.0))
     if beta_scale != 1.0:
         changes["beta"] = f"x{beta_scale:g}"
-    return "SRPO" + (f" with {', '.join(f'{k}={v}' for k, v in changes.items())}" if changes else " (task preset)")
+    return "SRPO" + (
+        f" with {', '.join(f'{k}={v}' for k, v in changes.items())}" if changes else " (task preset)"
+    )
 
 
 def _focus_markdown(p: PipelineParams, focus: dict | None, conf: float) -> list[str]:
@@ -440,12 +618,19 @@ def _focus_markdown(p: PipelineParams, focus: dict | None, conf: float) -> list[
         return []
     ref = p.report.reference_variant
     n = len(p.seeds)
-    L = ["## Focus variants: ablations and costly baselines", "",
-         f"On {', '.join(focus['tasks'])}, with the same runs' behavior models and critics ({n} runs per cell). "
-         f"P(X > {ref}): probability that a run of the variant beats a run of `{ref}` on the same task, "
-         f"{conf:.0f}% stratified-bootstrap CI; 0.5 = no difference.", ""]
-    L += ["| variant | what | " + " | ".join(focus["tasks"]) + f" | mean over tasks | P(X > {ref}) |",
-          "|" + "---|" * (len(focus["tasks"]) + 4)]
+    L = [
+        "## Focus variants: ablations and costly baselines",
+        "",
+        f"On {', '.join(focus['tasks'])}, with the same runs' behavior models and critics ({n} runs per "
+        "cell). "
+        f"P(X > {ref}): probability that a run of the variant beats a run of `{ref}` on the same task, "
+        f"{conf:.0f}% stratified-bootstrap CI; 0.5 = no difference.",
+        "",
+    ]
+    L += [
+        "| variant | what | " + " | ".join(focus["tasks"]) + f" | mean over tasks | P(X > {ref}) |",
+        "|" + "---|" * (len(focus["tasks"]) + 4),
+    ]
     for v in focus["variants"]:
         cells = [_cell(focus["per_task"][t][v]) for t in focus["tasks"]]
         a = focus["aggregate"][v]["mean"]
@@ -458,16 +643,25 @@ def _focus_markdown(p: PipelineParams, focus: dict | None, conf: float) -> list[
 
 
 def _latency_markdown(latency: pd.DataFrame) -> list[str]:
-    L = ["## Action-selection latency vs score", "",
-         "Latency: wall time of one policy call for a batch of states (one per parallel environment), median over "
-         "every step of the variant's evaluation rollouts, median over runs; measured in the same runs as the "
-         "scores. `make bench` (reports/bench/sampling.json) times each method in isolation at batch 1 and 256.", "",
-         "| variant | method | tasks | score [95% CI] | latency (ms) | × SRPO latency |", "|---|---|---|---|---|---|"]
+    L = [
+        "## Action-selection latency vs score",
+        "",
+        "Latency: wall time of one policy call for a batch of states (one per parallel environment), "
+        "median over "
+        "every step of the variant's evaluation rollouts, median over runs; measured in the same runs as the "
+        "scores. `make bench` (reports/bench/sampling.json) times each method in isolation at batch 1 and "
+        "256.",
+        "",
+        "| variant | method | tasks | score [95% CI] | latency (ms) | × SRPO latency |",
+        "|---|---|---|---|---|---|",
+    ]
     base = latency[(latency["method"] == "srpo") & (latency["tasks"] == "all")]["latency_ms"]
     base = float(base.iloc[0]) if len(base) else float("nan")
     for _, r in latency.iterrows():
-        L.append(f"| {r['variant']} | {r['method']} | {r['tasks']} | {r['score_stat']} {r['score']:.1f} "
-                 f"[{r['low']:.1f}, {r['high']:.1f}] | {r['latency_ms']:.3f} | {r['latency_ms'] / base:.1f} |")
+        L.append(
+            f"| {r['variant']} | {r['method']} | {r['tasks']} | {r['score_stat']} {r['score']:.1f} "
+            f"[{r['low']:.1f}, {r['high']:.1f}] | {r['latency_ms']:.3f} | {r['latency_ms'] / base:.1f} |"
+        )
     L += ["", "![latency vs score](figures/latency_vs_score.png)", ""]
     return L
 

@@ -66,7 +66,9 @@ def test_quadrature_objective_gradient_is_the_mean_e6_direction(shape, weighting
     t = policy.sample_policy_time(n, pc.t_range, None, g, torch.device("cpu"), torch.float64)
     eps = torch.randn(n, 2, generator=g, dtype=torch.float64)
     a_t = schedule.diffuse(a.detach().expand(n, 2), t, eps)
-    reg = policy.behavior_direction(mixture.exact_eps(b.behavior, a_t, t), eps, t, pc.weighting, baseline=True)
+    reg = policy.behavior_direction(
+        mixture.exact_eps(b.behavior, a_t, t), eps, t, pc.weighting, baseline=True
+    )
     draws = pc.beta * b.reward_grad(a.detach()) - reg
     se = draws.std(0) / math.sqrt(n)
     assert torch.all((draws.mean(0) - grad_j[0]).abs() < 5 * se + 1e-6), (draws.mean(0), grad_j)
@@ -90,7 +92,13 @@ def test_exact_score_extraction_lands_on_the_optimum(shape, tmp_path):
     cfg = make_config(f"bandit-{shape}", "smoke", overrides={"policy.steps": "2000", "log_every": "500"})
     data = bandit_tasks.make_dataset(b, 2000, 0)
     pi, _ = train_policy(
-        cfg, data, bandits.ExactNoisePredictor(b), bandits.ExactCritic(b), tmp_path, torch.device("cpu"), progress=False
+        cfg,
+        data,
+        bandits.ExactNoisePredictor(b),
+        bandits.ExactCritic(b),
+        tmp_path,
+        torch.device("cpu"),
+        progress=False,
     )
     report = bandits.policy_report(b, pi, cfg.policy, optimum(shape))
     assert report["distance_to_optimum"] < EXACT_SCORE_TOL, report
@@ -102,13 +110,22 @@ def _learned_score_distance(shape: str, tmp_path, steps: str) -> dict:
 
     b = bandit_tasks.BANDITS[shape]
     cfg = make_config(
-        f"bandit-{shape}", "smoke",
-        overrides={"behavior.steps": steps, "behavior.width": "128", "behavior.n_blocks": "2",
-                   "policy.steps": "2000", "log_every": "500", "checkpoint_every": "100000"},
+        f"bandit-{shape}",
+        "smoke",
+        overrides={
+            "behavior.steps": steps,
+            "behavior.width": "128",
+            "behavior.n_blocks": "2",
+            "policy.steps": "2000",
+            "log_every": "500",
+            "checkpoint_every": "100000",
+        },
     )
     data = bandit_tasks.make_dataset(b, 10_000, 0)
     model, _ = train_behavior(cfg, data, tmp_path, torch.device("cpu"), progress=False)
-    pi, _ = train_policy(cfg, data, model, bandits.ExactCritic(b), tmp_path, torch.device("cpu"), progress=False)
+    pi, _ = train_policy(
+        cfg, data, model, bandits.ExactCritic(b), tmp_path, torch.device("cpu"), progress=False
+    )
     return bandits.policy_report(b, pi, cfg.policy, optimum(shape))
 
 

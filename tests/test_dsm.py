@@ -42,7 +42,8 @@ def test_exact_eps_beats_any_perturbation(mix, size, seed):
 def test_dsm_loss_of_exact_eps_matches_its_conditional_variance():
     """At the optimum, L = E||eps - E[eps|a_t]||^2 < d: a sanity value, not just an ordering."""
     mix = mixture.GaussianMixture(
-        torch.tensor([1.0], dtype=torch.float64), torch.zeros(1, 2, dtype=torch.float64),
+        torch.tensor([1.0], dtype=torch.float64),
+        torch.zeros(1, 2, dtype=torch.float64),
         0.04 * torch.eye(2, dtype=torch.float64)[None],
     )
     g = torch.Generator().manual_seed(0)

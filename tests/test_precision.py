@@ -63,7 +63,8 @@ def test_bf16_forward_runs_matmuls_in_bf16_and_keeps_parameters_and_grads_fp32()
 
 
 def test_a_bf16_run_trains_like_the_fp32_run(tmp_path):
-    """Same seed, 3 stages: the bf16 loss curves follow the fp32 ones (within 5% per logged mean, 2% at the end
+    """Same seed, 3 stages: the bf16 loss curves follow the fp32 ones (within 5% per logged mean, 2% at the
+    end
     of the behavior stage) and the final parameters differ by bf16-sized amounts, not by a different run."""
     data = tiny_data()
     runs = {}

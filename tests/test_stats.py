@@ -13,7 +13,9 @@ runs = st.lists(finite, min_size=2, max_size=12)
 def matrices(min_runs=2, max_runs=6, max_tasks=4):
     return st.integers(min_runs, max_runs).flatmap(
         lambda r: st.integers(1, max_tasks).flatmap(
-            lambda t: st.lists(st.lists(finite, min_size=t, max_size=t), min_size=r, max_size=r)))
+            lambda t: st.lists(st.lists(finite, min_size=t, max_size=t), min_size=r, max_size=r)
+        )
+    )
 
 
 @given(runs)
@@ -43,7 +45,9 @@ def test_iqm_and_aggregates_of_a_constant_are_that_constant(c, n_runs, n_tasks):
     assert np.isclose(stats.iqm(m), c)
     est = stats.aggregate_estimates({"a": m}, reps=200)["a"]
     for name in ("mean", "median", "iqm"):
-        assert np.isclose(est[name].value, c) and np.isclose(est[name].low, c) and np.isclose(est[name].high, c)
+        assert (
+            np.isclose(est[name].value, c) and np.isclose(est[name].low, c) and np.isclose(est[name].high, c)
+        )
 
 
 @given(matrices(max_runs=8), st.randoms(use_true_random=False))

@@ -47,7 +47,9 @@ def _eps_quadrature(n_eps: int) -> tuple[Tensor, Tensor]:
     return torch.tensor(np.stack([xx.ravel(), yy.ravel()], -1)), torch.tensor(ww.ravel())
 
 
-def surrogate_objective(bandit: Bandit, actions: Tensor, pc: PolicyConfig, n_t: int = 24, n_eps: int = 8) -> Tensor:
+def surrogate_objective(
+    bandit: Bandit, actions: Tensor, pc: PolicyConfig, n_t: int = 24, n_eps: int = 8
+) -> Tensor:
     """J(a) for actions (M, 2), by quadrature (module docstring). Differentiable in ``actions``."""
     mix = bandit.behavior.to(dtype=actions.dtype)
     ts, wt = (q.to(actions.dtype) for q in _t_quadrature(pc, n_t))
@@ -124,7 +126,9 @@ class ExactCritic(torch.nn.Module):
         return self.bandit.reward(action)
 
 
-def policy_report(bandit: Bandit, policy: torch.nn.Module, pc: PolicyConfig, optimum: SurrogateOptimum) -> dict:
+def policy_report(
+    bandit: Bandit, policy: torch.nn.Module, pc: PolicyConfig, optimum: SurrogateOptimum
+) -> dict:
     """Where a trained policy's action lies relative to the exact-score surrogate optimum."""
     with torch.no_grad():
         p = next(policy.parameters())
@@ -140,6 +144,8 @@ def policy_report(bandit: Bandit, policy: torch.nn.Module, pc: PolicyConfig, opt
         "optimum_surrogate": optimum.value,
         "distance_to_optimum": float(torch.linalg.norm(action - optimum.action)),
         "distance_to_nearest_local_optimum": nearest_local,
-        "optimum_distance_to_nearest_mode": float(torch.linalg.norm(bandit.behavior.means - optimum.action, dim=-1).min()),
+        "optimum_distance_to_nearest_mode": float(
+            torch.linalg.norm(bandit.behavior.means - optimum.action, dim=-1).min()
+        ),
         "policy_distance_to_nearest_mode": nearest_mode,
     }

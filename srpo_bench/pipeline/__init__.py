@@ -15,7 +15,8 @@ Training steps train every seed of a task in one process, seeds as a batch dimen
 (:mod:`srpo.fast.seed_batch`); each seed still gets its own checkpoint, as a single run would.
 Layout of a profile's outputs::
 
-    <data_dir>/minari/srpo/<env>/<kind>-v0               generated datasets (Minari store), task = <env>-<kind>
+    <data_dir>/minari/srpo/<env>/<kind>-v0               generated datasets (Minari store), task =
+    <env>-<kind>
     <run_dir>/<task>/behavior/seed<S>/behavior.pt         shared by all policy variants of the run
     <run_dir>/<task>/critic/seed<S>/critic.pt             shared by all policy variants of the run
     <run_dir>/<task>/policy/<variant>/seed<S>/policy.pt

@@ -21,14 +21,35 @@ from srpo_bench.eval import baselines
 from srpo_bench.params import PipelineParams
 
 
-def write_stage_metrics(out: Path, stage: str, task: str, seed: int, variant: str | None, cfg, data,
-                         history: list, wall_s: float, batched_seeds: int, **extra) -> None:
-    artifacts.write_json(out / f"{stage}_metrics.json", {
-        "task": task, "seed": seed, "variant": variant, "stage": stage, **extra, "config": cfg.to_dict(),
-        "dataset": {"name": data.name, "transitions": len(data), "fingerprint": data.fingerprint()},
-        # Seeds trained together share the wall time: each records its share, so that sums are totals.
-        "wall_s": wall_s / batched_seeds, "batched_seeds": batched_seeds, "history": history,
-    })
+def write_stage_metrics(
+    out: Path,
+    stage: str,
+    task: str,
+    seed: int,
+    variant: str | None,
+    cfg,
+    data,
+    history: list,
+    wall_s: float,
+    batched_seeds: int,
+    **extra,
+) -> None:
+    artifacts.write_json(
+        out / f"{stage}_metrics.json",
+        {
+            "task": task,
+            "seed": seed,
+            "variant": variant,
+            "stage": stage,
+            **extra,
+            "config": cfg.to_dict(),
+            "dataset": {"name": data.name, "transitions": len(data), "fingerprint": data.fingerprint()},
+            # Seeds trained together share the wall time: each records its share, so that sums are totals.
+            "wall_s": wall_s / batched_seeds,
+            "batched_seeds": batched_seeds,
+            "history": history,
+        },
+    )
 
 
 def trained_earlier(out: Path, stage: str, cfg, data, **extra) -> bool:
@@ -46,9 +67,11 @@ def trained_earlier(out: Path, stage: str, cfg, data, **extra) -> bool:
         done = bool(artifacts.load_torch(ckpt).get("done"))
     except (OSError, ValueError, RuntimeError):  # unreadable: the stage retrains or rewrites it
         return False
-    same = (m.get("config") == json.loads(json.dumps(cfg.to_dict()))
-            and m.get("dataset", {}).get("fingerprint") == data.fingerprint()
-            and all(m.get(k) == json.loads(json.dumps(v)) for k, v in extra.items()))
+    same = (
+        m.get("config") == json.loads(json.dumps(cfg.to_dict()))
+        and m.get("dataset", {}).get("fingerprint") == data.fingerprint()
+        and all(m.get(k) == json.loads(json.dumps(v)) for k, v in extra.items())
+    )
     return done and same
 
 
@@ -61,7 +84,8 @@ def drop_other_seeds(parent: Path, seeds: list[int]) -> None:
 
 
 def training_code_fingerprint(*packages: ModuleType) -> str:
-    """A hash of the code that trains: every module of :mod:`srpo`, eval/baselines.py, and ``packages``' modules.
+    """A hash of the code that trains: every module of :mod:`srpo`, eval/baselines.py, and ``packages``'
+    modules.
 
     Files are found from the imported modules, so the hash is the same in a checkout and an install.
     """
@@ -74,7 +98,8 @@ def training_code_fingerprint(*packages: ModuleType) -> str:
 
 
 def validation_scratch(p: PipelineParams, *parts: str) -> Path:
-    """A validation stage's scratch folder (its checkpoints), emptied unless this code and these params made it.
+    """A validation stage's scratch folder (its checkpoints), emptied unless this code and these params made
+    it.
 
     The scratch folders are not DVC outputs: they persist between runs so that a killed
     validation stage resumes. When DVC re-runs the stage because its code or params changed,
@@ -83,8 +108,10 @@ def validation_scratch(p: PipelineParams, *parts: str) -> Path:
     """
 
     params = asdict(p)
-    recipe = {"code": training_code_fingerprint(validation),
-              "params": {k: params[k] for k in ("seeds", "train", "generation", "datasets", "validation")}}
+    recipe = {
+        "code": training_code_fingerprint(validation),
+        "params": {k: params[k] for k in ("seeds", "train", "generation", "datasets", "validation")},
+    }
     key = hashlib.sha256(json.dumps(recipe, sort_keys=True, default=str).encode()).hexdigest()[:16]
     work = p.validation_dir.joinpath("work", *parts)
     marker = work / "recipe.json"

@@ -59,31 +59,52 @@ def _train_seeds(p: PipelineParams, task: str, stage: str, variant: str | None) 
     seeds = list(p.seeds)
     cfgs = [p.run_config(task, s, variant) for s in seeds]
     data = dataset(p, task).transitions
-    outs = [p.stage_path(task, s, stage) if variant is None else p.variant_path(task, s, variant) for s in seeds]
+    outs = [
+        p.stage_path(task, s, stage) if variant is None else p.variant_path(task, s, variant) for s in seeds
+    ]
     drop_other_seeds(outs[0].parent, seeds)
     code = training_code_fingerprint()
     for out in outs:
         claim_for_current_code(out, f"{stage}.pt", code)
     earlier = [trained_earlier(out, stage, cfg, data) for cfg, out in zip(cfgs, outs)]
-    result = seed_batch.train(cfgs, data, outs, p.device, stages=(stage,),
-                              upstreams=[p.upstream(task, s) for s in seeds], restart_on_change=True,
-                              progress=sys.stderr.isatty(), compile=p.compile)
+    result = seed_batch.train(
+        cfgs,
+        data,
+        outs,
+        p.device,
+        stages=(stage,),
+        upstreams=[p.upstream(task, s) for s in seeds],
+        restart_on_change=True,
+        progress=sys.stderr.isatty(),
+        compile=p.compile,
+    )
     trained_now = len(seeds) - sum(earlier)
     for k, (seed, cfg, out) in enumerate(zip(seeds, cfgs, outs)):
         if not earlier[k]:  # a reused seed keeps the metrics (and the wall time) of the run that trained it
-            write_stage_metrics(out, stage, task, seed, variant, cfg, data, result.histories[stage][k],
-                                 result.wall_s[stage], trained_now)
+            write_stage_metrics(
+                out,
+                stage,
+                task,
+                seed,
+                variant,
+                cfg,
+                data,
+                result.histories[stage][k],
+                result.wall_s[stage],
+                trained_now,
+            )
 
 
 def step_train(p: PipelineParams, task: str, stage: str) -> None:
     if stage not in ("behavior", "critic"):
-        raise ValueError(f"the train step runs behavior or critic, got {stage!r}; the policy has its own step")
+        raise ValueError(
+            f"the train step runs behavior or critic, got {stage!r}; the policy has its own step"
+        )
     _train_seeds(p, task, stage, None)
 
 
 def step_policy(p: PipelineParams, task: str, variant: str) -> None:
     """One policy variant for every seed of ``task``: SRPO seed-batched, baselines one seed after another."""
-
 
     spec = p.variant_spec(variant)
     if variant not in p.variants_of(task):
@@ -106,13 +127,39 @@ def step_policy(p: PipelineParams, task: str, variant: str) -> None:
         else:
             critic = None
             if spec.method == "iql-awr":
-                critic = load_finished("critic", cfg, data, p.stage_path(task, seed, "critic"),
-                                       torch.device(p.device), torch.float32)
-            _, history = baselines.train_regression_policy(spec.method, cfg, spec.baseline, data, critic, out,
-                                                           torch.device(p.device), restart_on_change=True,
-                                                           progress=sys.stderr.isatty())
-        write_stage_metrics(out, "policy", task, seed, variant, cfg, data, history, time.perf_counter() - t0, 1,
-                             method=spec.method, baseline=vars(spec.baseline))
+                critic = load_finished(
+                    "critic",
+                    cfg,
+                    data,
+                    p.stage_path(task, seed, "critic"),
+                    torch.device(p.device),
+                    torch.float32,
+                )
+            _, history = baselines.train_regression_policy(
+                spec.method,
+                cfg,
+                spec.baseline,
+                data,
+                critic,
+                out,
+                torch.device(p.device),
+                restart_on_change=True,
+                progress=sys.stderr.isatty(),
+            )
+        write_stage_metrics(
+            out,
+            "policy",
+            task,
+            seed,
+            variant,
+            cfg,
+            data,
+            history,
+            time.perf_counter() - t0,
+            1,
+            method=spec.method,
+            baseline=vars(spec.baseline),
+        )
 
 
 def step_evaluate(p: PipelineParams, task: str, seed: int, variant: str) -> None:
@@ -121,9 +168,16 @@ def step_evaluate(p: PipelineParams, task: str, seed: int, variant: str) -> None
     # Evaluation episodes are seeded apart from training: run seed S uses seeds base + 1000 S + i
     # (the diffusion baseline's candidate draws too).
     eval_seed = ev.seed + 1000 * seed
-    pi, meta = load_policy(p.variant_path(task, seed, variant), p.device, upstream=p.upstream(task, seed),
-                           seed=eval_seed)
-    record = {"task": task, "seed": seed, "variant": variant, "method": spec.method, "policy_step": meta["step"]}
+    pi, meta = load_policy(
+        p.variant_path(task, seed, variant), p.device, upstream=p.upstream(task, seed), seed=eval_seed
+    )
+    record = {
+        "task": task,
+        "seed": seed,
+        "variant": variant,
+        "method": spec.method,
+        "policy_step": meta["step"],
+    }
     try:
         env_spec = env_spec_for_task(task)
     except EvaluationUnavailable as exc:
@@ -139,8 +193,10 @@ def step_evaluate(p: PipelineParams, task: str, seed: int, variant: str) -> None
     result = evaluate(timed, env_spec, spec.episodes, eval_seed, num_envs, reference)
     # The latency of one action-selection call for num_envs states, over every step of the rollouts.
     latency = {**timed.summary(), "batch": num_envs}
-    artifacts.write_json(p.evaluation_path(task, seed, variant),
-                         {**record, **result.to_dict(), "wall_s": time.perf_counter() - t0, "action_latency": latency})
+    artifacts.write_json(
+        p.evaluation_path(task, seed, variant),
+        {**record, **result.to_dict(), "wall_s": time.perf_counter() - t0, "action_latency": latency},
+    )
     print(f"{task} seed {seed} {variant}: normalized {result.to_dict()['mean_normalized']}")
 
 
@@ -159,8 +215,18 @@ def step_score_bandits(p: PipelineParams) -> None:
     for shape in p.validation.bandits:
         for seed in p.seeds:
             work = validation_scratch(p, "bandits", shape, f"seed{seed}")
-            records.append(sa.bandit_record(shape, seed, bandit_config(p, shape, seed), work, sc.n_train,
-                                            sc.n_heldout, device=p.device, progress=sys.stderr.isatty()))
+            records.append(
+                sa.bandit_record(
+                    shape,
+                    seed,
+                    bandit_config(p, shape, seed),
+                    work,
+                    sc.n_train,
+                    sc.n_heldout,
+                    device=p.device,
+                    progress=sys.stderr.isatty(),
+                )
+            )
             print(f"score accuracy, bandit {shape} seed {seed}: done", flush=True)
     artifacts.write_json(p.validation_dir / "score_bandits.json", {"records": records})
 
@@ -169,10 +235,17 @@ def step_score_dataset(p: PipelineParams, task: str, seed: int) -> None:
     """Score accuracy on held-out episodes of a dataset: a behavior model trained on the other episodes."""
     sc = p.validation.score_accuracy
     cfg = p.run_config(task, seed)
-    record = sa.dataset_record(task, dataset(p, task).transitions, seed, cfg,
-                               validation_scratch(p, "score", task, f"seed{seed}"),
-                               sc.heldout_fraction, draws_per_bin=sc.draws_per_bin,
-                               device=p.device, progress=sys.stderr.isatty())
+    record = sa.dataset_record(
+        task,
+        dataset(p, task).transitions,
+        seed,
+        cfg,
+        validation_scratch(p, "score", task, f"seed{seed}"),
+        sc.heldout_fraction,
+        draws_per_bin=sc.draws_per_bin,
+        device=p.device,
+        progress=sys.stderr.isatty(),
+    )
     artifacts.write_json(p.validation_dir / "score" / task / f"seed{seed}.json", record)
 
 
@@ -183,9 +256,18 @@ def step_gradvar_bandits(p: PipelineParams) -> None:
     for shape in p.validation.bandits:
         for seed in p.seeds:
             work = validation_scratch(p, "gradvar", shape, f"seed{seed}")
-            records.append(gv.measure_bandit(shape, seed, bandit_config(p, shape, seed), work,
-                                             fractions=tuple(gc.fractions), n_samples=gc.n_samples,
-                                             reps=gc.bootstrap_reps, progress=sys.stderr.isatty()))
+            records.append(
+                gv.measure_bandit(
+                    shape,
+                    seed,
+                    bandit_config(p, shape, seed),
+                    work,
+                    fractions=tuple(gc.fractions),
+                    n_samples=gc.n_samples,
+                    reps=gc.bootstrap_reps,
+                    progress=sys.stderr.isatty(),
+                )
+            )
             print(f"gradient variance, bandit {shape} seed {seed}: done", flush=True)
     artifacts.write_json(p.validation_dir / "gradvar_bandits.json", {"records": records})
 
@@ -193,15 +275,23 @@ def step_gradvar_bandits(p: PipelineParams) -> None:
 def step_gradvar_dataset(p: PipelineParams, task: str, seed: int) -> None:
     """Gradient variance of E6 on a dataset, with the run's behavior model and IQL critic."""
     gc = p.validation.gradient_variance
-    record = gv.measure_task(p.run_config(task, seed), dataset(p, task).transitions, p.upstream(task, seed),
-                             validation_scratch(p, "gradvar", task, f"seed{seed}"), device=p.device,
-                             fractions=tuple(gc.fractions), n_samples=gc.n_samples,
-                             reps=gc.bootstrap_reps, progress=sys.stderr.isatty())
+    record = gv.measure_task(
+        p.run_config(task, seed),
+        dataset(p, task).transitions,
+        p.upstream(task, seed),
+        validation_scratch(p, "gradvar", task, f"seed{seed}"),
+        device=p.device,
+        fractions=tuple(gc.fractions),
+        n_samples=gc.n_samples,
+        reps=gc.bootstrap_reps,
+        progress=sys.stderr.isatty(),
+    )
     artifacts.write_json(p.validation_dir / "gradvar" / task / f"seed{seed}.json", record)
 
 
 def step_bandit_ablation(p: PipelineParams) -> None:
-    """The reference variant and every SRPO focus variant on the ablation bandits (exact-surrogate optimum)."""
+    """The reference variant and every SRPO focus variant on the ablation bandits (exact-surrogate
+    optimum)."""
     ref = p.report.reference_variant
     names = [ref, *[v for v in (p.focus.variants if p.focus else {}) if p.variant_spec(v).method == "srpo"]]
     records = []
@@ -209,8 +299,16 @@ def step_bandit_ablation(p: PipelineParams) -> None:
         for seed in p.seeds:
             work = validation_scratch(p, "ablation", shape, f"seed{seed}")
             variants = {v: bandit_config(p, shape, seed, v) for v in names}
-            records.append(ablation_record(shape, seed, bandit_config(p, shape, seed, ref), variants, work,
-                                           progress=sys.stderr.isatty()))
+            records.append(
+                ablation_record(
+                    shape,
+                    seed,
+                    bandit_config(p, shape, seed, ref),
+                    variants,
+                    work,
+                    progress=sys.stderr.isatty(),
+                )
+            )
             print(f"bandit ablation {shape} seed {seed}: done", flush=True)
     artifacts.write_json(p.validation_dir / "bandit_ablation.json", {"reference": ref, "records": records})
 

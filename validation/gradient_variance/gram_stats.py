@@ -1,4 +1,5 @@
-"""Gradient statistics from Gram matrices: ||E g||^2, tr Cov g_B, SNR, with bootstrap CIs; the baseline comparison."""
+"""Gradient statistics from Gram matrices: ||E g||^2, tr Cov g_B, SNR, with bootstrap CIs; the baseline
+comparison."""
 
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ class _Quad:
             return
         acc = torch.zeros(m, m, dtype=x.dtype, device=x.device)
         for c in range(0, p, col_chunk):
-            block = x[:, c:c + col_chunk]
+            block = x[:, c : c + col_chunk]
             acc += block @ block.T
         self.x, self.gram = None, acc.double().cpu().numpy()
 
@@ -105,8 +106,13 @@ class _Sums:
 
     def total(self) -> "_Sums":
         """The sums of the concatenated coordinates: they add up over disjoint parameter blocks."""
-        return _Sums(self.m, self.quad.sum(0, keepdims=True), self.sq.sum(0, keepdims=True),
-                     self.quad_b.sum(0, keepdims=True), self.sq_b.sum(0, keepdims=True))
+        return _Sums(
+            self.m,
+            self.quad.sum(0, keepdims=True),
+            self.sq.sum(0, keepdims=True),
+            self.quad_b.sum(0, keepdims=True),
+            self.sq_b.sum(0, keepdims=True),
+        )
 
 
 def _sums(blocks: Sequence[_Quad], reps: int, seed: int) -> _Sums:
@@ -118,8 +124,13 @@ def _sums(blocks: Sequence[_Quad], reps: int, seed: int) -> _Sums:
     for c in _resample_counts(m, reps, seed):
         quads.append(np.stack([q.forms(c) for q in blocks]))
         sqs.append(diags @ c.T)
-    return _Sums(m, np.array([q.forms(ones)[0] for q in blocks]), diags.sum(1), np.concatenate(quads, 1),
-                 np.concatenate(sqs, 1))
+    return _Sums(
+        m,
+        np.array([q.forms(ones)[0] for q in blocks]),
+        diags.sum(1),
+        np.concatenate(quads, 1),
+        np.concatenate(sqs, 1),
+    )
 
 
 def _moments(quad, sqsum, m: int, batch_size: int) -> dict[str, np.ndarray]:
@@ -134,12 +145,22 @@ def _moments(quad, sqsum, m: int, batch_size: int) -> dict[str, np.ndarray]:
     """
     mean_sq = quad / m**2
     tr_cov = (sqsum - m * mean_sq) / (m - 1)
-    return {"ms": mean_sq - tr_cov / m, "tv": tr_cov / batch_size,
-            "ms_plug": mean_sq, "tv_plug": tr_cov * (m - 1) / m / batch_size}
+    return {
+        "ms": mean_sq - tr_cov / m,
+        "tv": tr_cov / batch_size,
+        "ms_plug": mean_sq,
+        "tv_plug": tr_cov * (m - 1) / m / batch_size,
+    }
 
 
-def _est(value: float, samples: np.ndarray, confidence: float, n: int, center: float | None = None,
-         floor: float | None = None) -> dict[str, float]:
+def _est(
+    value: float,
+    samples: np.ndarray,
+    confidence: float,
+    n: int,
+    center: float | None = None,
+    floor: float | None = None,
+) -> dict[str, float]:
     """A point estimate with its bootstrap interval and the sample count behind it.
 
     Without ``center``: the percentile interval, for estimates that are (nearly) the plug-in
@@ -186,13 +207,17 @@ def _layer_info(g: Tensor, layers: Layers) -> tuple[list[str], list[int]]:
     return names, sizes
 
 
-def _stats(sums: _Sums, names: list[str], sizes: list[int], batch_size: int, confidence: float,
-           reps: int) -> dict[str, Any]:
+def _stats(
+    sums: _Sums, names: list[str], sizes: list[int], batch_size: int, confidence: float, reps: int
+) -> dict[str, Any]:
     """The statistics of :func:`batch_gradient_stats` from per-layer sums."""
     m = sums.m
     e, b = _moments(sums.quad, sums.sq, m, batch_size), _moments(sums.quad_b, sums.sq_b, m, batch_size)
     tot = sums.total()
-    te, tb = _moments(tot.quad[0], tot.sq[0], m, batch_size), _moments(tot.quad_b[0], tot.sq_b[0], m, batch_size)
+    te, tb = (
+        _moments(tot.quad[0], tot.sq[0], m, batch_size),
+        _moments(tot.quad_b[0], tot.sq_b[0], m, batch_size),
+    )
     return {
         "n_samples": m,
         "batch_size": batch_size,
@@ -201,11 +226,19 @@ def _stats(sums: _Sums, names: list[str], sizes: list[int], batch_size: int, con
         "reps": reps,
         "mean_sq_norm": _est(te["ms"], tb["ms"], confidence, m, center=te["ms_plug"]),
         "total_variance": _est(te["tv"], tb["tv"], confidence, m),
-        "snr": _est(float(_ratio(te["ms"], te["tv"])), _ratio(tb["ms"], tb["tv"]), confidence, m,
-                    center=float(_ratio(te["ms_plug"], te["tv_plug"]))),
+        "snr": _est(
+            float(_ratio(te["ms"], te["tv"])),
+            _ratio(tb["ms"], tb["tv"]),
+            confidence,
+            m,
+            center=float(_ratio(te["ms_plug"], te["tv_plug"])),
+        ),
         "per_layer": {
-            name: {"n_params": size, "total_variance": _est(e["tv"][k], b["tv"][k], confidence, m),
-                   "mean_sq_norm": _est(e["ms"][k], b["ms"][k], confidence, m, center=e["ms_plug"][k])}
+            name: {
+                "n_params": size,
+                "total_variance": _est(e["tv"][k], b["tv"][k], confidence, m),
+                "mean_sq_norm": _est(e["ms"][k], b["ms"][k], confidence, m, center=e["ms_plug"][k]),
+            }
             for k, (name, size) in enumerate(zip(names, sizes))
         },
     }
@@ -254,12 +287,24 @@ def _sign_flip_test(x: _Quad, flips: int, seed: int) -> dict[str, float]:
         null.append(x.forms(e) - trace)
     null = np.concatenate(null)
     sd = math.sqrt(2.0 * max(x.offdiag_sq_sum(), 0.0))
-    return {"statistic": float(stat), "z": float(stat / sd) if sd > 0 else float("nan"),
-            "p_value": float((1 + np.sum(null >= stat)) / (1 + len(null))), "flips": int(len(null))}
+    return {
+        "statistic": float(stat),
+        "z": float(stat / sd) if sd > 0 else float("nan"),
+        "p_value": float((1 + np.sum(null >= stat)) / (1 + len(null))),
+        "flips": int(len(null)),
+    }
 
 
-def _compare(on: _Sums, off: _Sums, diff: _Sums, diff_block: _Quad, batch_size: int, confidence: float,
-             reps: int, seed: int) -> dict[str, Any]:
+def _compare(
+    on: _Sums,
+    off: _Sums,
+    diff: _Sums,
+    diff_block: _Quad,
+    batch_size: int,
+    confidence: float,
+    reps: int,
+    seed: int,
+) -> dict[str, Any]:
     """:func:`compare_baseline` from the total sums of g_on, g_off and g_on - g_off (same resamples)."""
     m = on.m
     e = [_moments(x.quad[0], x.sq[0], m, batch_size) for x in (on, off, diff)]
@@ -275,12 +320,23 @@ def _compare(on: _Sums, off: _Sums, diff: _Sums, diff_block: _Quad, batch_size: 
         "n_samples": m,
         "batch_size": batch_size,
         "confidence": confidence,
-        "unbiasedness": {**test, "method": "sign-flip test of sum_{i!=j} d_i.d_j, d = g_on - g_off",
-                         "agree": bool(test["p_value"] >= 1 - confidence)},
+        "unbiasedness": {
+            **test,
+            "method": "sign-flip test of sum_{i!=j} d_i.d_j, d = g_on - g_off",
+            "agree": bool(test["p_value"] >= 1 - confidence),
+        },
         "mean_diff_sq_norm": _est(e[2]["ms"], b[2]["ms"], confidence, m, center=e[2]["ms_plug"]),
-        "relative_mean_diff": _est(float(rel(e[2]["ms"], e[1]["ms"])), rel(b[2]["ms"], b[1]["ms"]), confidence, m,
-                                   center=float(rel(e[2]["ms_plug"], e[1]["ms_plug"])), floor=0.0),
-        "variance_ratio": _est(float(_ratio(e[0]["tv"], e[1]["tv"])), _ratio(b[0]["tv"], b[1]["tv"]), confidence, m),
+        "relative_mean_diff": _est(
+            float(rel(e[2]["ms"], e[1]["ms"])),
+            rel(b[2]["ms"], b[1]["ms"]),
+            confidence,
+            m,
+            center=float(rel(e[2]["ms_plug"], e[1]["ms_plug"])),
+            floor=0.0,
+        ),
+        "variance_ratio": _est(
+            float(_ratio(e[0]["tv"], e[1]["tv"])), _ratio(b[0]["tv"], b[1]["tv"]), confidence, m
+        ),
     }
 
 
@@ -301,10 +357,14 @@ def compare_baseline(
     """
     _check_rows(g_on, batch_size)
     if g_off.shape != g_on.shape:
-        raise ValueError(f"g_on and g_off must have the same shape (same draws), got {tuple(g_on.shape)} "
-                         f"and {tuple(g_off.shape)}")
+        raise ValueError(
+            f"g_on and g_off must have the same shape (same draws), got {tuple(g_on.shape)} "
+            f"and {tuple(g_off.shape)}"
+        )
     _check_rows(g_off, batch_size)
     whole: Layers = [("all", slice(0, g_on.shape[1]))]
     blocks = _quads(g_on, whole) + _quads(g_off, whole) + _quads(g_on - g_off, whole)
     sums = _sums(blocks, reps, seed)
-    return _compare(sums.pick([0]), sums.pick([1]), sums.pick([2]), blocks[2], batch_size, confidence, reps, seed)
+    return _compare(
+        sums.pick([0]), sums.pick([1]), sums.pick([2]), blocks[2], batch_size, confidence, reps, seed
+    )

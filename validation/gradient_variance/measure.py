@@ -49,10 +49,20 @@ def draw_samples(
 
 
 def measure_checkpoint(
-    policy: nn.Module, behavior_model: nn.Module, critic: Any, states_pool: Tensor, pc: PolicyConfig,
-    n_samples: int = 2048, batch_size: int | None = None, generator: torch.Generator | None = None,
-    confidence: float = 0.95, reps: int = 1000, seed: int = 0, weightings: Sequence[str] = WEIGHTINGS,
-    chunk: int = 256, method: str = "auto",
+    policy: nn.Module,
+    behavior_model: nn.Module,
+    critic: Any,
+    states_pool: Tensor,
+    pc: PolicyConfig,
+    n_samples: int = 2048,
+    batch_size: int | None = None,
+    generator: torch.Generator | None = None,
+    confidence: float = 0.95,
+    reps: int = 1000,
+    seed: int = 0,
+    weightings: Sequence[str] = WEIGHTINGS,
+    chunk: int = 256,
+    method: str = "auto",
 ) -> dict[str, Any]:
     """Gradient statistics of one policy for baseline on/off x each weighting, on one set of draws.
 
@@ -100,8 +110,9 @@ def measure_checkpoint(
         out["weightings"][w] = {
             "on": _stats(on, names, sizes, batch_size, confidence, reps),
             "off": _stats(off, names, sizes, batch_size, confidence, reps),
-            "compare": _compare(on.total(), off.total(), sums.pick([2 * n_l]), blocks[-1], batch_size, confidence,
-                                reps, seed),
+            "compare": _compare(
+                on.total(), off.total(), sums.pick([2 * n_l]), blocks[-1], batch_size, confidence, reps, seed
+            ),
         }
     return out
 
@@ -113,14 +124,27 @@ def snapshot_steps(total: int, fractions: Sequence[float]) -> list[int]:
     return sorted({int(round(f * total)) for f in fractions})
 
 
-def initial_policy(cfg: RunConfig, data: Transitions, device: torch.device, dtype: torch.dtype) -> DeterministicPolicy:
+def initial_policy(
+    cfg: RunConfig, data: Transitions, device: torch.device, dtype: torch.dtype
+) -> DeterministicPolicy:
     """The policy at step 0, built exactly as ``train_policy`` builds it (same seed, same RNG stream)."""
     with seeded_global_rng(stage_seed(cfg.seed, "policy"), device):
-        return DeterministicPolicy(data.state_dim, data.action_dim, cfg.policy.hidden).to(device=device, dtype=dtype)
+        return DeterministicPolicy(data.state_dim, data.action_dim, cfg.policy.hidden).to(
+            device=device, dtype=dtype
+        )
 
 
-def _policy_at(step: int, cfg: RunConfig, data: Transitions, behavior_model: nn.Module, critic: Any, work: Path,
-               device: torch.device, dtype: torch.dtype, progress: bool) -> DeterministicPolicy:
+def _policy_at(
+    step: int,
+    cfg: RunConfig,
+    data: Transitions,
+    behavior_model: nn.Module,
+    critic: Any,
+    work: Path,
+    device: torch.device,
+    dtype: torch.dtype,
+    progress: bool,
+) -> DeterministicPolicy:
     """Advance the real training run to ``step`` (train_policy's stop_after) and return its policy there.
 
     Each snapshot's weights are also kept in ``work/gradient_variance/``, so that a killed
@@ -136,22 +160,39 @@ def _policy_at(step: int, cfg: RunConfig, data: Transitions, behavior_model: nn.
     ckpt = artifacts.load_torch(work / "policy.pt")  # train_policy has checked its config against cfg
     snap = work / "gradient_variance" / f"policy_step{step}.pt"
     if ckpt["step"] == step:
-        artifacts.save_torch(snap, {"config": ckpt["config"], "step": step, "policy": ckpt["modules"]["policy"]})
+        artifacts.save_torch(
+            snap, {"config": ckpt["config"], "step": step, "policy": ckpt["modules"]["policy"]}
+        )
         state = ckpt["modules"]["policy"]
-    elif snap.exists() and (s := artifacts.load_torch(snap))["config"] == ckpt["config"] and s["step"] == step:
+    elif (
+        snap.exists() and (s := artifacts.load_torch(snap))["config"] == ckpt["config"] and s["step"] == step
+    ):
         state = s["policy"]
     else:
-        raise ValueError(f"{work / 'policy.pt'} is at step {ckpt['step']}, past the snapshot at step {step}, and no "
-                         f"snapshot of step {step} was kept; use an empty work directory")
+        raise ValueError(
+            f"{work / 'policy.pt'} is at step {ckpt['step']}, past the snapshot at step {step}, and no "
+            f"snapshot of step {step} was kept; use an empty work directory"
+        )
     pi.load_state_dict(state)
     return pi.eval()
 
 
 def measure_run(
-    cfg: RunConfig, data: Transitions, behavior_model: nn.Module, critic: Any, work: Path,
-    fractions: Sequence[float] = (0.1, 0.5, 1.0), n_samples: int = 2048, batch_size: int | None = None,
-    device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32, progress: bool = False,
-    confidence: float = 0.95, reps: int = 1000, seed: int = 0, target: str | None = None,
+    cfg: RunConfig,
+    data: Transitions,
+    behavior_model: nn.Module,
+    critic: Any,
+    work: Path,
+    fractions: Sequence[float] = (0.1, 0.5, 1.0),
+    n_samples: int = 2048,
+    batch_size: int | None = None,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+    progress: bool = False,
+    confidence: float = 0.95,
+    reps: int = 1000,
+    seed: int = 0,
+    target: str | None = None,
 ) -> dict[str, Any]:
     """Train the policy with ``srpo.train.train_policy`` and measure it at ``fractions`` of its steps.
 
@@ -177,15 +218,29 @@ def measure_run(
     for k in steps:
         pi = _policy_at(k, run_cfg, data, behavior_model, critic, work, device, dtype, progress)
         gen = torch.Generator(device=device).manual_seed(draw_seed)
-        res = measure_checkpoint(pi, behavior_model, critic, pool, cfg.policy, n_samples, batch_size, gen,
-                                 confidence, reps, seed)
+        res = measure_checkpoint(
+            pi, behavior_model, critic, pool, cfg.policy, n_samples, batch_size, gen, confidence, reps, seed
+        )
         checkpoints.append({"step": k, "fraction": k / cfg.policy.steps if cfg.policy.steps else 0.0, **res})
-    return {"target": target or cfg.task, "seed": cfg.seed, "steps": cfg.policy.steps, "measure_seed": seed,
-            "draw_seed": draw_seed, "checkpoints": checkpoints, "policy": dataclasses.asdict(cfg.policy)}
+    return {
+        "target": target or cfg.task,
+        "seed": cfg.seed,
+        "steps": cfg.policy.steps,
+        "measure_seed": seed,
+        "draw_seed": draw_seed,
+        "checkpoints": checkpoints,
+        "policy": dataclasses.asdict(cfg.policy),
+    }
 
 
 def measure_bandit(
-    shape: str, seed: int, cfg: RunConfig, work: Path, n_data: int = 10_000, measure_seed: int = 0, **kwargs: Any
+    shape: str,
+    seed: int,
+    cfg: RunConfig,
+    work: Path,
+    n_data: int = 10_000,
+    measure_seed: int = 0,
+    **kwargs: Any,
 ) -> dict[str, Any]:
     """:func:`measure_run` on an exact-score bandit: exact eps* and exact Q (validation/bandits.py).
 
@@ -199,15 +254,29 @@ def measure_bandit(
     if cfg.task != task or cfg.seed != seed:
         raise ValueError(f"cfg is for task {cfg.task!r} seed {cfg.seed}, not {task!r} seed {seed}")
     data = bandit_tasks.make_dataset(bandit, n_data, seed)
-    return measure_run(cfg, data, bandits.ExactNoisePredictor(bandit), bandits.ExactCritic(bandit), work,
-                       target=task, seed=measure_seed, **kwargs)
+    return measure_run(
+        cfg,
+        data,
+        bandits.ExactNoisePredictor(bandit),
+        bandits.ExactCritic(bandit),
+        work,
+        target=task,
+        seed=measure_seed,
+        **kwargs,
+    )
 
 
 def measure_task(
-    cfg: RunConfig, data: Transitions, upstream: Path | dict[str, Path], work: Path, device: torch.device | str = "cpu",
-    dtype: torch.dtype = torch.float32, **kwargs: Any
+    cfg: RunConfig,
+    data: Transitions,
+    upstream: Path | dict[str, Path],
+    work: Path,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+    **kwargs: Any,
 ) -> dict[str, Any]:
-    """:func:`measure_run` with the finished behavior model and IQL critic in ``upstream`` (a directory or one per stage)."""
+    """:func:`measure_run` with the finished behavior model and IQL critic in ``upstream`` (a directory or
+    one per stage)."""
     device = torch.device(device)
     behavior_model = load_finished("behavior", cfg, data, upstream_dir(upstream, "behavior"), device, dtype)
     critic = load_finished("critic", cfg, data, upstream_dir(upstream, "critic"), device, dtype)

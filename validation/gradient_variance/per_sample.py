@@ -1,4 +1,5 @@
-"""Per-sample gradients of the E6 surrogate w.r.t. the policy parameters, and their per-layer Gram matrices."""
+"""Per-sample gradients of the E6 surrogate w.r.t. the policy parameters, and their per-layer Gram
+matrices."""
 
 from __future__ import annotations
 
@@ -45,18 +46,27 @@ class SurrogateTerms:
 
 @torch.no_grad()
 def surrogate_terms(
-    policy: nn.Module, behavior_model: nn.Module, critic: Any, states: Tensor, t: Tensor, eps: Tensor,
-    pc: PolicyConfig, chunk: int = 4096,
+    policy: nn.Module,
+    behavior_model: nn.Module,
+    critic: Any,
+    states: Tensor,
+    t: Tensor,
+    eps: Tensor,
+    pc: PolicyConfig,
+    chunk: int = 4096,
 ) -> SurrogateTerms:
     """eps_psi and grad_a Q at a = pi(s) for each draw: :func:`srpo.policy.surrogate_inputs`, as training."""
     if not (len(states) == len(t) == len(eps)):
-        raise ValueError(f"states, t and eps need one row per draw; got {len(states)}, {len(t)} and {len(eps)}")
+        raise ValueError(
+            f"states, t and eps need one row per draw; got {len(states)}, {len(t)} and {len(eps)}"
+        )
     preds, qgs = [], []
     with _eval_mode(policy, behavior_model):
         for i in range(0, len(states), chunk):
-            s, tt, e = states[i:i + chunk], t[i:i + chunk], eps[i:i + chunk]
-            eps_pred, q_grad = srpo_policy.surrogate_inputs(policy(s), behavior_model, critic.target_q_mean, s, tt, e,
-                                                            pc.normalize_q_grad)
+            s, tt, e = states[i : i + chunk], t[i : i + chunk], eps[i : i + chunk]
+            eps_pred, q_grad = srpo_policy.surrogate_inputs(
+                policy(s), behavior_model, critic.target_q_mean, s, tt, e, pc.normalize_q_grad
+            )
             preds.append(eps_pred)
             qgs.append(q_grad)
     return SurrogateTerms(t, eps, torch.cat(preds), torch.cat(qgs))
@@ -83,7 +93,9 @@ def parameter_layers(policy: nn.Module) -> Layers:
     return layers
 
 
-def policy_vjp(policy: nn.Module, states: Tensor, directions: Tensor, chunk: int = 256) -> tuple[Tensor, Layers]:
+def policy_vjp(
+    policy: nn.Module, states: Tensor, directions: Tensor, chunk: int = 256
+) -> tuple[Tensor, Layers]:
     """Per-sample J_theta pi(s_i)^T d_i, flattened to (M, P), with the layer slices.
 
     It is the per-sample gradient of pi(s_i) . d_i, i.e. of ``surrogate_loss`` on a batch of
@@ -101,14 +113,23 @@ def policy_vjp(policy: nn.Module, states: Tensor, directions: Tensor, chunk: int
     out = []
     with _eval_mode(policy):
         for i in range(0, len(states), chunk):
-            g = per_sample(params, states[i:i + chunk], directions[i:i + chunk])
+            g = per_sample(params, states[i : i + chunk], directions[i : i + chunk])
             out.append(torch.cat([g[n].reshape(g[n].shape[0], -1) for n in names], dim=1))
     return torch.cat(out), parameter_layers(policy)
 
 
 def per_sample_gradients(
-    policy: nn.Module, behavior_model: nn.Module, critic: Any, states: Tensor, t: Tensor, eps: Tensor,
-    pc: PolicyConfig, *, baseline: bool, weighting: str, chunk: int = 256,
+    policy: nn.Module,
+    behavior_model: nn.Module,
+    critic: Any,
+    states: Tensor,
+    t: Tensor,
+    eps: Tensor,
+    pc: PolicyConfig,
+    *,
+    baseline: bool,
+    weighting: str,
+    chunk: int = 256,
 ) -> tuple[Tensor, Layers]:
     """Per-sample E6 gradients (M, P) w.r.t. the policy parameters, and the layer slices.
 
@@ -126,8 +147,10 @@ def linear_modules(policy: nn.Module) -> list[tuple[str, nn.Linear]] | None:
     out = []
     for name, _ in parameter_layers(policy):
         mod = modules.get(name)
-        if not isinstance(mod, nn.Linear) or [n for n, _ in mod.named_parameters()] != ["weight", "bias"][
-                :len(list(mod.parameters()))]:
+        if (
+            not isinstance(mod, nn.Linear)
+            or [n for n, _ in mod.named_parameters()] != ["weight", "bias"][: len(list(mod.parameters()))]
+        ):
             return None
         out.append((name, mod))
     return out
@@ -152,6 +175,7 @@ def _linear_factors(
     def hook(name: str):
         def save(module: nn.Module, args: tuple[Tensor, ...], out: Tensor) -> None:
             inputs[name], outputs[name] = args[0].detach(), out
+
         return save
 
     handles = [mod.register_forward_hook(hook(name)) for name, mod in mods]
@@ -163,8 +187,10 @@ def _linear_factors(
         for h in handles:
             h.remove()
     zs = [outputs[name] for name, _ in mods]
-    hs = [torch.cat([inputs[n], torch.ones_like(inputs[n][:, :1])], 1) if mod.bias is not None else inputs[n]
-          for n, mod in mods]
+    hs = [
+        torch.cat([inputs[n], torch.ones_like(inputs[n][:, :1])], 1) if mod.bias is not None else inputs[n]
+        for n, mod in mods
+    ]
     result = []
     for k, d in enumerate(directions):
         deltas = torch.autograd.grad((action * d).sum(), zs, retain_graph=k < len(directions) - 1)
@@ -184,4 +210,7 @@ def linear_layer_grams(policy: nn.Module, states: Tensor, directions: Sequence[T
     M^2 in out. Requires every parameter to live in an nn.Linear (:func:`linear_modules`);
     the result equals the Gram of :func:`policy_vjp`'s rows (checked in the tests).
     """
-    return [torch.stack([(dl @ dl.T) * (h @ h.T) for dl, h in f]) for f in _linear_factors(policy, states, directions)]
+    return [
+        torch.stack([(dl @ dl.T) * (h @ h.T) for dl, h in f])
+        for f in _linear_factors(policy, states, directions)
+    ]

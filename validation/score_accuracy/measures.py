@@ -32,7 +32,9 @@ def _check_cpu_generator(generator: torch.Generator) -> None:
     # Noise is drawn on the CPU in float64 and then moved: the draws, and so the numbers,
     # are then the same whichever device evaluates the model.
     if generator.device.type != "cpu":
-        raise ValueError(f"pass a CPU torch.Generator (noise is drawn on the CPU), got one on {generator.device}")
+        raise ValueError(
+            f"pass a CPU torch.Generator (noise is drawn on the CPU), got one on {generator.device}"
+        )
 
 
 def dsm_loss_per_sample(
@@ -97,14 +99,21 @@ def dsm_loss_by_time(
     n, d = actions.shape
     k = edges.numel() - 1
     lo, hi = edges[:-1], edges[1:]
-    t_all = lo[:, None] + (hi - lo)[:, None] * torch.rand(k, draws_per_bin, generator=generator, dtype=torch.float64)
+    t_all = lo[:, None] + (hi - lo)[:, None] * torch.rand(
+        k, draws_per_bin, generator=generator, dtype=torch.float64
+    )
     eps_all = torch.randn(k, draws_per_bin, d, generator=generator, dtype=torch.float64)
     dev, dt = actions.device, actions.dtype
     loss, loss_se, score_loss = [], [], []
     for b in range(k):
         idx = torch.randperm(n, generator=generator)[torch.arange(draws_per_bin) % n].to(dev)
-        per = dsm_loss_per_sample(model, states[idx], actions[idx], t_all[b].to(dev, dt), eps_all[b].to(dev, dt),
-                                  chunk_size).double().cpu()
+        per = (
+            dsm_loss_per_sample(
+                model, states[idx], actions[idx], t_all[b].to(dev, dt), eps_all[b].to(dev, dt), chunk_size
+            )
+            .double()
+            .cpu()
+        )
         loss.append(float(per.mean()))
         # None, not NaN, for a single draw: records stay strict JSON.
         loss_se.append(float(per.std() / math.sqrt(draws_per_bin)) if draws_per_bin > 1 else None)
@@ -123,8 +132,12 @@ def dsm_loss_by_time(
 
 def _predict(model: nn.Module, a_t: Tensor, states: Tensor, t: Tensor, chunk_size: int) -> Tensor:
     with torch.no_grad(), _eval_mode(model):
-        return torch.cat([model(a_t[i:i + chunk_size], states[i:i + chunk_size], t[i:i + chunk_size])
-                          for i in range(0, a_t.shape[0], chunk_size)])
+        return torch.cat(
+            [
+                model(a_t[i : i + chunk_size], states[i : i + chunk_size], t[i : i + chunk_size])
+                for i in range(0, a_t.shape[0], chunk_size)
+            ]
+        )
 
 
 def score_error_by_time(
@@ -164,7 +177,9 @@ def score_error_by_time(
     if not ts or not all(0.0 < t <= 1.0 for t in ts):
         raise ValueError(f"t_grid must be non-empty times in (0, 1], got {list(t_grid)}")
     if actions.shape[-1] != bandit.behavior.dim:
-        raise ValueError(f"actions have dim {actions.shape[-1]}, bandit {bandit.name!r} has {bandit.behavior.dim}")
+        raise ValueError(
+            f"actions have dim {actions.shape[-1]}, bandit {bandit.name!r} has {bandit.behavior.dim}"
+        )
     dev, dt = actions.device, actions.dtype
     mix = bandit.behavior.to(device=dev, dtype=torch.float64)
     a0 = actions.double()
@@ -176,7 +191,9 @@ def score_error_by_time(
         tt = torch.tensor(t, dtype=torch.float64, device=dev)
         a_t = schedule.alpha(tt) * a0 + schedule.sigma(tt) * eps
         # exact_eps with a scalar t factorizes the diffused covariances once for all points.
-        eps_true = torch.cat([mixture.exact_eps(mix, a_t[i:i + chunk_size], tt) for i in range(0, n, chunk_size)])
+        eps_true = torch.cat(
+            [mixture.exact_eps(mix, a_t[i : i + chunk_size], tt) for i in range(0, n, chunk_size)]
+        )
         eps_pred = _predict(model, a_t.to(dt), states, tt.to(dt).expand(n), chunk_size).double()
         err = ((eps_pred - eps_true) ** 2).sum(-1).mean()
         true_sq = (eps_true**2).sum(-1).mean()
@@ -188,5 +205,9 @@ def score_error_by_time(
         out["true_sq"].append(float(true_sq))
         out["dsm_learned"].append(float(behavior.denoising_error(eps_pred, eps).mean()))
         out["dsm_exact"].append(float(behavior.denoising_error(eps_true, eps).mean()))
-    return {"t": ts, "sigma": [float(schedule.sigma(torch.tensor(t, dtype=torch.float64))) for t in ts],
-            "n_samples": n, **out}
+    return {
+        "t": ts,
+        "sigma": [float(schedule.sigma(torch.tensor(t, dtype=torch.float64))) for t in ts],
+        "n_samples": n,
+        **out,
+    }

@@ -30,7 +30,9 @@ DEFAULT_T_EDGES = (0.001, 0.02, 0.05, 0.1, 0.2, 0.35, 0.5, 0.65, 0.8, 1.0)
 
 def _check_seed(cfg: RunConfig, seed: int) -> None:
     if cfg.seed != seed:
-        raise ValueError(f"cfg.seed is {cfg.seed} but the record is for seed {seed}; build cfg with this seed")
+        raise ValueError(
+            f"cfg.seed is {cfg.seed} but the record is for seed {seed}; build cfg with this seed"
+        )
 
 
 def _behavior_info(cfg: RunConfig, history: list[dict[str, float]]) -> dict[str, Any]:
@@ -118,8 +120,9 @@ def dataset_record(
     res = {}
     for name, part in (("train", train), ("heldout", held)):
         d = part.to_tensors(device, dtype)
-        res[name] = dsm_loss_by_time(model, d["obs"], d["act"], t_edges, draws_per_bin,
-                                     torch.Generator().manual_seed(eval_seed))
+        res[name] = dsm_loss_by_time(
+            model, d["obs"], d["act"], t_edges, draws_per_bin, torch.Generator().manual_seed(eval_seed)
+        )
     return {
         "kind": "dataset",
         "target": task,

@@ -1,4 +1,5 @@
-"""Held-out data by whole episodes: transitions of one episode are correlated, a transition split would leak."""
+"""Held-out data by whole episodes: transitions of one episode are correlated, a transition split would
+leak."""
 
 from __future__ import annotations
 
@@ -52,8 +53,14 @@ def episode_split(data: Transitions, heldout_fraction: float, seed: int) -> tupl
             terminals=data.terminals[rows],
             timeouts=data.timeouts[rows],
             name=f"{data.name}[{split}]",
-            info={**data.info, "split": split, "parent": data.name, "episodes": episodes,
-                  "split_seed": seed, "heldout_fraction": frac},
+            info={
+                **data.info,
+                "split": split,
+                "parent": data.name,
+                "episodes": episodes,
+                "split_seed": seed,
+                "heldout_fraction": frac,
+            },
         )
 
     return part(~mask, "train", n_ep - n_held), part(mask, "heldout", n_held)

@@ -31,7 +31,9 @@ def _nearest(ts: Sequence[float], target: float) -> int:
     return int(np.argmin(np.abs(np.asarray(ts) - target)))
 
 
-def summarize(records: list[dict], confidence: float = 0.95, reps: int = 10_000, seed: int = 0) -> dict[str, Any]:
+def summarize(
+    records: list[dict], confidence: float = 0.95, reps: int = 10_000, seed: int = 0
+) -> dict[str, Any]:
     """Group records by target; per t (bandits) or t-bin (datasets) the mean over seeds.
 
     Every number is an estimate dict (value, low, high, n_runs, confidence, std) from
@@ -64,24 +66,35 @@ def summarize(records: list[dict], confidence: float = 0.95, reps: int = 10_000,
             s["t"] = ts
             near, mid = int(np.argmin(ts)), _nearest(ts, 0.5)
             s["near_zero_vs_mid"] = {
-                "t_near": ts[near], "t_mid": ts[mid],
-                "rel_error_ratio": None if near == mid else est([r["rel_error"][near] / r["rel_error"][mid] for r in rs]),
-                "rel_error_near": s["rel_error"][near], "rel_error_mid": s["rel_error"][mid],
-                "cosine_near": s["cosine"][near], "cosine_mid": s["cosine"][mid],
+                "t_near": ts[near],
+                "t_mid": ts[mid],
+                "rel_error_ratio": None
+                if near == mid
+                else est([r["rel_error"][near] / r["rel_error"][mid] for r in rs]),
+                "rel_error_near": s["rel_error"][near],
+                "rel_error_mid": s["rel_error"][mid],
+                "cosine_near": s["cosine"][near],
+                "cosine_mid": s["cosine"][mid],
             }
         else:
             edges = rs[0]["t_edges"]
             mids = [(a + b) / 2 for a, b in zip(edges[:-1], edges[1:])]
             s["t_edges"], s["t_mid"] = edges, mids
-            s["split"] = {part: {k: est([r["split"][part][k] for r in rs]) for k in ("episodes", "transitions")}
-                          for part in ("train", "heldout")}
+            s["split"] = {
+                part: {k: est([r["split"][part][k] for r in rs]) for k in ("episodes", "transitions")}
+                for part in ("train", "heldout")
+            }
             near, mid = 0, _nearest(mids, 0.5)
             s["near_zero_vs_mid"] = {
-                "bin_near": edges[near:near + 2], "bin_mid": edges[mid:mid + 2],
-                "heldout_loss_ratio": None if near == mid else est(
-                    [r["heldout_loss"][near] / r["heldout_loss"][mid] for r in rs]),
-                "gap_near": s["gap"][near], "gap_mid": s["gap"][mid],
-                "score_gap_near": s["score_gap"][near], "score_gap_mid": s["score_gap"][mid],
+                "bin_near": edges[near : near + 2],
+                "bin_mid": edges[mid : mid + 2],
+                "heldout_loss_ratio": None
+                if near == mid
+                else est([r["heldout_loss"][near] / r["heldout_loss"][mid] for r in rs]),
+                "gap_near": s["gap"][near],
+                "gap_mid": s["gap"][mid],
+                "score_gap_near": s["score_gap"][near],
+                "score_gap_mid": s["score_gap"][mid],
             }
         out[kind][target] = s
     return out
