@@ -58,8 +58,7 @@ class EnvSpec:
 
 @dataclass(frozen=True)
 class EvaluationResult:
-    """Per-episode returns, lengths, seeds (and successes for AntMaze); normalized scores when a reference
-    exists."""
+    """Per-episode returns, lengths, seeds (AntMaze: successes); normalized scores if a reference exists."""
 
     env_id: str
     returns: np.ndarray

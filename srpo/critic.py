@@ -100,8 +100,7 @@ def iql_losses(
 
 @torch.no_grad()
 def ema_(targets: Sequence[Tensor], online: Sequence[Tensor], rate: float) -> None:
-    """target <- (1 - rate) target + rate online, in place, for each pair of tensors (method §4: rate
-    0.005)."""
+    """target <- (1 - rate) target + rate online, in place, per pair of tensors (method §4: rate 0.005)."""
     torch._foreach_lerp_(list(targets), list(online), rate)
 
 

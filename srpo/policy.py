@@ -82,8 +82,7 @@ def sample_surrogate_noise(
     device: torch.device,
     dtype: torch.dtype,
 ) -> tuple[Tensor, Tensor]:
-    """(t, eps) for one policy batch, drawn in this order from ``generator`` (E6's expectation over t,
-    eps)."""
+    """(t, eps) for one policy batch, drawn in this order from ``generator`` (E6 averages over both)."""
     t = sample_policy_time(batch, t_range, t_fixed, generator, device, dtype)
     return t, torch.randn(batch, action_dim, generator=generator, device=device, dtype=dtype)
 
@@ -108,8 +107,7 @@ def behavior_direction(
 
 
 def action_direction(reg_direction: Tensor, q_grad: Tensor, beta: float) -> Tensor:
-    """d = w(t)(eps_psi - [eps]) - beta grad_a Q per sample: the surrogate's gradient w.r.t. the action
-    (E6)."""
+    """d = w(t)(eps_psi - [eps]) - beta grad_a Q per sample: the surrogate's gradient in the action (E6)."""
     return reg_direction - beta * q_grad
 
 

@@ -28,8 +28,7 @@ from srpo.transitions import Transitions
 
 
 class Interrupted(RuntimeError):
-    """Raised when ``stop_after`` ends a stage early: a simulated kill, progress since the last checkpoint
-    lost."""
+    """Raised when ``stop_after`` ends a stage early: a simulated kill (later steps lost)."""
 
 
 def stage_seed(seed: int, stage: str) -> int:

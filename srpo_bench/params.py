@@ -272,8 +272,7 @@ class PipelineParams:
         )
 
     def run_config(self, task: str, seed: int, variant: str | None = None):
-        """The RunConfig of a run: task preset, training profile, then the profile's and the variant's
-        overrides."""
+        """The RunConfig of a run: task preset, training profile, then profile and variant overrides."""
         return make_config(task, self.train.profile, seed, self.overrides(variant))
 
     def stage_path(self, task: str, seed: int, stage: str) -> Path:
@@ -343,8 +342,7 @@ def load_params(path: str | Path) -> PipelineParams:
 
 
 def _build(cls: type, raw: Any, where: str, path: Path) -> Any:
-    """``cls`` from a YAML mapping: every required key present, no unknown key, values of the declared
-    types."""
+    """``cls`` from a YAML mapping: required keys present, no unknown key, values of the declared types."""
     name = where.rstrip(".") or "the file"
     if not isinstance(raw, dict):
         raise ValueError(f"{path}: {name} must be a mapping, got {raw!r}")

@@ -295,8 +295,7 @@ def write_report(p: PipelineParams) -> Path:
 
 
 def focus_study(p: PipelineParams, scores: pd.DataFrame, conf: float, reps: int, seed: int) -> dict:
-    """Focus variants beside the reference on the focus tasks: per-task CIs, aggregates, P(variant >
-    reference)."""
+    """Focus variants beside the reference on the focus tasks: per-task CIs, aggregates, P(X > reference)."""
     ref = p.report.reference_variant
     variants = [ref, *p.focus.variants]
     ok = scores[scores["skipped"].isna()]

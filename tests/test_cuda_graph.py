@@ -47,8 +47,7 @@ def test_running_means_of_bf16_metrics_accumulate_in_float32():
 
 
 def test_device_lr_follows_the_reference_schedule_and_saves_its_state():
-    """Cosine decay written into a tensor lr: the reference scheduler's lr at every step and its
-    state_dict."""
+    """Cosine decay into a tensor lr: the reference scheduler's lr at every step, and its state_dict."""
 
     def cosine(o):
         return torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=7)
@@ -178,8 +177,7 @@ def test_a_compiled_graphed_run_equals_the_eager_batched_run(tmp_path):
 @cuda
 @pytest.mark.parametrize("compile", [False, True])
 def test_graphed_stages_side_by_side_equal_them_in_turn(tmp_path, compile):
-    """overlap=True: behavior and critic warm up, compile and capture in turn, then replay on two streams at
-    once."""
+    """overlap=True: behavior and critic warm up, compile, capture in turn, then replay on two streams."""
     sets = {"behavior.precision": "bf16", "critic.precision": "tf32", "policy.precision": "tf32"}
     runs = {}
     for overlap in (False, True):

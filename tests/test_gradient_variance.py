@@ -78,8 +78,7 @@ def test_per_sample_gradients_equal_autograd_on_a_batch_of_one(weighting, baseli
 
 @pytest.mark.parametrize("baseline", [True, False])
 def test_mean_of_per_sample_gradients_is_the_training_batch_gradient(baseline):
-    """On the (t, eps) the training loop draws, the mean per-sample gradient is srpo_loss's autograd
-    gradient."""
+    """On the training loop's (t, eps), the mean per-sample gradient is srpo_loss's autograd gradient."""
     pi, bm, critic = learned_models(seed=3)
     cfg = make_config(
         "walker2d-medium", "smoke", overrides={"policy.baseline": str(baseline), "policy.weighting": "score"}

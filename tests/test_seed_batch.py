@@ -157,16 +157,14 @@ def test_adding_a_seed_trains_only_the_new_one_and_mixed_steps_resume_in_lockste
 
 
 def test_a_compiled_batched_run_equals_the_eager_batched_run(tmp_path):
-    """torch.compile fuses the losses' kernels (the GPU fast path's option): rounding changes, nothing
-    else."""
+    """torch.compile fuses the losses' kernels (the GPU fast path's option): only rounding changes."""
     eager, compiled = batched(tmp_path, "eager"), batched(tmp_path, "compiled", compile=True)
     for e, c in zip(eager, compiled):
         assert_close_params(final_params(e), final_params(c), rtol=1e-3, atol=1e-4)  # Adam amplifies rounding
 
 
 def test_behavior_and_critic_side_by_side_equal_them_in_turn(tmp_path):
-    """overlap=True: the two independent stages in two threads (on a CPU in turn): the same results, bit for
-    bit."""
+    """overlap=True: the two independent stages in two threads (on a CPU in turn): same results, bitwise."""
     in_turn, side = batched(tmp_path, "in_turn"), batched(tmp_path, "side", overlap=True)
     for a, b in zip(in_turn, side):
         for stage in ("behavior", "critic", "policy"):

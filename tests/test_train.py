@@ -67,8 +67,7 @@ def test_same_seed_same_run_and_other_seed_differs(tmp_path):
 
 @pytest.mark.parametrize("stage,at", [("behavior", 17), ("critic", 23), ("policy", 31)])
 def test_killed_and_resumed_equals_uninterrupted(tmp_path, stage, at):
-    """A kill at step ``at`` loses the steps since the last checkpoint; the resumed run redoes them
-    exactly."""
+    """A kill at step ``at`` loses the steps since the last checkpoint; the resumed run redoes them alike."""
     data = tiny_data()
     ref = train(tiny_config(), data, tmp_path / "ref", progress=False)
     with pytest.raises(Interrupted):

@@ -182,8 +182,7 @@ def ablation_record(
 def ablation_summary(
     records: list[dict[str, Any]], confidence: float, reps: int, seed: int
 ) -> dict[str, Any]:
-    """Per bandit and variant: mean distance to the exact-surrogate optimum over seeds, with a bootstrap
-    CI."""
+    """Per bandit and variant: mean distance to the exact-surrogate optimum over seeds, bootstrap CI."""
     out: dict[str, Any] = {}
     for task in sorted({r["task"] for r in records}):
         rows = sorted((r for r in records if r["task"] == task), key=lambda r: r["seed"])

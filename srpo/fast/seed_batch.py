@@ -594,8 +594,7 @@ def _policy_batch(
 
 
 def _progress(path: Path, config: dict[str, Any]) -> int | None:
-    """The step of ``path``'s checkpoint if it belongs to this run (-1 if finished), else None (start
-    over)."""
+    """The step of ``path``'s checkpoint if it is this run's (-1: finished), else None (start over)."""
     if not path.exists():
         return None
     ckpt = artifacts.load_torch(path)

@@ -290,8 +290,7 @@ def step_gradvar_dataset(p: PipelineParams, task: str, seed: int) -> None:
 
 
 def step_bandit_ablation(p: PipelineParams) -> None:
-    """The reference variant and every SRPO focus variant on the ablation bandits (exact-surrogate
-    optimum)."""
+    """The reference and every SRPO focus variant on the ablation bandits (exact-surrogate optimum)."""
     ref = p.report.reference_variant
     names = [ref, *[v for v in (p.focus.variants if p.focus else {}) if p.variant_spec(v).method == "srpo"]]
     records = []

@@ -1,5 +1,4 @@
-"""Gradient statistics from Gram matrices: ||E g||^2, tr Cov g_B, SNR, with bootstrap CIs; the baseline
-comparison."""
+"""Gradient statistics from Gram matrices (||E g||^2, tr Cov g_B, SNR, bootstrap CIs); baseline on/off."""
 
 from __future__ import annotations
 

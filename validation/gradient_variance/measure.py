@@ -275,8 +275,7 @@ def measure_task(
     dtype: torch.dtype = torch.float32,
     **kwargs: Any,
 ) -> dict[str, Any]:
-    """:func:`measure_run` with the finished behavior model and IQL critic in ``upstream`` (a directory or
-    one per stage)."""
+    """:func:`measure_run` with the finished behavior model and IQL critic in ``upstream``."""
     device = torch.device(device)
     behavior_model = load_finished("behavior", cfg, data, upstream_dir(upstream, "behavior"), device, dtype)
     critic = load_finished("critic", cfg, data, upstream_dir(upstream, "critic"), device, dtype)

@@ -1,5 +1,4 @@
-"""Per-sample gradients of the E6 surrogate w.r.t. the policy parameters, and their per-layer Gram
-matrices."""
+"""Per-sample gradients of the E6 surrogate in the policy parameters; their per-layer Gram matrices."""
 
 from __future__ import annotations
 

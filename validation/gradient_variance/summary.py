@@ -13,8 +13,7 @@ QUANTITIES = ("total_variance", "snr", "mean_sq_norm")
 
 
 def _across(values: list[dict[str, float]], confidence: float, seed: int) -> dict[str, Any]:
-    """One run: its within-run bootstrap CI. Several seeds: mean over seeds, percentile-bootstrap CI over
-    seeds."""
+    """One run: its within-run bootstrap CI. Several seeds: the mean, with a percentile-bootstrap CI."""
     if len(values) == 1:
         return {**values[0], "n_seeds": 1, "ci_over": "samples"}
     x = np.array([v["value"] for v in values], dtype=np.float64)

@@ -1,5 +1,4 @@
-"""Held-out data by whole episodes: transitions of one episode are correlated, a transition split would
-leak."""
+"""Held-out data by whole episodes: one episode's transitions are correlated; splitting them would leak."""
 
 from __future__ import annotations
 
