@@ -6,14 +6,16 @@ PYTEST_ARGS ?=
 # DVC stages call `python`: put the venv first on PATH.
 DVC    := PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/dvc
 
-.PHONY: setup test test-slow smoke repro bench bench-datasets clean help
+.PHONY: setup lint test test-slow smoke repro data-policies bench bench-datasets clean help
 
 help:
 	@echo "make setup      create $(VENV): torch==2.13.0 (CPU wheel) first, then the project with dev extras"
-	@echo "make test       default test suite (under 10 minutes on 2 CPU cores)"
+	@echo "make lint       import layers (lint-imports, contracts in pyproject.toml), ruff check, ruff format --check"
+	@echo "make test       lint, then the default test suite (under 10 minutes on 2 CPU cores)"
 	@echo "make test-slow  the slow tests (learned-score bandit accuracy on every shape, real SIGKILL resume)"
 	@echo "make smoke      the whole DVC pipeline, smoke profile (minutes) -> reports/smoke/report.md"
 	@echo "make repro      the whole DVC pipeline, default profile (under 2 hours on 2 cores) -> reports/report.md"
+	@echo "make data-policies  train the data-generating SAC policies (hours; resumable) -> data_policies/<env>/"
 	@echo "make bench      benchmarks -> reports/bench/*.json (training throughput, action-sampling latency; dataset generation: make bench-datasets)"
 
 setup: $(STAMP)
@@ -24,7 +26,13 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
-test: setup
+# Layers first (srpo < srpo_bench.eval < srpo_bench.validation < pipeline, report, CLI), then style.
+lint: setup
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+test: lint
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 test-slow: setup
@@ -36,6 +44,11 @@ smoke: setup
 repro: setup
 	$(DVC) repro dvc.yaml
 
+# Hours on 2 cores; a killed run resumes (checkpoints in data_policies.work_dir). Reruns an
+# environment only when eval/sac.py, eval/data_policies.py or pipelines/data_policies/params.yaml change.
+data-policies: setup
+	$(DVC) repro pipelines/data_policies/dvc.yaml
+
 bench: setup
 	$(PY) benchmarks/train_throughput.py --out reports/bench/train_throughput.json
 	$(PY) benchmarks/train_throughput.py --profile default --seeds 1 3 --compiled-seeds \
@@ -43,7 +56,8 @@ bench: setup
 	$(PY) benchmarks/sampling.py --out reports/bench/sampling.json
 
 bench-datasets: setup
-	$(PY) benchmarks/datasets.py --profile default --out reports/bench/datasets.json
+	$(PY) benchmarks/sac_compare.py --env hopper --steps 60000 --out reports/bench/sac_compare.json
+	$(PY) benchmarks/datasets.py --policies data_policies --profile default --out reports/bench/datasets.json
 
 clean:
 	rm -rf runs .pytest_cache .hypothesis

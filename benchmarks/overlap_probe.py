@@ -6,10 +6,10 @@ about 45 + 9 + 7 minutes (behavior bf16, critic and policy TF32, all compiled:
 reports/bench/compile_probe_cuda_long.json), each stage's CUDA graph leaving part of the GPU
 idle (batch-256 critic updates are small). If the critic's graphs run beside the behavior
 model's, most of its 9 minutes disappear. This probe measures it, with the pipeline's own
-training functions (:mod:`srpo.seed_batch`), S seeds per stage:
+training functions (:mod:`srpo.fast.seed_batch`), S seeds per stage:
 
 - solo: the behavior stage alone, the critic alone, the policy alone;
-- together: behavior and critic side by side (:func:`srpo.seed_batch.side_by_side`, what
+- together: behavior and critic side by side (:func:`srpo.fast.seed_batch.side_by_side`, what
   ``srpo train --seeds ... --overlap`` does): two threads, each replaying its graphs on its
   own CUDA stream (on a CPU the two run in turn: a check of the harness only).
 
@@ -41,12 +41,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import train_throughput as tt  # noqa: E402
 
-from eval.provenance import machine_info  # noqa: E402
-from srpo import artifacts, seed_batch  # noqa: E402
+from srpo import artifacts  # noqa: E402
 from srpo.config import make_config  # noqa: E402
-from srpo.cuda_graph import CaptureTurns  # noqa: E402
+from srpo.fast import seed_batch  # noqa: E402
+from srpo.fast.cuda_graph import CaptureTurns  # noqa: E402
+from srpo_bench.eval.provenance import machine_info  # noqa: E402
 
-# Paper steps per stage (SPEC §5), the ratio the two threads run in.
+# Paper steps per stage (method §5), the ratio the two threads run in.
 PAPER = make_config(tt.TASK, "paper")
 PAPER_STEPS = {stage: getattr(PAPER, stage).steps for stage in tt.STAGES}
 # Every run builds new modules and so recompiles the shared vmapped loss: never fall back to eager.
@@ -80,19 +81,36 @@ def _timed(run: Callable[[], None], device: torch.device) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--out", default="reports/bench/overlap_probe_cuda.json")
     parser.add_argument("--seeds", type=int, default=5, help="S seeds per stage (default: the protocol's 5)")
-    parser.add_argument("--behavior-steps", type=int, default=8000,
-                        help="behavior steps of the long runs (default 8000: ~10 s at the H100's measured rate); "
-                             "the critic runs 3/4 as many (the paper's 1.5M : 2M), the short runs 1/8")
-    parser.add_argument("--scale", type=float, default=1.0, help="multiply every step count (CPU check: 0.002)")
-    parser.add_argument("--precision", nargs=3, default=["bf16", "tf32", "tf32"], metavar=("BEHAVIOR", "CRITIC",
-                        "POLICY"), help="stage precisions (default: the paper profile's bf16 tf32 tf32)")
+    parser.add_argument(
+        "--behavior-steps",
+        type=int,
+        default=8000,
+        help="behavior steps of the long runs (default 8000: ~10 s at the H100's measured rate); "
+        "the critic runs 3/4 as many (the paper's 1.5M : 2M), the short runs 1/8",
+    )
+    parser.add_argument(
+        "--scale", type=float, default=1.0, help="multiply every step count (CPU check: 0.002)"
+    )
+    parser.add_argument(
+        "--precision",
+        nargs=3,
+        default=["bf16", "tf32", "tf32"],
+        metavar=("BEHAVIOR", "CRITIC", "POLICY"),
+        help="stage precisions (default: the paper profile's bf16 tf32 tf32)",
+    )
     parser.add_argument("--no-compile", action="store_true", help="without torch.compile (default: compiled)")
-    parser.add_argument("--repeats", type=int, default=2, help="(short, long) pairs per configuration; the median "
-                        "difference is kept (default: 2)")
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=2,
+        help="(short, long) pairs per configuration; the median difference is kept (default: 2)",
+    )
     args = parser.parse_args()
     if args.repeats < 1 or args.seeds < 1:
         parser.error("--repeats and --seeds must be >= 1")
@@ -103,7 +121,9 @@ def main() -> None:
     torch._dynamo.config.recompile_limit = RECOMPILE_LIMIT
     data = tt.synthetic_dataset()
     precision = dict(zip(tt.STAGES, args.precision))
-    runners = {st: tt._runner(st, "fast", args.seeds, data, device, precision[st], compile) for st in tt.STAGES}
+    runners = {
+        st: tt._runner(st, "fast", args.seeds, data, device, precision[st], compile) for st in tt.STAGES
+    }
     long_b = max(8, int(args.behavior_steps * args.scale))
     sizes = {}  # stage -> (short, long), in the paper's ratio
     for st in tt.STAGES:
@@ -123,12 +143,25 @@ def main() -> None:
     result: dict[str, object] = {}
 
     def write() -> None:
-        artifacts.write_json(Path(args.out), {
-            "benchmark": "overlap_probe", "description": __doc__.strip().splitlines()[0], "device": str(device),
-            "seeds": args.seeds, "precision": precision, "compile": compile, "steps_short_long": sizes,
-            "wall_s_short_long": walls, "result": result, "errors": errors, "paper_steps": PAPER_STEPS,
-            "machine": machine_info(), "torch": torch.__version__,
-            "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")})
+        artifacts.write_json(
+            Path(args.out),
+            {
+                "benchmark": "overlap_probe",
+                "description": __doc__.strip().splitlines()[0],
+                "device": str(device),
+                "seeds": args.seeds,
+                "precision": precision,
+                "compile": compile,
+                "steps_short_long": sizes,
+                "wall_s_short_long": walls,
+                "result": result,
+                "errors": errors,
+                "paper_steps": PAPER_STEPS,
+                "machine": machine_info(),
+                "torch": torch.__version__,
+                "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            },
+        )
 
     keys = (*tt.STAGES, PAIR)
     for key in keys:  # warm-up, untimed: allocator, cold compile, the threads' first cuBLAS handles
@@ -140,26 +173,39 @@ def main() -> None:
     for _ in range(args.repeats):
         for key in (k for k in keys if k not in errors):
             walls.setdefault(key, []).append([timed(key, 0), timed(key, 1)])
-        print("short / long runs: " + ", ".join(f"{k} {v[-1][0]:.2f} / {v[-1][1]:.2f} s" for k, v in walls.items()),
-              flush=True)
+        print(
+            "short / long runs: "
+            + ", ".join(f"{k} {v[-1][0]:.2f} / {v[-1][1]:.2f} s" for k, v in walls.items()),
+            flush=True,
+        )
         write()
     marginal = {k: float(np.median([long - short for short, long in v])) for k, v in walls.items()}
-    rate = {st: args.seeds * (sizes[st][1] - sizes[st][0]) / marginal[st] for st in tt.STAGES if st in marginal}
+    rate = {
+        st: args.seeds * (sizes[st][1] - sizes[st][0]) / marginal[st] for st in tt.STAGES if st in marginal
+    }
     # Minutes of the paper budget for S seeds: each solo stage at its rate.
     minutes = {st: args.seeds * PAPER_STEPS[st] / r / 60 for st, r in rate.items()}
     result.update(seed_updates_per_s_solo=rate, paper_minutes_solo=minutes)
     if set(minutes) == set(tt.STAGES) and PAIR in marginal:
-        # The pair together at the pace of its scaled-down copy (b_steps behavior steps, 3/4 as many critic steps).
+        # The pair together at the pace of its scaled-down copy (b_steps behavior steps, 3/4 as many critic
+        # steps).
         b_steps = sizes["behavior"][1] - sizes["behavior"][0]
         together = marginal[PAIR] * PAPER_STEPS["behavior"] / b_steps / 60
         sequential = minutes["behavior"] + minutes["critic"]
-        result.update(paper_minutes_behavior_then_critic=sequential, paper_minutes_behavior_with_critic=together,
-                      overlap_gain=sequential / together,
-                      paper_minutes_one_task_sequential=sequential + minutes["policy"],
-                      paper_minutes_one_task_overlapped=together + minutes["policy"])
-        print(f"behavior then critic {sequential:.1f} min, together {together:.1f} min ({sequential / together:.2f}x); "
-              f"with the policy: {sequential + minutes['policy']:.1f} -> {together + minutes['policy']:.1f} min "
-              f"for {args.seeds} seeds of one task")
+        result.update(
+            paper_minutes_behavior_then_critic=sequential,
+            paper_minutes_behavior_with_critic=together,
+            overlap_gain=sequential / together,
+            paper_minutes_one_task_sequential=sequential + minutes["policy"],
+            paper_minutes_one_task_overlapped=together + minutes["policy"],
+        )
+        print(
+            f"behavior then critic {sequential:.1f} min, together {together:.1f} min "
+            f"({sequential / together:.2f}x); "
+            f"with the policy: {sequential + minutes['policy']:.1f} -> {together + minutes['policy']:.1f} "
+            "min "
+            f"for {args.seeds} seeds of one task"
+        )
     write()
     print(f"written to {args.out}")
 

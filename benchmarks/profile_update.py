@@ -30,8 +30,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import train_throughput as tt  # noqa: E402
 
-from eval.provenance import machine_info  # noqa: E402
 from srpo import artifacts  # noqa: E402
+from srpo_bench.eval.provenance import machine_info  # noqa: E402
 
 
 def profile(stage: str, path: str, seeds: int, steps: int, device: torch.device, top: int) -> dict:
@@ -53,23 +53,46 @@ def profile(stage: str, path: str, seeds: int, steps: int, device: torch.device,
     events = prof.key_averages()
     total = sum(e.self_cpu_time_total for e in events) / 1e6
     rows = sorted(events, key=lambda e: e.self_cpu_time_total, reverse=True)[:top]
-    ops = [{"op": e.key, "self_ms_per_update": e.self_cpu_time_total / 1e3 / steps,
-            "calls_per_update": e.count / steps, "share": e.self_cpu_time_total / 1e6 / total if total else None}
-           for e in rows]
+    ops = [
+        {
+            "op": e.key,
+            "self_ms_per_update": e.self_cpu_time_total / 1e3 / steps,
+            "calls_per_update": e.count / steps,
+            "share": e.self_cpu_time_total / 1e6 / total if total else None,
+        }
+        for e in rows
+    ]
     gemm = tt.gemm_self_seconds(events)
-    return {"stage": stage, "path": path, "seeds": seeds, "steps": steps,
-            "wall_s_profiled": wall, "self_cpu_s_total": total, "gemm_share": gemm / total if total else None,
-            "ops": ops}
+    return {
+        "stage": stage,
+        "path": path,
+        "seeds": seeds,
+        "steps": steps,
+        "wall_s_profiled": wall,
+        "self_cpu_s_total": total,
+        "gemm_share": gemm / total if total else None,
+        "ops": ops,
+    }
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--stage", required=True, choices=list(tt.STAGES))
-    parser.add_argument("--path", default="fast", choices=list(tt.PATHS),
-                        help="reference (eager, one seed) or a fast path (default: fast)")
+    parser.add_argument(
+        "--path",
+        default="fast",
+        choices=list(tt.PATHS),
+        help="reference (eager, one seed) or a fast path (default: fast)",
+    )
     parser.add_argument("--seeds", type=int, default=10, help="S seeds of a fast path (default: 10)")
-    parser.add_argument("--steps", type=int, default=0,
-                        help="profiled updates (default: 200 for critic and policy, 10 for behavior)")
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=0,
+        help="profiled updates (default: 200 for critic and policy, 10 for behavior)",
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--top", type=int, default=20, help="ops in the table (default: 20)")
     parser.add_argument("--out", type=Path, default=None, help="also write the table as JSON here")
@@ -80,16 +103,30 @@ def main() -> None:
         torch._dynamo.config.recompile_limit = 10_000  # the warm-up and the profiled run build new modules
     steps = args.steps or (10 if args.stage == "behavior" else 200)
     result = profile(args.stage, args.path, args.seeds, steps, torch.device(args.device), args.top)
-    print(f"{args.stage} {args.path} S={result['seeds']}: {steps} updates profiled in {result['wall_s_profiled']:.1f} s; "
-          f"GEMMs {result['gemm_share']:.0%} of the self time")
+    print(
+        f"{args.stage} {args.path} S={result['seeds']}: {steps} updates profiled in "
+        f"{result['wall_s_profiled']:.1f} s; "
+        f"GEMMs {result['gemm_share']:.0%} of the self time"
+    )
     print(f"{'op':60s} {'ms/update':>10s} {'calls/update':>13s} {'share':>7s}")
     for op in result["ops"]:
-        print(f"{op['op'][:60]:60s} {op['self_ms_per_update']:10.3f} {op['calls_per_update']:13.1f} {op['share']:7.1%}")
+        print(
+            f"{op['op'][:60]:60s} {op['self_ms_per_update']:10.3f} {op['calls_per_update']:13.1f} "
+            f"{op['share']:7.1%}"
+        )
     if args.out:
-        artifacts.write_json(args.out, {
-            "benchmark": "profile_update", "description": __doc__.strip().splitlines()[0], "device": args.device,
-            **result, "machine": machine_info(), "torch": torch.__version__,
-            "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")})
+        artifacts.write_json(
+            args.out,
+            {
+                "benchmark": "profile_update",
+                "description": __doc__.strip().splitlines()[0],
+                "device": args.device,
+                **result,
+                "machine": machine_info(),
+                "torch": torch.__version__,
+                "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            },
+        )
         print(f"written to {args.out}")
 
 

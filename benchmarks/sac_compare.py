@@ -20,10 +20,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from eval.data_policies import ENV_IDS
-from eval.provenance import machine_info
-from eval.sac import SACConfig, SACRun, evaluate_actor
 from srpo import __version__, artifacts
+from srpo_bench.eval.data_policies import ENV_IDS
+from srpo_bench.eval.provenance import machine_info
+from srpo_bench.eval.sac import SACConfig, SACRun, evaluate_actor
 
 
 def run_ours(env_id: str, cfg: SACConfig, seed: int) -> dict:
@@ -50,17 +50,36 @@ def run_sb3(env_id: str, cfg: SACConfig, seed: int) -> dict:
             step = self.num_timesteps
             if step % cfg.snapshot_every == 0 and step >= cfg.start_steps:
                 actor = _Sb3Actor(self.model)
-                returns = evaluate_actor(actor, env_id, cfg.eval_episodes, seed + 1_000_000 + 1000 * len(curve),
-                                         cfg.max_episode_steps)
+                returns = evaluate_actor(
+                    actor,
+                    env_id,
+                    cfg.eval_episodes,
+                    seed + 1_000_000 + 1000 * len(curve),
+                    cfg.max_episode_steps,
+                )
                 curve.append([step, float(returns.mean())])
             return True
 
     env = gym.make(env_id, max_episode_steps=cfg.max_episode_steps)
     t0 = time.perf_counter()
-    model = SAC("MlpPolicy", env, learning_rate=cfg.lr, buffer_size=cfg.env_steps, learning_starts=cfg.start_steps,
-                batch_size=cfg.batch_size, tau=cfg.tau, gamma=cfg.gamma, train_freq=1, gradient_steps=1,
-                ent_coef="auto", target_entropy="auto", policy_kwargs={"net_arch": list(cfg.hidden)}, seed=seed,
-                device="cpu", verbose=0)
+    model = SAC(
+        "MlpPolicy",
+        env,
+        learning_rate=cfg.lr,
+        buffer_size=cfg.env_steps,
+        learning_starts=cfg.start_steps,
+        batch_size=cfg.batch_size,
+        tau=cfg.tau,
+        gamma=cfg.gamma,
+        train_freq=1,
+        gradient_steps=1,
+        ent_coef="auto",
+        target_entropy="auto",
+        policy_kwargs={"net_arch": list(cfg.hidden)},
+        seed=seed,
+        device="cpu",
+        verbose=0,
+    )
     model.learn(total_timesteps=cfg.env_steps, callback=Evaluate(), progress_bar=False)
     wall = time.perf_counter() - t0
     env.close()
@@ -79,7 +98,9 @@ class _Sb3Actor:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--env", default="hopper", choices=list(ENV_IDS))
     parser.add_argument("--steps", type=int, default=60_000, help="environment steps per implementation")
     parser.add_argument("--start-steps", type=int, default=10_000)
@@ -91,26 +112,41 @@ def main() -> None:
     if args.start_steps % args.eval_every:
         parser.error("--start-steps must be a multiple of --eval-every")
     torch.set_num_threads(1)
-    cfg = SACConfig(env_steps=args.steps, start_steps=args.start_steps, snapshot_every=args.eval_every,
-                    eval_episodes=args.eval_episodes, checkpoint_every=10 * args.steps)
+    cfg = SACConfig(
+        env_steps=args.steps,
+        start_steps=args.start_steps,
+        snapshot_every=args.eval_every,
+        eval_episodes=args.eval_episodes,
+        checkpoint_every=10 * args.steps,
+    )
     env_id = ENV_IDS[args.env]
     results = {"ours": run_ours(env_id, cfg, args.seed), "stable-baselines3": run_sb3(env_id, cfg, args.seed)}
     import stable_baselines3
 
     ours, sb3 = results["ours"], results["stable-baselines3"]
     record = {
-        "benchmark": "sac_compare", "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "machine": machine_info(), "versions": {"srpo-bench": __version__, "torch": torch.__version__,
-                                                "stable-baselines3": stable_baselines3.__version__},
-        "env_id": env_id, "seed": args.seed, "threads": 1, "sac": {**cfg.__dict__, "hidden": list(cfg.hidden)},
+        "benchmark": "sac_compare",
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine_info(),
+        "versions": {
+            "srpo-bench": __version__,
+            "torch": torch.__version__,
+            "stable-baselines3": stable_baselines3.__version__,
+        },
+        "env_id": env_id,
+        "seed": args.seed,
+        "threads": 1,
+        "sac": {**cfg.__dict__, "hidden": list(cfg.hidden)},
         "results": results,
         "speed_ratio_ours_over_sb3": ours["env_steps_per_s"] / sb3["env_steps_per_s"],
         "mean_return_over_curve": {k: float(np.mean([r for _, r in v["curve"]])) for k, v in results.items()},
     }
     artifacts.write_json(Path(args.out), record)
-    print(f"{env_id}, {args.steps} steps: ours {ours['env_steps_per_s']:.1f} steps/s, "
-          f"sb3 {sb3['env_steps_per_s']:.1f} steps/s (ratio {record['speed_ratio_ours_over_sb3']:.2f}); "
-          f"returns ours {ours['curve']}, sb3 {sb3['curve']} -> {args.out}")
+    print(
+        f"{env_id}, {args.steps} steps: ours {ours['env_steps_per_s']:.1f} steps/s, "
+        f"sb3 {sb3['env_steps_per_s']:.1f} steps/s (ratio {record['speed_ratio_ours_over_sb3']:.2f}); "
+        f"returns ours {ours['curve']}, sb3 {sb3['curve']} -> {args.out}"
+    )
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ This times, in one process and on one device:
 
 - ``srpo``: the deterministic policy (MLP 256-256, tanh), one forward pass. BC and
   IQL-AWR use the very same network, so their latency is SRPO's and is not timed apart;
-- ``diffusion-nN-kK``: N candidates from the behavior diffusion model (SPEC §5 network)
+- ``diffusion-nN-kK``: N candidates from the behavior diffusion model (method §5 network)
   with a K-step DPM-Solver-1, the best by Q (the twin-Q critic): eval/baselines.py;
 
 at batch 1 (one environment) and batch 256 (vectorized evaluation): median and
@@ -24,18 +24,21 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import time
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
-from eval.baselines import DiffusionSelectionPolicy
-from eval.latency import time_calls
-from eval.provenance import code_version, machine_info
 from srpo import artifacts
 from srpo.behavior import NoisePredictor
 from srpo.critic import Critic
 from srpo.policy import DeterministicPolicy
+from srpo_bench.eval.baselines import DiffusionSelectionPolicy
+from srpo_bench.eval.checkpoints import load_behavior, load_critic, load_policy
+from srpo_bench.eval.latency import TimedPolicy, time_calls
+from srpo_bench.eval.provenance import code_version, machine_info
+from srpo_bench.eval.rollout import evaluate, torch_policy
 
 STATE_DIM, ACTION_DIM = 17, 6  # HalfCheetah
 SETTINGS = ((32, 5), (32, 15))  # (N candidates, K solver steps): the issue's settings
@@ -45,41 +48,49 @@ TARGET_RATIO = 25.0  # SRPO §1: "more than 25x faster"
 def build(run: Path | None, device: torch.device, seed: int):
     """The policy, behavior model and critic: a trained run's, or fresh ones of the same sizes."""
     if run is not None:
-        from eval.checkpoints import load_behavior, load_critic, load_policy
-
         pi, _ = load_policy(run / "srpo", device)
         return pi, load_behavior(run / "behavior.pt", device), load_critic(run / "critic.pt", device)
     torch.manual_seed(seed)
     pi = DeterministicPolicy(STATE_DIM, ACTION_DIM).to(device).eval()
-    model = NoisePredictor(STATE_DIM, ACTION_DIM, generator=torch.Generator().manual_seed(seed)).to(device).eval()
+    model = (
+        NoisePredictor(STATE_DIM, ACTION_DIM, generator=torch.Generator().manual_seed(seed)).to(device).eval()
+    )
     critic = Critic(STATE_DIM, ACTION_DIM).to(device).eval()
     return pi, model, critic
 
 
 def episode_seconds(policy: torch.nn.Module, device: torch.device, seed: int) -> dict:
     """Wall time of one full HalfCheetah-v5 episode (1000 steps, one environment), and its policy share."""
-    import time
-
-    from eval.latency import TimedPolicy
-    from eval.rollout import evaluate, torch_policy
 
     timed = TimedPolicy(torch_policy(policy))
     t0 = time.perf_counter()
     result = evaluate(timed, "HalfCheetah-v5", episodes=1, seed=seed, num_envs=1)
     wall = time.perf_counter() - t0
-    return {"episode_s": wall, "steps": int(result.lengths[0]), "policy_s": float(sum(timed.seconds)),
-            "policy_call": timed.summary()}
+    return {
+        "episode_s": wall,
+        "steps": int(result.lengths[0]),
+        "policy_s": float(sum(timed.seconds)),
+        "policy_call": timed.summary(),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--out", type=Path, default=Path("reports/bench/sampling.json"))
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--run", type=Path, default=None, help="a trained run directory (behavior.pt, critic.pt, srpo/)")
+    parser.add_argument(
+        "--run", type=Path, default=None, help="a trained run directory (behavior.pt, critic.pt, srpo/)"
+    )
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 256])
-    parser.add_argument("--repeats", type=int, default=200, help="timed calls per measurement (fewer past --max-s)")
+    parser.add_argument(
+        "--repeats", type=int, default=200, help="timed calls per measurement (fewer past --max-s)"
+    )
     parser.add_argument("--warmup", type=int, default=10)
-    parser.add_argument("--max-s", type=float, default=20.0, help="stop a measurement after this many seconds")
+    parser.add_argument(
+        "--max-s", type=float, default=20.0, help="stop a measurement after this many seconds"
+    )
     parser.add_argument("--no-episode", action="store_true", help="skip the full-episode timings")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
@@ -95,13 +106,17 @@ def main(argv: list[str] | None = None) -> int:
     latency: dict[str, dict] = {}
     jobs = [(m, b) for b in args.batches for m in methods]
     for name, batch in tqdm(jobs, desc="latency"):
-        state = torch.randn(batch, STATE_DIM, device=device, generator=torch.Generator(device=device).manual_seed(1))
+        state = torch.randn(
+            batch, STATE_DIM, device=device, generator=torch.Generator(device=device).manual_seed(1)
+        )
         with torch.no_grad():
-            latency.setdefault(name, {})[str(batch)] = time_calls(lambda: methods[name](state), args.repeats,
-                                                                  args.warmup, sync, args.max_s)
+            latency.setdefault(name, {})[str(batch)] = time_calls(
+                lambda: methods[name](state), args.repeats, args.warmup, sync, args.max_s
+            )
     ratios = {
         name: {b: latency[name][b]["median_ms"] / latency["srpo"][b]["median_ms"] for b in latency[name]}
-        for name in methods if name != "srpo"
+        for name in methods
+        if name != "srpo"
     }
     episodes = {}
     if not args.no_episode:
@@ -110,9 +125,14 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "benchmark": "action-selection latency, SRPO policy vs diffusion sampling + Q selection",
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "code": code_version(), "machine": machine_info(), "device": str(device),
-        "networks": "trained run " + str(args.run) if args.run else "fresh networks of the trained sizes "
-                    f"(state {STATE_DIM}, action {ACTION_DIM}; policy 256-256, NoisePredictor 256 x 3 blocks, twin Q 256-256)",
+        "code": code_version(),
+        "machine": machine_info(),
+        "device": str(device),
+        "networks": "trained run " + str(args.run)
+        if args.run
+        else "fresh networks of the trained sizes "
+        f"(state {STATE_DIM}, action {ACTION_DIM}; policy 256-256, NoisePredictor 256 x 3 blocks, twin Q "
+        "256-256)",
         "settings": [{"n_candidates": n, "solver_steps": k} for n, k in SETTINGS],
         "latency_ms": latency,
         "ratio_to_srpo": ratios,

@@ -1,10 +1,10 @@
 """Training throughput of each SRPO stage: the eager reference loop against the seed-batched fast path.
 
-For each stage, at the paper's batch sizes and network sizes (SPEC §5) on a
+For each stage, at the paper's batch sizes and network sizes (method §5) on a
 HalfCheetah-shaped dataset, this times
 
 - ``reference``: :mod:`srpo.train`'s plain eager loop, one seed;
-- ``fast`` with S seeds (S in --seeds, default 1 5 10): :mod:`srpo.seed_batch`, the S
+- ``fast`` with S seeds (S in --seeds, default 1 5 10): :mod:`srpo.fast.seed_batch`, the S
   seeds stacked and vmapped, fused optimizer, metrics read every ``log_every`` steps,
   and on a GPU each update captured once as a CUDA graph and replayed - what the
   pipeline runs;
@@ -32,7 +32,7 @@ fast path at the largest S: seed batching does not make a GEMM's arithmetic chea
 fast path cannot beat the reference's time per update divided by its own GEMM time per seed
 (``speedup_bound_at_fast_gemm_time``), even if everything else took no time.
 
-``paper_budget``: minutes of the paper budget (SPEC §5) for 5 seeds of one task, the
+``paper_budget``: minutes of the paper budget (method §5) for 5 seeds of one task, the
 stages one after another, per path, and ``mixed``: each stage at the precision that suits it
 (behavior bf16; critic and policy TF32 on a GPU, fp32 on a CPU).
 
@@ -58,19 +58,20 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from eval.provenance import machine_info
-from srpo import __version__, artifacts, seed_batch, train as reference
+from srpo import __version__, artifacts, train as reference
 from srpo.behavior import NoisePredictor
 from srpo.config import PROFILES, RunConfig, make_config
 from srpo.critic import Critic
-from srpo.cuda_graph import CaptureTurns
+from srpo.fast import seed_batch
+from srpo.fast.cuda_graph import CaptureTurns
 from srpo.transitions import Transitions
+from srpo_bench.eval.provenance import machine_info
 
 # A locomotion-sized synthetic dataset (HalfCheetah: 17-dim state, 6-dim action).
 STATE_DIM, ACTION_DIM, N_TRANSITIONS = 17, 6, 100_000
 STAGES = ("behavior", "critic", "policy")
 TASK = "halfcheetah-medium"
-# Paper protocol of the projection: 5 seeds x 9 locomotion tasks (SPEC §5 budgets).
+# Paper protocol of the projection: 5 seeds x 9 locomotion tasks (method §5 budgets).
 PROTOCOL_SEEDS, PROTOCOL_TASKS = 5, 9
 
 
@@ -88,10 +89,23 @@ def synthetic_dataset(seed: int = 0) -> Transitions:
     )
 
 
-def _configs(stage: str, steps: int, n_seeds: int, precision: str = "fp32", profile: str = "paper") -> list[RunConfig]:
-    return [make_config(TASK, profile, s, {f"{stage}.steps": str(steps), f"{stage}.precision": precision,
-                                           "log_every": "100", "checkpoint_every": str(10**9)})
-            for s in range(n_seeds)]
+def _configs(
+    stage: str, steps: int, n_seeds: int, precision: str = "fp32", profile: str = "paper"
+) -> list[RunConfig]:
+    return [
+        make_config(
+            TASK,
+            profile,
+            s,
+            {
+                f"{stage}.steps": str(steps),
+                f"{stage}.precision": precision,
+                "log_every": "100",
+                "checkpoint_every": str(10**9),
+            },
+        )
+        for s in range(n_seeds)
+    ]
 
 
 PATHS = ("reference", "fast", "fast_bf16", "fast_compiled", "fast_bf16_compiled", "fast_eager", "fast_tf32")
@@ -99,8 +113,16 @@ PATHS = ("reference", "fast", "fast_bf16", "fast_compiled", "fast_bf16_compiled"
 PRECISION = {"fast_bf16": "bf16", "fast_bf16_compiled": "bf16", "fast_tf32": "tf32"}
 
 
-def _runner(stage: str, path: str, n_seeds: int, data: Transitions, device: torch.device,
-            precision: str | None = None, compile: bool = False, profile: str = "paper") -> Callable[..., None]:
+def _runner(
+    stage: str,
+    path: str,
+    n_seeds: int,
+    data: Transitions,
+    device: torch.device,
+    precision: str | None = None,
+    compile: bool = False,
+    profile: str = "paper",
+) -> Callable[..., None]:
     """A function that trains ``stage`` for a given number of steps in a fresh directory (``path`` in PATHS).
 
     ``precision`` defaults to the path's (PRECISION); ``compile`` (default: the path's name ends in
@@ -125,8 +147,17 @@ def _runner(stage: str, path: str, n_seeds: int, data: Transitions, device: torc
                 fn(cfgs[0], data, *(u[0] for u in extra), outs[0], device, progress=False)
             else:
                 fn = getattr(seed_batch, f"train_{stage}")
-                fn(cfgs, data, *extra, outs, device, progress=False, cuda_graphs=path != "fast_eager",
-                   compile=compile, **({"turns": turns} if turns else {}))
+                fn(
+                    cfgs,
+                    data,
+                    *extra,
+                    outs,
+                    device,
+                    progress=False,
+                    cuda_graphs=path != "fast_eager",
+                    compile=compile,
+                    **({"turns": turns} if turns else {}),
+                )
 
     return run
 
@@ -160,8 +191,13 @@ def _marginal_rate(run: Callable[[int], None], short: int, target_s: float, repe
 
 def _summary(rates: list[float], short: int, long: int) -> dict:
     q1, med, q3 = np.percentile(rates, [25, 50, 75])
-    return {"updates_per_s": float(med), "updates_per_s_iqr": [float(q1), float(q3)], "repeats": rates,
-            "steps_short": short, "steps_long": long}
+    return {
+        "updates_per_s": float(med),
+        "updates_per_s_iqr": [float(q1), float(q3)],
+        "repeats": rates,
+        "steps_short": short,
+        "steps_long": long,
+    }
 
 
 GEMM_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::addbmm")
@@ -207,21 +243,38 @@ def _gemm_gflops(device: torch.device, n: int = 2048, reps: int = 10) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--out", default="reports/bench/train_throughput.json", help="JSON output path")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
-    parser.add_argument("--profile", default="paper", choices=list(PROFILES),
-                        help="srpo.config profile whose batch sizes are timed (default: paper; `default` at "
-                             "--seeds 3 is what `make repro` trains on a CPU); the paper-budget projection needs paper")
+    parser.add_argument(
+        "--profile",
+        default="paper",
+        choices=list(PROFILES),
+        help="srpo.config profile whose batch sizes are timed (default: paper; `default` at "
+        "--seeds 3 is what `make repro` trains on a CPU); the paper-budget projection needs paper",
+    )
     parser.add_argument("--stages", nargs="+", default=list(STAGES), choices=list(STAGES))
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 5, 10], help="S values of the fast path")
-    parser.add_argument("--compiled-seeds", type=int, nargs="*", default=None,
-                        help="S values of the compiled paths (fp32 and bf16; default: 10 on a CPU, none on a GPU, "
-                             "where benchmarks/compile_probe.py measures compilation in fewer cold compiles)")
-    parser.add_argument("--seconds", type=float, default=6.0, help="length of each timed long run (default: 6)")
-    parser.add_argument("--repeats", type=int, default=3, help="timed (short, long) pairs per cell; the median "
-                                                                  "is reported (default: 3)")
+    parser.add_argument(
+        "--compiled-seeds",
+        type=int,
+        nargs="*",
+        default=None,
+        help="S values of the compiled paths (fp32 and bf16; default: 10 on a CPU, none on a GPU, "
+        "where benchmarks/compile_probe.py measures compilation in fewer cold compiles)",
+    )
+    parser.add_argument(
+        "--seconds", type=float, default=6.0, help="length of each timed long run (default: 6)"
+    )
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=3,
+        help="timed (short, long) pairs per cell; the median is reported (default: 3)",
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -242,19 +295,27 @@ def main() -> None:
     # Most wanted first (the calibration order); each timed round rewrites the .partial file, so that a run
     # cut short by a time limit keeps the rounds it finished.
     cells = [("fast", s) for s in args.seeds] + [("fast_bf16", s) for s in args.seeds if s > 1]
-    compiled = args.compiled_seeds if args.compiled_seeds is not None else [10] if device.type == "cpu" else []
+    compiled = (
+        args.compiled_seeds if args.compiled_seeds is not None else [10] if device.type == "cpu" else []
+    )
     cells += [(path, s) for s in compiled for path in ("fast_compiled", "fast_bf16_compiled")]
     if compiled:
-        torch._dynamo.config.recompile_limit = 10_000  # every run builds new modules: recompile, never fall back
+        torch._dynamo.config.recompile_limit = (
+            10_000  # every run builds new modules: recompile, never fall back
+        )
     if device.type == "cuda":
         cells += [("fast_eager", PROTOCOL_SEEDS), ("fast_tf32", PROTOCOL_SEEDS)]
     cells.sort(key=lambda c: (c[1] != PROTOCOL_SEEDS, c[1] == 1))
-    jobs = [(stage, "reference", 1) for stage in args.stages] + [(st, pa, s) for pa, s in cells for st in args.stages]
+    jobs = [(stage, "reference", 1) for stage in args.stages] + [
+        (st, pa, s) for pa, s in cells for st in args.stages
+    ]
     rates: dict[tuple[str, str, int], dict] = {}
     errors: dict[str, str] = {}
     partial = Path(args.out).with_suffix(".partial.json")
 
-    def failed(job: tuple[str, str, int], e: Exception) -> None:  # one failing cell (a GPU path) must not lose the others
+    def failed(
+        job: tuple[str, str, int], e: Exception
+    ) -> None:  # one failing cell (a GPU path) must not lose the others
         errors["{}/{}/S={}".format(*job)] = f"{type(e).__name__}: {e}"
         tqdm.write("{} {} S={}: FAILED ".format(*job) + f"{type(e).__name__}: {e}")
 
@@ -278,8 +339,9 @@ def main() -> None:
                 failed(job, e)
                 del plans[job], samples[job]
         rates = {job: _summary(r, plans[job][1], plans[job][2]) for job, r in samples.items()}
-        artifacts.write_json(partial, {"rates": {f"{st}/{pa}/S={n}": r for (st, pa, n), r in rates.items()},
-                                       "errors": errors})
+        artifacts.write_json(
+            partial, {"rates": {f"{st}/{pa}/S={n}": r for (st, pa, n), r in rates.items()}, "errors": errors}
+        )
     for (stage, path, s), r in rates.items():
         tqdm.write(f"{stage} {path} S={s}: {s * r['updates_per_s']:.1f} seed-upd/s")
     # Where an update's time goes (CPU only: a CUDA graph replays as one op): the reference's GEMMs, and the
@@ -287,8 +349,11 @@ def main() -> None:
     gemm_s: dict[tuple[str, str, int], float] = {}
     if device.type == "cpu":
         s_max = max(args.seeds)
-        for job in tqdm([j for j in plans if j[1] == "reference" or j[1:] == ("fast", s_max)], desc="GEMM time",
-                        dynamic_ncols=True):
+        for job in tqdm(
+            [j for j in plans if j[1] == "reference" or j[1:] == ("fast", s_max)],
+            desc="GEMM time",
+            dynamic_ncols=True,
+        ):
             run, _, n_long = plans[job]
             gemm_s[job] = _gemm_seconds_per_update(run, n_long) / job[2]
     # The machine's speed drifts on a shared host: the best GEMM rate seen, before or after, is the peak.
@@ -305,55 +370,94 @@ def main() -> None:
                     continue
                 r = rates[stage, path, s]
                 seed_rate = s * r["updates_per_s"]
-                cells[f"S={s}"] = {**r, "seeds": s, "seed_updates_per_s": seed_rate, "speedup": seed_rate / ref,
-                                   "gemm_share_of_peak": flops * seed_rate / 1e9 / gemm}
+                cells[f"S={s}"] = {
+                    **r,
+                    "seeds": s,
+                    "seed_updates_per_s": seed_rate,
+                    "speedup": seed_rate / ref,
+                    "gemm_share_of_peak": flops * seed_rate / 1e9 / gemm,
+                }
                 if (stage, path, s) in gemm_s:
-                    cells[f"S={s}"] |= {"gemm_seconds_per_seed_update": gemm_s[stage, path, s],
-                                        "gemm_share_of_time": gemm_s[stage, path, s] * seed_rate}
+                    cells[f"S={s}"] |= {
+                        "gemm_seconds_per_seed_update": gemm_s[stage, path, s],
+                        "gemm_share_of_time": gemm_s[stage, path, s] * seed_rate,
+                    }
             if cells:
                 paths[path] = cells
         s_proj = PROTOCOL_SEEDS if PROTOCOL_SEEDS in args.seeds else max(args.seeds)
         steps = getattr(paper, stage).steps
-        projections = {f"paper_protocol_hours_{path}_S{s_proj}": PROTOCOL_SEEDS * PROTOCOL_TASKS * steps
-                       / cells[f"S={s_proj}"]["seed_updates_per_s"] / 3600
-                       for path, cells in paths.items() if f"S={s_proj}" in cells and project}
+        projections = {
+            f"paper_protocol_hours_{path}_S{s_proj}": PROTOCOL_SEEDS
+            * PROTOCOL_TASKS
+            * steps
+            / cells[f"S={s_proj}"]["seed_updates_per_s"]
+            / 3600
+            for path, cells in paths.items()
+            if f"S={s_proj}" in cells and project
+        }
         results[stage] = {
             "batch_size": getattr(timed, stage).batch_size,
             "paper_steps": steps,
             "matmul_gflop_per_update": flops / 1e9,
-            "reference": {**rates[stage, "reference", 1], "seed_updates_per_s": ref,
-                          "gemm_share_of_peak": flops * ref / 1e9 / gemm,
-                          **({"gemm_seconds_per_update": gemm_s[stage, "reference", 1],
-                              "gemm_share_of_time": gemm_s[stage, "reference", 1] * ref}
-                             if (stage, "reference", 1) in gemm_s else {})},
+            "reference": {
+                **rates[stage, "reference", 1],
+                "seed_updates_per_s": ref,
+                "gemm_share_of_peak": flops * ref / 1e9 / gemm,
+                **(
+                    {
+                        "gemm_seconds_per_update": gemm_s[stage, "reference", 1],
+                        "gemm_share_of_time": gemm_s[stage, "reference", 1] * ref,
+                    }
+                    if (stage, "reference", 1) in gemm_s
+                    else {}
+                ),
+            },
             **paths,
             # An exact method cannot beat the GEMM peak: the largest possible speed-up of this stage here.
             "speedup_bound_at_gemm_peak": gemm / (flops * ref / 1e9),
-            # Nor, with GEMMs as fast per seed as the fast path's at the largest S, the reference's time per update
+            # Nor, with GEMMs as fast per seed as the fast path's at the largest S, the reference's time per
+            # update
             # over those GEMMs alone (everything else free).
-            **({"speedup_bound_at_fast_gemm_time": 1 / ref / gemm_s[stage, "fast", max(args.seeds)]}
-               if (stage, "fast", max(args.seeds)) in gemm_s else {}),
-            **({"paper_protocol_hours_reference": PROTOCOL_SEEDS * PROTOCOL_TASKS * steps / ref / 3600}
-               if project else {}),
+            **(
+                {"speedup_bound_at_fast_gemm_time": 1 / ref / gemm_s[stage, "fast", max(args.seeds)]}
+                if (stage, "fast", max(args.seeds)) in gemm_s
+                else {}
+            ),
+            **(
+                {"paper_protocol_hours_reference": PROTOCOL_SEEDS * PROTOCOL_TASKS * steps / ref / 3600}
+                if project
+                else {}
+            ),
             **projections,
         }
         for path, cells in paths.items():
-            line = ", ".join(f"{k} {c['seed_updates_per_s']:.1f} ({c['speedup']:.2f}x)" for k, c in cells.items())
-            print(f"{stage:9s} batch {results[stage]['batch_size']:5d}: reference {ref:.1f} seed-upd/s "
-                  f"({results[stage]['reference']['gemm_share_of_peak']:.0%} of GEMM peak); {path} {line}")
+            line = ", ".join(
+                f"{k} {c['seed_updates_per_s']:.1f} ({c['speedup']:.2f}x)" for k, c in cells.items()
+            )
+            print(
+                f"{stage:9s} batch {results[stage]['batch_size']:5d}: reference {ref:.1f} seed-upd/s "
+                f"({results[stage]['reference']['gemm_share_of_peak']:.0%} of GEMM peak); {path} {line}"
+            )
         if "speedup_bound_at_fast_gemm_time" in results[stage]:
-            print(f"{stage:9s} GEMMs are {results[stage]['reference']['gemm_share_of_time']:.0%} of the reference's "
-                  f"time; bound with the fast path's GEMMs (S={max(args.seeds)}) and nothing else: "
-                  f"{results[stage]['speedup_bound_at_fast_gemm_time']:.2f}x")
-    # The issue's yardstick: the paper budget of PROTOCOL_SEEDS seeds of one task, the stages one after another.
+            print(
+                f"{stage:9s} GEMMs are {results[stage]['reference']['gemm_share_of_time']:.0%} of the "
+                "reference's "
+                f"time; bound with the fast path's GEMMs (S={max(args.seeds)}) and nothing else: "
+                f"{results[stage]['speedup_bound_at_fast_gemm_time']:.2f}x"
+            )
+    # The issue's yardstick: the paper budget of PROTOCOL_SEEDS seeds of one task, the stages one after
+    # another.
     one_task = {}
     if set(args.stages) == set(STAGES) and project:
         for key in results["behavior"]:
             if key.startswith("paper_protocol_hours") and all(key in results[st] for st in STAGES):
                 hours = sum(results[st][key] for st in STAGES)
-                one_task[key.replace("paper_protocol_hours", "minutes_5_seeds_one_task")] = hours * 60 / PROTOCOL_TASKS
+                one_task[key.replace("paper_protocol_hours", "minutes_5_seeds_one_task")] = (
+                    hours * 60 / PROTOCOL_TASKS
+                )
         # Each stage at its best measured precision that suits it (srpo/precision.py): the behavior model's
-        # outputs (eps ~ N(0, I)) tolerate bf16; the critic's Q-values (~100) and the policy need float32 outputs.
+        # outputs (eps ~ N(0, I)) tolerate bf16; the critic's Q-values (~100) and the policy need float32
+        # outputs.
         mixed = {"behavior": "fast_bf16", "critic": "fast_tf32", "policy": "fast_tf32"}
         if device.type != "cuda":
             mixed = {"behavior": "fast_bf16", "critic": "fast", "policy": "fast"}
@@ -366,30 +470,41 @@ def main() -> None:
     for key, minutes in one_task.items():
         if not key.startswith("minutes"):
             continue
-        print(f"paper budget, {PROTOCOL_SEEDS} seeds of one task, stages in sequence ({key}): {minutes:.0f} min; "
-              f"5 seeds x {PROTOCOL_TASKS} tasks: {minutes * PROTOCOL_TASKS / 60:.1f} h")
-    artifacts.write_json(Path(args.out), {
-        "benchmark": "train_throughput",
-        "description": f"seed-updates/s of each SRPO stage at the batch sizes of the {args.profile!r} profile "
-                       "(paper: SPEC §5) and the paper's network sizes: the eager "
-                       "reference loop (srpo.train, one seed) and the seed-batched fast path (srpo.seed_batch, "
-                       "S seeds vmapped; on a GPU each update a CUDA graph); fast_bf16: the same in bf16 mixed "
-                       "precision (srpo/precision.py); GPU only: fast_eager without graphs, fast_tf32 with TF32 "
-                       "matmuls; marginal rates by differencing two budgets after a warm-up",
-        "profile": args.profile,
-        "dataset_shape": {"state_dim": STATE_DIM, "action_dim": ACTION_DIM, "transitions": N_TRANSITIONS},
-        "device": str(device),
-        "gemm_gflops": gemm,
-        "gemm_gflops_before_after": [gemm_before, gemm_after],
-        "protocol": {"seeds": PROTOCOL_SEEDS, "tasks": PROTOCOL_TASKS,
-                     "note": "hours of one process doing the paper budgets (SPEC §5) for the protocol, per stage"},
-        "results": results,
-        "paper_budget": one_task,
-        "errors": errors,
-        "machine": machine_info(),
-        "srpo_version": __version__,
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-    })
+        print(
+            f"paper budget, {PROTOCOL_SEEDS} seeds of one task, stages in sequence ({key}): {minutes:.0f} "
+            "min; "
+            f"5 seeds x {PROTOCOL_TASKS} tasks: {minutes * PROTOCOL_TASKS / 60:.1f} h"
+        )
+    artifacts.write_json(
+        Path(args.out),
+        {
+            "benchmark": "train_throughput",
+            "description": "seed-updates/s of each SRPO stage at the batch sizes of the "
+            f"{args.profile!r} profile "
+            "(paper: method §5) and the paper's network sizes: the eager "
+            "reference loop (srpo.train, one seed) and the seed-batched fast path (srpo.fast.seed_batch, "
+            "S seeds vmapped; on a GPU each update a CUDA graph); fast_bf16: the same in bf16 mixed "
+            "precision (srpo/precision.py); GPU only: fast_eager without graphs, fast_tf32 with TF32 "
+            "matmuls; marginal rates by differencing two budgets after a warm-up",
+            "profile": args.profile,
+            "dataset_shape": {"state_dim": STATE_DIM, "action_dim": ACTION_DIM, "transitions": N_TRANSITIONS},
+            "device": str(device),
+            "gemm_gflops": gemm,
+            "gemm_gflops_before_after": [gemm_before, gemm_after],
+            "protocol": {
+                "seeds": PROTOCOL_SEEDS,
+                "tasks": PROTOCOL_TASKS,
+                "note": "hours of one process doing the paper budgets (method §5) for the protocol, "
+                "per stage",
+            },
+            "results": results,
+            "paper_budget": one_task,
+            "errors": errors,
+            "machine": machine_info(),
+            "srpo_version": __version__,
+            "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        },
+    )
     partial.unlink(missing_ok=True)
     print(f"written to {args.out}")
 

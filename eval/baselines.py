@@ -35,7 +35,8 @@ from srpo.behavior import sample_actions
 from srpo.config import RunConfig
 from srpo.critic import Critic
 from srpo.policy import DeterministicPolicy
-from srpo.train import policy_state, run_loop
+from srpo.stage_loop import run_loop
+from srpo.train import policy_state
 from srpo.transitions import Transitions
 
 Method = Literal["srpo", "bc", "iql-awr", "diffusion"]
@@ -57,7 +58,9 @@ class BaselineConfig:
         if not self.weight_clip > 0:
             raise ValueError(f"weight_clip must be > 0, got {self.weight_clip}")
         if self.n_candidates < 1 or self.solver_steps < 1:
-            raise ValueError(f"n_candidates and solver_steps must be >= 1, got {self.n_candidates}, {self.solver_steps}")
+            raise ValueError(
+                f"n_candidates and solver_steps must be >= 1, got {self.n_candidates}, {self.solver_steps}"
+            )
 
     def awr_temperature(self, reward_mode: str) -> float:
         """IQL's temperatures: 10 on AntMaze, 3 elsewhere, unless set."""
@@ -108,8 +111,14 @@ def train_regression_policy(
         raise ValueError("iql-awr needs the run's IQL critic")
     pc = cfg.policy
     temperature = bcfg.awr_temperature(cfg.reward_mode)
-    config = {"method": method, "task": cfg.task, "seed": cfg.seed, "data": data.fingerprint(),
-              "policy": asdict(pc), "baseline": asdict(bcfg) | {"temperature": temperature}}
+    config = {
+        "method": method,
+        "task": cfg.task,
+        "seed": cfg.seed,
+        "data": data.fingerprint(),
+        "policy": asdict(pc),
+        "baseline": asdict(bcfg) | {"temperature": temperature},
+    }
     if method == "iql-awr":
         config["critic"] = asdict(cfg.critic)
     path = Path(out) / "policy.pt"
@@ -134,7 +143,9 @@ def train_regression_policy(
             else:
                 w = awr_weights(iql_advantage(critic, s, a), temperature, bcfg.weight_clip)
                 loss = awr_loss(pred, a, w)
-                st.record(loss=loss, weight_mean=w.mean(), weight_clipped=(w >= bcfg.weight_clip).float().mean())
+                st.record(
+                    loss=loss, weight_mean=w.mean(), weight_clipped=(w >= bcfg.weight_clip).float().mean()
+                )
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -156,8 +167,14 @@ class DiffusionSelectionPolicy(nn.Module):
     policy ascends. ``generator`` makes the candidates, and so the rollouts, reproducible.
     """
 
-    def __init__(self, behavior_model: nn.Module, critic: Critic, n_candidates: int, solver_steps: int,
-                 generator: torch.Generator | None = None) -> None:
+    def __init__(
+        self,
+        behavior_model: nn.Module,
+        critic: Critic,
+        n_candidates: int,
+        solver_steps: int,
+        generator: torch.Generator | None = None,
+    ) -> None:
         super().__init__()
         self.behavior_model = behavior_model.eval().requires_grad_(False)
         self.critic = critic.eval().requires_grad_(False)
@@ -175,8 +192,18 @@ class DiffusionSelectionPolicy(nn.Module):
 
 def write_selection_checkpoint(path: Path, cfg: RunConfig, bcfg: BaselineConfig) -> None:
     """The diffusion baseline trains nothing: its ``policy.pt`` records how to build it."""
-    artifacts.save_torch(Path(path), {
-        "stage": "policy", "method": "diffusion", "step": 0, "done": True,
-        "config": {"method": "diffusion", "task": cfg.task, "seed": cfg.seed,
-                   "baseline": {"n_candidates": bcfg.n_candidates, "solver_steps": bcfg.solver_steps}},
-    })
+    artifacts.save_torch(
+        Path(path),
+        {
+            "stage": "policy",
+            "method": "diffusion",
+            "step": 0,
+            "done": True,
+            "config": {
+                "method": "diffusion",
+                "task": cfg.task,
+                "seed": cfg.seed,
+                "baseline": {"n_candidates": bcfg.n_candidates, "solver_steps": bcfg.solver_steps},
+            },
+        },
+    )

@@ -15,6 +15,8 @@ from srpo import artifacts
 from srpo.behavior import NoisePredictor
 from srpo.critic import Critic
 from srpo.policy import DeterministicPolicy
+from srpo.stage_loop import upstream_dir
+from srpo_bench.eval.baselines import DiffusionSelectionPolicy
 
 
 def policy_path(checkpoint: str | Path) -> Path:
@@ -45,8 +47,16 @@ def load_behavior(path: str | Path, device: str | torch.device = "cpu") -> Noise
     action_dim, width = w["out.2.weight"].shape
     time_hidden, time_features = w["time_embed.1.weight"].shape
     state_dim = w["inp.weight"].shape[1] - action_dim - time_hidden
-    model = NoisePredictor(state_dim, action_dim, width, bc["n_blocks"], bc["dropout"], time_features,
-                           bc["time_scale"], time_hidden)
+    model = NoisePredictor(
+        state_dim,
+        action_dim,
+        width,
+        bc["n_blocks"],
+        bc["dropout"],
+        time_features,
+        bc["time_scale"],
+        time_hidden,
+    )
     model.load_state_dict(w)
     return model.to(device).eval()
 
@@ -62,8 +72,12 @@ def load_critic(path: str | Path, device: str | torch.device = "cpu") -> Critic:
     return critic.to(device).eval()
 
 
-def load_policy(checkpoint: str | Path, device: str | torch.device = "cpu",
-                upstream: str | Path | dict[str, Path] | None = None, seed: int = 0) -> tuple[nn.Module, dict]:
+def load_policy(
+    checkpoint: str | Path,
+    device: str | torch.device = "cpu",
+    upstream: str | Path | dict[str, Path] | None = None,
+    seed: int = 0,
+) -> tuple[nn.Module, dict]:
     """The policy (eval mode) and the checkpoint's metadata (config, step, done).
 
     A trained policy (SRPO, BC, IQL-AWR) is a :class:`DeterministicPolicy`. The diffusion
@@ -77,16 +91,16 @@ def load_policy(checkpoint: str | Path, device: str | torch.device = "cpu",
         raise ValueError(f"{path} is a {ckpt.get('stage')!r} checkpoint; pass a policy.pt")
     meta = {k: ckpt[k] for k in ("config", "step", "done")}
     if ckpt.get("method") == "diffusion":
-        from eval.baselines import DiffusionSelectionPolicy
-
-        from srpo.train import upstream_dir
-
         up = upstream if upstream is not None else path.parent.parent
         sel = ckpt["config"]["baseline"]
         gen = torch.Generator(device=device).manual_seed(seed)
-        pi = DiffusionSelectionPolicy(load_behavior(upstream_dir(up, "behavior") / "behavior.pt", device),
-                                      load_critic(upstream_dir(up, "critic") / "critic.pt", device),
-                                      sel["n_candidates"], sel["solver_steps"], gen)
+        pi = DiffusionSelectionPolicy(
+            load_behavior(upstream_dir(up, "behavior") / "behavior.pt", device),
+            load_critic(upstream_dir(up, "critic") / "critic.pt", device),
+            sel["n_candidates"],
+            sel["solver_steps"],
+            gen,
+        )
         return pi, meta
     weights = ckpt["modules"]["policy"]
     linear = [k for k in weights if k.endswith(".weight")]

@@ -17,7 +17,7 @@ the two are split:
 
 ``eval.generate`` rolls the datasets out of that artifact.
 
-    python -m eval.data_policies --params pipelines/data_policies/params.yaml --env hopper
+    python -m srpo_bench.eval.data_policies --params pipelines/data_policies/params.yaml --env hopper
 """
 
 from __future__ import annotations
@@ -33,8 +33,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from eval.references import d4rl_reference
-from eval.sac import SACConfig, SACRun, TanhGaussianActor, evaluate_actor
+from srpo_bench.eval.references import d4rl_reference
+from srpo_bench.eval.sac import SACConfig, SACRun, TanhGaussianActor, evaluate_actor
 
 ENV_IDS: dict[str, str] = {  # Gymnasium v5: the version our generated data is collected and evaluated on
     "halfcheetah": "HalfCheetah-v5",
@@ -49,8 +49,9 @@ class DataPolicyParams:
     """What ``pipelines/data_policies/params.yaml`` sets; the SAC values are :class:`SACConfig`'s."""
 
     seed: int = 0
-    env_steps: dict[str, int] = field(default_factory=lambda: {"hopper": 500_000, "walker2d": 1_000_000,
-                                                                 "halfcheetah": 1_000_000})
+    env_steps: dict[str, int] = field(
+        default_factory=lambda: {"hopper": 500_000, "walker2d": 1_000_000, "halfcheetah": 1_000_000}
+    )
     select_episodes: int = 20  # evaluation episodes behind each choice and each reported return
     expert_candidates: int = 5  # best snapshots (by their training-time evaluation) measured again
     medium_candidates: int = 8  # snapshots nearest a third of the expert measured again
@@ -61,8 +62,10 @@ class DataPolicyParams:
     def __post_init__(self) -> None:
         unknown = set(self.env_steps) - set(ENV_IDS)
         if unknown:
-            raise ValueError(f"data_policies.env_steps: unknown environment(s) {sorted(unknown)}; "
-                             f"choose from {', '.join(ENV_IDS)}")
+            raise ValueError(
+                f"data_policies.env_steps: unknown environment(s) {sorted(unknown)}; "
+                f"choose from {', '.join(ENV_IDS)}"
+            )
         for name in ("select_episodes", "expert_candidates", "medium_candidates"):
             if getattr(self, name) < 1:
                 raise ValueError(f"data_policies.{name} must be >= 1, got {getattr(self, name)}")
@@ -73,12 +76,16 @@ class DataPolicyParams:
         known = {f.name for f in fields(cls)}
         unknown = set(raw) - known
         if unknown:
-            raise ValueError(f"unknown data_policies key(s) {sorted(unknown)}{where}; known: {', '.join(sorted(known))}")
+            raise ValueError(
+                f"unknown data_policies key(s) {sorted(unknown)}{where}; known: {', '.join(sorted(known))}"
+            )
         sac = raw.pop("sac", {}) or {}
         sac_known = {f.name for f in fields(SACConfig)}
         if set(sac) - sac_known:
-            raise ValueError(f"unknown data_policies.sac key(s) {sorted(set(sac) - sac_known)}{where}; "
-                             f"known: {', '.join(sorted(sac_known))}")
+            raise ValueError(
+                f"unknown data_policies.sac key(s) {sorted(set(sac) - sac_known)}{where}; "
+                f"known: {', '.join(sorted(sac_known))}"
+            )
         if "hidden" in sac:
             sac["hidden"] = tuple(sac["hidden"])
         return cls(**raw, sac=SACConfig(**sac))
@@ -86,7 +93,9 @@ class DataPolicyParams:
     def sac_for(self, env: str) -> SACConfig:
         if env not in self.env_steps:
             raise ValueError(f"no data_policies.env_steps for {env!r}; set one of {', '.join(ENV_IDS)}")
-        return SACConfig(**{**asdict(self.sac), "hidden": tuple(self.sac.hidden), "env_steps": self.env_steps[env]})
+        return SACConfig(
+            **{**asdict(self.sac), "hidden": tuple(self.sac.hidden), "env_steps": self.env_steps[env]}
+        )
 
     def work_dir_for(self, env: str) -> Path:
         return Path(os.path.expanduser(self.work_dir)) / f"{env}-seed{self.seed}"
@@ -109,8 +118,12 @@ def _load_actor(run: SACRun, step: int) -> TanhGaussianActor:
 
 def _measure(run: SACRun, step: int, episodes: int, seed: int) -> dict:
     returns = evaluate_actor(_load_actor(run, step), run.env_id, episodes, seed, run.cfg.max_episode_steps)
-    return {"env_step": step, "mean": float(returns.mean()), "std": float(returns.std(ddof=1)) if episodes > 1
-            else 0.0, "episodes": episodes}
+    return {
+        "env_step": step,
+        "mean": float(returns.mean()),
+        "std": float(returns.std(ddof=1)) if episodes > 1 else 0.0,
+        "episodes": episodes,
+    }
 
 
 def select(run: SACRun, params: DataPolicyParams) -> dict:
@@ -140,7 +153,8 @@ def select(run: SACRun, params: DataPolicyParams) -> dict:
     return {
         "expert": _measure(run, expert["env_step"], n, fresh),
         "medium": _measure(run, medium["env_step"], n, fresh + 1000),
-        "expert_trials": expert_trials, "medium_trials": medium_trials,
+        "expert_trials": expert_trials,
+        "medium_trials": medium_trials,
     }
 
 
@@ -152,8 +166,10 @@ def export(env: str, run: SACRun, params: DataPolicyParams, choice: dict, out_ro
     """Write ``<out_root>/<env>/{policies.npz,card.json}`` atomically; returns the directory."""
     cfg = run.cfg
     medium_step, expert_step = choice["medium"]["env_step"], choice["expert"]["env_step"]
-    arrays = {**_flat(_load_actor(run, expert_step).state_dict(), np.float32, "expert"),
-              **_flat(_load_actor(run, medium_step).state_dict(), np.float32, "medium")}
+    arrays = {
+        **_flat(_load_actor(run, expert_step).state_dict(), np.float32, "expert"),
+        **_flat(_load_actor(run, medium_step).state_dict(), np.float32, "medium"),
+    }
     # Medium-replay: the SAC run's first medium_step transitions. Steps [0, start_steps) were
     # uniform random; from then on the snapshot taken at the start of each snapshot_every window
     # stands for the actor that acted during that window.
@@ -167,20 +183,39 @@ def export(env: str, run: SACRun, params: DataPolicyParams, choice: dict, out_ro
     replay_prefix = _replay_prefix_stats(run, medium_step)
 
     def summary(m: dict) -> dict:
-        return {**m, "d4rl_normalized": float(ref.normalize(m["mean"])),
-                "d4rl_normalized_std": float(100.0 * m["std"] / (ref.ref_max - ref.ref_min))}
+        return {
+            **m,
+            "d4rl_normalized": float(ref.normalize(m["mean"])),
+            "d4rl_normalized_std": float(100.0 * m["std"] / (ref.ref_max - ref.ref_min)),
+        }
 
     card = {
-        "env": env, "env_id": run.env_id, "seed": params.seed, "sac": record["config"],
-        "expert": summary(choice["expert"]), "medium": summary(choice["medium"]),
+        "env": env,
+        "env_id": run.env_id,
+        "seed": params.seed,
+        "sac": record["config"],
+        "expert": summary(choice["expert"]),
+        "medium": summary(choice["medium"]),
         "medium_over_expert": choice["medium"]["mean"] / choice["expert"]["mean"],
-        "selection": {"episodes": params.select_episodes, "expert_trials": choice["expert_trials"],
-                      "medium_trials": choice["medium_trials"]},
-        "replay": {"env_steps": medium_step, "start_steps": cfg.start_steps, "snapshot_every": cfg.snapshot_every,
-                   "snapshots": len(replay_steps), "original_buffer": replay_prefix},
-        "training": {"env_steps": record["step"], "wall_s": record["train_seconds"], "pieces": record["pieces"],
-                     "snapshots": len(record["snapshots"]),
-                     "curve": [[s["env_step"], s["eval_return"]] for s in record["snapshots"]]},
+        "selection": {
+            "episodes": params.select_episodes,
+            "expert_trials": choice["expert_trials"],
+            "medium_trials": choice["medium_trials"],
+        },
+        "replay": {
+            "env_steps": medium_step,
+            "start_steps": cfg.start_steps,
+            "snapshot_every": cfg.snapshot_every,
+            "snapshots": len(replay_steps),
+            "original_buffer": replay_prefix,
+        },
+        "training": {
+            "env_steps": record["step"],
+            "wall_s": record["train_seconds"],
+            "pieces": record["pieces"],
+            "snapshots": len(record["snapshots"]),
+            "curve": [[s["env_step"], s["eval_return"]] for s in record["snapshots"]],
+        },
         "d4rl_reference": {"random": ref.ref_min, "expert": ref.ref_max},
     }
     out = Path(out_root) / env
@@ -201,7 +236,7 @@ def export(env: str, run: SACRun, params: DataPolicyParams, choice: dict, out_ro
 
 
 def _replay_prefix_stats(run: SACRun, steps: int) -> dict | None:
-    """Episode returns of the real replay buffer's first ``steps`` transitions, to compare the rebuild with."""
+    """Statistics of the real replay buffer's first ``steps`` transitions, to compare the rebuild with."""
     path = run.workdir / "checkpoint" / "buffer.npz"
     if not path.exists():
         return None
@@ -214,8 +249,13 @@ def _replay_prefix_stats(run: SACRun, steps: int) -> dict | None:
     ends = np.flatnonzero(np.any(obs[1:] != next_obs[:-1], axis=1))
     bounds = np.concatenate([[0], ends + 1, [steps]])
     returns = [float(rew[a:b].sum()) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
-    return {"transitions": int(steps), "episodes": len(returns), "mean_episode_return": float(np.mean(returns)),
-            "action_mean_abs": float(np.abs(act).mean()), "action_std": float(act.std())}
+    return {
+        "transitions": int(steps),
+        "episodes": len(returns),
+        "mean_episode_return": float(np.mean(returns)),
+        "action_mean_abs": float(np.abs(act).mean()),
+        "action_std": float(act.std()),
+    }
 
 
 @dataclass
@@ -233,7 +273,8 @@ class PolicyArtifact:
             if not path.exists():
                 raise FileNotFoundError(
                     f"{path} not found: data-generating policies are made by `make data-policies` "
-                    f"(pipelines/data_policies) or named in generation.policies")
+                    f"(pipelines/data_policies) or named in generation.policies"
+                )
         weights: dict[str, dict[str, torch.Tensor]] = {}
         try:
             with np.load(npz_path) as data:
@@ -271,13 +312,19 @@ def load_params(path: Path) -> DataPolicyParams:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m eval.data_policies", description=__doc__.split("\n\n")[0],
-        epilog="Killed, the same command resumes from the last checkpoint in the work directory.")
+        prog="python -m srpo_bench.eval.data_policies",
+        description=__doc__.split("\n\n")[0],
+        epilog="Killed, the same command resumes from the last checkpoint in the work directory.",
+    )
     parser.add_argument("--params", type=Path, default=Path("pipelines/data_policies/params.yaml"))
     parser.add_argument("--env", required=True, choices=list(ENV_IDS))
     parser.add_argument("--train-only", action="store_true", help="train (or resume) without exporting")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch CPU threads (default 1: results are reproducible at a fixed count)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads (default 1: results are reproducible at a fixed count)",
+    )
     args = parser.parse_args(argv)
     try:
         params = load_params(args.params)
@@ -289,20 +336,28 @@ def main(argv: list[str] | None = None) -> int:
         tty = sys.stderr.isatty()
         run = train(args.env, params, progress=tty, log=None if tty else lambda line: print(line, flush=True))
     except KeyboardInterrupt:
-        print(f"interrupted; the same command resumes from the last checkpoint in {params.work_dir_for(args.env)}",
-              file=sys.stderr)
+        print(
+            f"interrupted; the same command resumes from the last checkpoint in "
+            f"{params.work_dir_for(args.env)}",
+            file=sys.stderr,
+        )
         return 130
     record = run.record()
-    print(f"{args.env}: {record['step']} SAC steps in {record['train_seconds'] / 3600:.2f} h "
-          f"({record['pieces']} piece(s)); last evaluation {record['snapshots'][-1]['eval_return']:.0f}")
+    print(
+        f"{args.env}: {record['step']} SAC steps in {record['train_seconds'] / 3600:.2f} h "
+        f"({record['pieces']} piece(s)); last evaluation {record['snapshots'][-1]['eval_return']:.0f}"
+    )
     if args.train_only:
         return 0
     choice = select(run, params)
     out = export(args.env, run, params, choice, Path(params.out_dir))
     card = json.loads((out / "card.json").read_text())
-    print(f"{args.env}: expert {card['expert']['mean']:.0f} ({card['expert']['d4rl_normalized']:.1f} normalized), "
-          f"medium {card['medium']['mean']:.0f} ({card['medium_over_expert']:.2f} of expert) -> {out} "
-          f"[{time.perf_counter() - t0:.0f} s]")
+    print(
+        f"{args.env}: expert {card['expert']['mean']:.0f} "
+        f"({card['expert']['d4rl_normalized']:.1f} normalized), "
+        f"medium {card['medium']['mean']:.0f} ({card['medium_over_expert']:.2f} of expert) -> {out} "
+        f"[{time.perf_counter() - t0:.0f} s]"
+    )
     return 0
 
 

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
-from eval.observations import flatten_observation
-from eval.references import Reference, d4rl_reference
 from srpo.transitions import Transitions
-from validation import bandits
+from srpo_bench.eval import bandit_tasks
+from srpo_bench.eval.observations import flatten_observation
+from srpo_bench.eval.references import Reference, d4rl_reference
 
 BANDIT_DATASET_SIZE = 10_000
 GENERATED = "generated"  # --dataset value: our own D4RL-style dataset of the task
@@ -46,8 +46,10 @@ def generated_dataset_id(task: str) -> str:
     """``hopper-medium-replay`` -> ``srpo/hopper/medium-replay-v0``."""
     env, _, kind = task.partition("-")
     if kind not in KINDS:
-        raise ValueError(f"task {task!r} has no generated dataset; generated kinds are {', '.join(KINDS)} "
-                         "(e.g. hopper-medium-replay)")
+        raise ValueError(
+            f"task {task!r} has no generated dataset; generated kinds are {', '.join(KINDS)} "
+            "(e.g. hopper-medium-replay)"
+        )
     return dataset_id(env, kind)
 
 
@@ -59,7 +61,9 @@ def load_dataset(task: str, dataset: str | None = None, seed: int = 0) -> Offlin
     if task.startswith("bandit-"):
         if dataset is not None:
             raise ValueError(f"{task} generates its own data; drop --dataset {dataset}")
-        return OfflineDataset(bandits.make_dataset(bandits.get_bandit(task), BANDIT_DATASET_SIZE, seed), None)
+        return OfflineDataset(
+            bandit_tasks.make_dataset(bandit_tasks.get_bandit(task), BANDIT_DATASET_SIZE, seed), None
+        )
     if dataset is None:
         raise ValueError(
             f"task {task!r} needs --dataset: a D4RL-format .hdf5 file or a Minari dataset id "
@@ -96,7 +100,9 @@ def load_d4rl_hdf5(path: Path, env: str) -> OfflineDataset:
         raise ValueError(f"{path} is not a readable hdf5 file ({exc})") from exc
     lengths = {k: len(v) for k, v in arrays.items()}
     if len(set(lengths.values())) != 1:
-        raise ValueError(f"{path}: arrays have mismatched lengths {lengths}; every key needs one row per step")
+        raise ValueError(
+            f"{path}: arrays have mismatched lengths {lengths}; every key needs one row per step"
+        )
     obs = arrays["observations"].astype(np.float32)
     terminals = arrays["terminals"].astype(np.float32).reshape(-1)
     timeouts = arrays["timeouts"].astype(np.float32).reshape(-1)
@@ -145,10 +151,17 @@ def load_minari(dataset_id: str) -> OfflineDataset:
     meta = ds.storage.metadata
     ref = None
     if meta.get("ref_min_score") is not None and meta.get("ref_max_score") is not None:
-        ref = Reference(float(meta["ref_min_score"]), float(meta["ref_max_score"]), f"Minari metadata of {dataset_id}")
+        ref = Reference(
+            float(meta["ref_min_score"]), float(meta["ref_max_score"]), f"Minari metadata of {dataset_id}"
+        )
     transitions = Transitions(
-        observations=cat["obs"], actions=cat["act"], rewards=cat["rew"], next_observations=cat["next_obs"],
-        terminals=cat["term"], timeouts=cat["trunc"], name=dataset_id,
+        observations=cat["obs"],
+        actions=cat["act"],
+        rewards=cat["rew"],
+        next_observations=cat["next_obs"],
+        terminals=cat["term"],
+        timeouts=cat["trunc"],
+        name=dataset_id,
         info={"source": "minari", "dataset_id": dataset_id, "episodes": int(ds.total_episodes)},
     )
     return OfflineDataset(transitions, ref)

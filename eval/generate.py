@@ -37,13 +37,13 @@ from typing import Callable
 import numpy as np
 import torch
 
-from eval import data_policies
-from eval.datasets import KINDS, dataset_id
-from eval.provenance import code_version
-from eval.references import d4rl_reference
-from eval.rollout import GYM_ENV_IDS
-from eval.sac import SACConfig, TanhGaussianActor
 from srpo import artifacts
+from srpo_bench.eval import data_policies
+from srpo_bench.eval.datasets import KINDS, dataset_id
+from srpo_bench.eval.provenance import code_version
+from srpo_bench.eval.references import d4rl_reference
+from srpo_bench.eval.rollout import GYM_ENV_IDS
+from srpo_bench.eval.sac import SACConfig, TanhGaussianActor
 
 
 @dataclass(frozen=True)
@@ -58,14 +58,36 @@ class GenerationProfile:
 
 GENERATION_PROFILES: dict[str, GenerationProfile] = {
     # Seconds: for tests. Episodes are cut at 100 steps.
-    "tiny": GenerationProfile(600, 600, SACConfig(env_steps=800, start_steps=200, batch_size=64, hidden=(32, 32),
-                                                  snapshot_every=100, eval_episodes=1, checkpoint_every=400,
-                                                  max_episode_steps=100), 2),
+    "tiny": GenerationProfile(
+        600,
+        600,
+        SACConfig(
+            env_steps=800,
+            start_steps=200,
+            batch_size=64,
+            hidden=(32, 32),
+            snapshot_every=100,
+            eval_episodes=1,
+            checkpoint_every=400,
+            max_episode_steps=100,
+        ),
+        2,
+    ),
     # Minutes: the smoke pipeline.
-    "smoke": GenerationProfile(5_000, 20_000, SACConfig(env_steps=4_000, start_steps=1_000, snapshot_every=500,
-                                                        eval_episodes=2, checkpoint_every=2_000), 3),
-    "default": GenerationProfile(50_000, None, SACConfig(env_steps=70_000, start_steps=5_000, snapshot_every=5_000,
-                                                         eval_episodes=3), 10),
+    "smoke": GenerationProfile(
+        5_000,
+        20_000,
+        SACConfig(
+            env_steps=4_000, start_steps=1_000, snapshot_every=500, eval_episodes=2, checkpoint_every=2_000
+        ),
+        3,
+    ),
+    "default": GenerationProfile(
+        50_000,
+        None,
+        SACConfig(env_steps=70_000, start_steps=5_000, snapshot_every=5_000, eval_episodes=3),
+        10,
+    ),
     # D4RL scale: 1M transitions per rolled-out dataset.
     "paper": GenerationProfile(1_000_000, None, SACConfig(), 20),
 }
@@ -83,12 +105,20 @@ class Episode:
         return len(self.actions)
 
 
-def collect(policy: Callable[[np.ndarray], np.ndarray], env_id: str, n_transitions: int, seed: int,
-            num_envs: int, max_episode_steps: int) -> list[Episode]:
+def collect(
+    policy: Callable[[np.ndarray], np.ndarray],
+    env_id: str,
+    n_transitions: int,
+    seed: int,
+    num_envs: int,
+    max_episode_steps: int,
+) -> list[Episode]:
     """Roll out ``policy`` until ``n_transitions`` steps are recorded; the last episode is cut (truncated)."""
     import gymnasium as gym
 
-    envs = gym.make_vec(env_id, num_envs=num_envs, vectorization_mode="sync", max_episode_steps=max_episode_steps)
+    envs = gym.make_vec(
+        env_id, num_envs=num_envs, vectorization_mode="sync", max_episode_steps=max_episode_steps
+    )
     obs, _ = envs.reset(seed=seed)
     current = [{"obs": [o], "act": [], "rew": [], "term": [], "trunc": []} for o in obs]
     episodes: list[Episode] = []
@@ -122,8 +152,13 @@ def collect(policy: Callable[[np.ndarray], np.ndarray], env_id: str, n_transitio
 
 
 def _episode(ep: dict) -> Episode:
-    return Episode(np.asarray(ep["obs"], np.float32), np.asarray(ep["act"], np.float32),
-                   np.asarray(ep["rew"], np.float64), np.asarray(ep["term"], bool), np.asarray(ep["trunc"], bool))
+    return Episode(
+        np.asarray(ep["obs"], np.float32),
+        np.asarray(ep["act"], np.float32),
+        np.asarray(ep["rew"], np.float64),
+        np.asarray(ep["term"], bool),
+        np.asarray(ep["trunc"], bool),
+    )
 
 
 def _cut(episodes: list[Episode], n: int) -> list[Episode]:
@@ -134,15 +169,20 @@ def _cut(episodes: list[Episode], n: int) -> list[Episode]:
             if k > 0:
                 trunc = ep.truncations[:k].copy()
                 trunc[-1] = True
-                out.append(Episode(ep.observations[: k + 1], ep.actions[:k], ep.rewards[:k], ep.terminations[:k], trunc))
+                out.append(
+                    Episode(
+                        ep.observations[: k + 1], ep.actions[:k], ep.rewards[:k], ep.terminations[:k], trunc
+                    )
+                )
             break
         out.append(ep)
         total += len(ep)
     return out
 
 
-def rollout_replay(artifact: data_policies.PolicyArtifact, env_id: str, n_transitions: int, seed: int,
-                   max_episode_steps: int) -> list[Episode]:
+def rollout_replay(
+    artifact: data_policies.PolicyArtifact, env_id: str, n_transitions: int, seed: int, max_episode_steps: int
+) -> list[Episode]:
     """Medium-replay rebuilt from the snapshots: SAC's first ``n_transitions`` steps, re-enacted.
 
     One environment, as in the SAC run: uniform random actions for its ``start_steps``, then
@@ -191,18 +231,33 @@ def _write_minari(root: Path, did: str, env_id: str, episodes: list[Episode], ca
     from minari.data_collector.episode_buffer import EpisodeBuffer
 
     ref = d4rl_reference(card["env"])
-    buffers = [EpisodeBuffer(id=i, observations=e.observations, actions=e.actions, rewards=list(e.rewards),
-                             terminations=list(e.terminations), truncations=list(e.truncations))
-               for i, e in enumerate(episodes)]
+    buffers = [
+        EpisodeBuffer(
+            id=i,
+            observations=e.observations,
+            actions=e.actions,
+            rewards=list(e.rewards),
+            terminations=list(e.terminations),
+            truncations=list(e.truncations),
+        )
+        for i, e in enumerate(episodes)
+    ]
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=root))
     old = os.environ.get("MINARI_DATASETS_PATH")
     os.environ["MINARI_DATASETS_PATH"] = str(staging)
     try:
         minari.create_dataset_from_buffers(
-            did, buffers, env=env_id, eval_env=env_id, algorithm_name="SAC (srpo-bench)",
-            author="srpo-bench", author_email="srpo-bench@users.noreply.invalid",
-            description=card["description"], code_permalink=card["code_version"],
-            ref_min_score=ref.ref_min, ref_max_score=ref.ref_max,
+            did,
+            buffers,
+            env=env_id,
+            eval_env=env_id,
+            algorithm_name="SAC (srpo-bench)",
+            author="srpo-bench",
+            author_email="srpo-bench@users.noreply.invalid",
+            description=card["description"],
+            code_permalink=card["code_version"],
+            ref_min_score=ref.ref_min,
+            ref_max_score=ref.ref_max,
         )
         artifacts.write_json(staging / did / "srpo_card.json", card)
         final = root / did
@@ -218,7 +273,9 @@ def _write_minari(root: Path, did: str, env_id: str, episodes: list[Episode], ca
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def finished_cards(env: str, profile: str, seed: int, root: Path, policies: Path | None = None) -> dict[str, dict] | None:
+def finished_cards(
+    env: str, profile: str, seed: int, root: Path, policies: Path | None = None
+) -> dict[str, dict] | None:
     """The five cards of ``env`` in ``root`` if all exist and were made with this profile, seed and policies."""
     expected = _policies_fingerprint(env, policies)
     cards = {}
@@ -227,8 +284,11 @@ def finished_cards(env: str, profile: str, seed: int, root: Path, policies: Path
         if not path.exists():
             return None
         card = json.loads(path.read_text())
-        if card.get("seed") != seed or card.get("budget", {}).get("profile") != profile \
-                or card.get("policies", {}).get("fingerprint") != expected:
+        if (
+            card.get("seed") != seed
+            or card.get("budget", {}).get("profile") != profile
+            or card.get("policies", {}).get("fingerprint") != expected
+        ):
             return None
         cards[kind] = card
     return cards
@@ -244,17 +304,26 @@ def _policies_fingerprint(env: str, policies: Path | None) -> str | None:
     return hashlib.sha256(npz.read_bytes()).hexdigest()[:16] if npz.exists() else "missing"
 
 
-def train_here(env: str, prof: GenerationProfile, seed: int, workdir: Path, out: Path, progress: bool) -> Path:
+def train_here(
+    env: str, prof: GenerationProfile, seed: int, workdir: Path, out: Path, progress: bool
+) -> Path:
     """Train, select and export data-generating policies at the profile's SAC budget (no committed artifact)."""
     params = data_policies.DataPolicyParams(
-        seed=seed, env_steps={env: prof.sac.env_steps}, select_episodes=prof.select_episodes,
-        expert_candidates=3, medium_candidates=4, work_dir=str(workdir), sac=prof.sac)
+        seed=seed,
+        env_steps={env: prof.sac.env_steps},
+        select_episodes=prof.select_episodes,
+        expert_candidates=3,
+        medium_candidates=4,
+        work_dir=str(workdir),
+        sac=prof.sac,
+    )
     run = data_policies.train(env, params, progress)
     return data_policies.export(env, run, params, data_policies.select(run, params), out)
 
 
-def generate_env(env: str, profile: str, seed: int, root: Path, progress: bool = True,
-                 policies: Path | None = None) -> dict:
+def generate_env(
+    env: str, profile: str, seed: int, root: Path, progress: bool = True, policies: Path | None = None
+) -> dict:
     """The five datasets of ``env`` in the Minari store at ``root``.
 
     ``policies``: a directory holding ``<env>/policies.npz`` and ``<env>/card.json`` (the committed
@@ -264,7 +333,9 @@ def generate_env(env: str, profile: str, seed: int, root: Path, progress: bool =
     if env not in GYM_ENV_IDS:
         raise ValueError(f"unknown environment {env!r}; choose from {', '.join(GYM_ENV_IDS)}")
     if profile not in GENERATION_PROFILES:
-        raise ValueError(f"unknown generation profile {profile!r}; choose from {', '.join(GENERATION_PROFILES)}")
+        raise ValueError(
+            f"unknown generation profile {profile!r}; choose from {', '.join(GENERATION_PROFILES)}"
+        )
     prof = GENERATION_PROFILES[profile]
     env_id, max_steps = GYM_ENV_IDS[env], prof.sac.max_episode_steps
     root = Path(root).resolve()  # Minari resolves relative store paths against its own notion of cwd
@@ -275,7 +346,9 @@ def generate_env(env: str, profile: str, seed: int, root: Path, progress: bool =
     if policies is None:
         work = Path(tempfile.mkdtemp(prefix=".policies-", dir=root))
         try:
-            artifact = data_policies.PolicyArtifact.load(train_here(env, prof, seed, work / "run", work, progress))
+            artifact = data_policies.PolicyArtifact.load(
+                train_here(env, prof, seed, work / "run", work, progress)
+            )
         finally:
             shutil.rmtree(work, ignore_errors=True)
         timings["train_policies"] = time.perf_counter() - t0
@@ -309,15 +382,21 @@ def generate_env(env: str, profile: str, seed: int, root: Path, progress: bool =
     def returns_of(kind: str) -> list[float]:
         return [float(e.rewards.sum()) for e in episodes[kind] if e.terminations[-1] or len(e) == max_steps]
 
-    policy_returns = {k: float(np.mean(returns_of(k))) if returns_of(k) else None
-                      for k in ("random", "medium", "expert", "medium-replay")}
+    policy_returns = {
+        k: float(np.mean(returns_of(k))) if returns_of(k) else None
+        for k in ("random", "medium", "expert", "medium-replay")
+    }
     pcard = artifact.card
     replay_acts = np.concatenate([e.actions for e in episodes["medium-replay"]])
     # Same statistics as data_policies' record of the SAC run's real buffer prefix: how close the rebuild is.
     replay_comparison = {
-        "rebuilt": {"transitions": int(len(replay_acts)), "episodes": len(episodes["medium-replay"]),
-                    "mean_episode_return": float(np.mean([e.rewards.sum() for e in episodes["medium-replay"]])),
-                    "action_mean_abs": float(np.abs(replay_acts).mean()), "action_std": float(replay_acts.std())},
+        "rebuilt": {
+            "transitions": int(len(replay_acts)),
+            "episodes": len(episodes["medium-replay"]),
+            "mean_episode_return": float(np.mean([e.rewards.sum() for e in episodes["medium-replay"]])),
+            "action_mean_abs": float(np.abs(replay_acts).mean()),
+            "action_std": float(replay_acts.std()),
+        },
         "original_buffer": pcard["replay"].get("original_buffer"),
     }
     cards = {}
@@ -325,23 +404,38 @@ def generate_env(env: str, profile: str, seed: int, root: Path, progress: bool =
         did = dataset_id(env, kind)
         t1 = time.perf_counter()
         card = {
-            "dataset_id": did, "env": env, "env_id": env_id, "kind": kind,
-            "transitions": int(sum(len(e) for e in episodes[kind])), "episodes": len(episodes[kind]),
-            "policy_returns": {"random": policy_returns["random"], "medium": policy_returns["medium"],
-                               "expert": policy_returns["expert"],
-                               "medium_replay_episodes": policy_returns["medium-replay"],
-                               "medium_snapshot_eval": pcard["medium"]["mean"],
-                               "expert_snapshot_eval": pcard["expert"]["mean"]},
+            "dataset_id": did,
+            "env": env,
+            "env_id": env_id,
+            "kind": kind,
+            "transitions": int(sum(len(e) for e in episodes[kind])),
+            "episodes": len(episodes[kind]),
+            "policy_returns": {
+                "random": policy_returns["random"],
+                "medium": policy_returns["medium"],
+                "expert": policy_returns["expert"],
+                "medium_replay_episodes": policy_returns["medium-replay"],
+                "medium_snapshot_eval": pcard["medium"]["mean"],
+                "expert_snapshot_eval": pcard["expert"]["mean"],
+            },
             "medium_replay_vs_sac_buffer": replay_comparison,
             "medium_snapshot_env_step": pcard["medium"]["env_step"],
             "expert_snapshot_env_step": pcard["expert"]["env_step"],
             "d4rl_reference": {"random": ref.ref_min, "expert": ref.ref_max},
             "our_expert_d4rl_normalized": float(ref.normalize(pcard["expert"]["mean"])),
-            "policies": {"source": "trained here" if policies is None else str(Path(policies) / env),
-                         "fingerprint": _policies_fingerprint(env, policies), "card": pcard},
-            "budget": {"profile": profile, "transitions_per_rollout_dataset": prof.transitions,
-                       "max_replay": prof.max_replay, "sac_if_trained_here": asdict(prof.sac)},
-            "seed": seed, "code_version": code_version(),
+            "policies": {
+                "source": "trained here" if policies is None else str(Path(policies) / env),
+                "fingerprint": _policies_fingerprint(env, policies),
+                "card": pcard,
+            },
+            "budget": {
+                "profile": profile,
+                "transitions_per_rollout_dataset": prof.transitions,
+                "max_replay": prof.max_replay,
+                "sac_if_trained_here": asdict(prof.sac),
+            },
+            "seed": seed,
+            "code_version": code_version(),
         }
         card["description"] = (
             f"D4RL-style {kind} dataset for {env_id}, generated by srpo-bench (profile {profile}, seed {seed}). "

@@ -20,8 +20,14 @@ def summarize_seconds(seconds) -> dict:
     if x.size == 0:
         raise ValueError("no timed calls to summarize")
     q25, q50, q75 = np.percentile(x, [25, 50, 75])
-    return {"median_ms": float(q50), "q25_ms": float(q25), "q75_ms": float(q75), "min_ms": float(x.min()),
-            "mean_ms": float(x.mean()), "calls": int(x.size)}
+    return {
+        "median_ms": float(q50),
+        "q25_ms": float(q25),
+        "q75_ms": float(q75),
+        "min_ms": float(x.min()),
+        "mean_ms": float(x.mean()),
+        "calls": int(x.size),
+    }
 
 
 class TimedPolicy:
@@ -42,8 +48,13 @@ class TimedPolicy:
         return summarize_seconds(self.seconds)
 
 
-def time_calls(fn: Callable[[], object], repeats: int, warmup: int, sync: Callable[[], None] | None = None,
-               max_seconds: float | None = None) -> dict:
+def time_calls(
+    fn: Callable[[], object],
+    repeats: int,
+    warmup: int,
+    sync: Callable[[], None] | None = None,
+    max_seconds: float | None = None,
+) -> dict:
     """Time ``repeats`` calls of ``fn`` after ``warmup`` untimed ones; stop early past ``max_seconds``.
 
     With ``max_seconds``, warm-up stops after a quarter of it and timing after all of it

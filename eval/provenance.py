@@ -25,8 +25,12 @@ def cpu_model() -> str:
 
 def machine_info() -> dict:
     return {
-        "platform": platform.platform(), "cpu": cpu_model(), "logical_cores": os.cpu_count(),
-        "python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
+        "platform": platform.platform(),
+        "cpu": cpu_model(),
+        "logical_cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
         "torch_threads": torch.get_num_threads(),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
     }
@@ -44,10 +48,16 @@ def git_revision(cwd: Path | None = None) -> str | None:
     """
     cwd = cwd or Path(__file__).parent
     try:
-        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=cwd,
-                             timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ":(top)",
-                                *_PIPELINE_WRITES], capture_output=True, text=True, cwd=cwd, timeout=10).stdout.strip()
+        rev = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=cwd, timeout=10
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", ":(top)", *_PIPELINE_WRITES],
+            capture_output=True,
+            text=True,
+            cwd=cwd,
+            timeout=10,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
     return (rev + ("+dirty" if dirty else "")) if rev else None

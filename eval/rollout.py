@@ -17,8 +17,8 @@ from typing import Callable, Literal
 
 import numpy as np
 
-from eval.observations import flatten_observation
-from eval.references import Reference
+from srpo_bench.eval.observations import flatten_observation
+from srpo_bench.eval.references import Reference
 
 # Task family -> Gymnasium environment id (MuJoCo v5: what Minari's regenerated datasets use).
 GYM_ENV_IDS: dict[str, str] = {
@@ -58,7 +58,7 @@ class EnvSpec:
 
 @dataclass(frozen=True)
 class EvaluationResult:
-    """Per-episode returns, lengths, seeds (and successes for AntMaze); normalized scores when a reference exists."""
+    """Per-episode returns, lengths, seeds (AntMaze: successes); normalized scores if a reference exists."""
 
     env_id: str
     returns: np.ndarray
@@ -97,8 +97,10 @@ def env_id_for_task(task: str) -> str:
     """The Gymnasium id evaluating a locomotion task (``hopper-medium`` -> ``Hopper-v5``)."""
     family = task.split("-")[0]
     if family not in GYM_ENV_IDS:
-        raise ValueError(f"no evaluation environment for task {task!r}; known families: "
-                         f"{', '.join(GYM_ENV_IDS)} and the AntMaze tasks {', '.join(ANTMAZE_ENV_IDS)}")
+        raise ValueError(
+            f"no evaluation environment for task {task!r}; known families: "
+            f"{', '.join(GYM_ENV_IDS)} and the AntMaze tasks {', '.join(ANTMAZE_ENV_IDS)}"
+        )
     return GYM_ENV_IDS[family]
 
 
@@ -111,8 +113,10 @@ def env_spec_for_task(task: str) -> EnvSpec:
             import gymnasium_robotics
         except ImportError as exc:
             raise EvaluationUnavailable(
-                f"skipping the evaluation of {task}: AntMaze needs gymnasium-robotics, which is not installed "
-                f"({exc}). Install it with `pip install 'srpo-bench[antmaze]'` (or `pip install gymnasium-robotics`)."
+                f"skipping the evaluation of {task}: AntMaze needs gymnasium-robotics, which is not "
+                "installed "
+                f"({exc}). Install it with `pip install 'srpo-bench[antmaze]'` (or `pip install "
+                "gymnasium-robotics`)."
             ) from exc
         gym.register_envs(gymnasium_robotics)
         # The goal stays put and reaching it does not end the episode, as in D4RL's AntMaze.
@@ -166,8 +170,14 @@ def evaluate(
         lengths.append(length)
         successes.append(success)
         seeds.extend(batch_seeds)
-    return EvaluationResult(spec.env_id, np.concatenate(returns), np.concatenate(lengths), np.array(seeds),
-                            reference, np.concatenate(successes) if spec.scoring == "success" else None)
+    return EvaluationResult(
+        spec.env_id,
+        np.concatenate(returns),
+        np.concatenate(lengths),
+        np.array(seeds),
+        reference,
+        np.concatenate(successes) if spec.scoring == "success" else None,
+    )
 
 
 def torch_policy(module, device: str = "cpu") -> Policy:

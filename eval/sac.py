@@ -57,8 +57,14 @@ class SACConfig:
     checkpoint_every: int = 50_000  # env steps between resumable checkpoints
 
     def __post_init__(self) -> None:
-        for name in ("env_steps", "batch_size", "max_episode_steps", "snapshot_every", "eval_episodes",
-                     "checkpoint_every"):
+        for name in (
+            "env_steps",
+            "batch_size",
+            "max_episode_steps",
+            "snapshot_every",
+            "eval_episodes",
+            "checkpoint_every",
+        ):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"sac.{name} must be >= 1, got {getattr(self, name)}")
         if self.start_steps < 0:
@@ -184,14 +190,27 @@ class SACNets:
         q_target = TwinQ(state_dim, action_dim, cfg.hidden).requires_grad_(False)
         q_target.load_state_dict(q.state_dict())
         log_alpha = torch.zeros((), requires_grad=True)
-        return cls(actor, q, q_target, log_alpha, torch.optim.Adam(actor.parameters(), lr=cfg.lr),
-                   torch.optim.Adam(q.parameters(), lr=cfg.lr), torch.optim.Adam([log_alpha], lr=cfg.lr),
-                   -float(action_dim))
+        return cls(
+            actor,
+            q,
+            q_target,
+            log_alpha,
+            torch.optim.Adam(actor.parameters(), lr=cfg.lr),
+            torch.optim.Adam(q.parameters(), lr=cfg.lr),
+            torch.optim.Adam([log_alpha], lr=cfg.lr),
+            -float(action_dim),
+        )
 
     def state_dict(self) -> dict:
-        return {"actor": self.actor.state_dict(), "q": self.q.state_dict(), "q_target": self.q_target.state_dict(),
-                "log_alpha": self.log_alpha.detach().clone(), "opt_actor": self.opt_actor.state_dict(),
-                "opt_q": self.opt_q.state_dict(), "opt_alpha": self.opt_alpha.state_dict()}
+        return {
+            "actor": self.actor.state_dict(),
+            "q": self.q.state_dict(),
+            "q_target": self.q_target.state_dict(),
+            "log_alpha": self.log_alpha.detach().clone(),
+            "opt_actor": self.opt_actor.state_dict(),
+            "opt_q": self.opt_q.state_dict(),
+            "opt_alpha": self.opt_alpha.state_dict(),
+        }
 
     def load_state_dict(self, state: dict) -> None:
         self.actor.load_state_dict(state["actor"])
@@ -203,8 +222,9 @@ class SACNets:
             getattr(self, name).load_state_dict(state[name])
 
 
-def sac_update(nets: SACNets, batch: dict[str, Tensor], gamma: float, tau: float,
-               generator: torch.Generator) -> None:
+def sac_update(
+    nets: SACNets, batch: dict[str, Tensor], gamma: float, tau: float, generator: torch.Generator
+) -> None:
     """One SAC gradient step (Haarnoja et al. 2018b, Algorithm 1): critics, actor, temperature, targets."""
     alpha = nets.log_alpha.detach().exp()
     with torch.no_grad():
@@ -235,8 +255,9 @@ def sac_update(nets: SACNets, batch: dict[str, Tensor], gamma: float, tau: float
             p_target.lerp_(p, tau)
 
 
-def evaluate_actor(actor: TanhGaussianActor, env_id: str, episodes: int, seed: int,
-                   max_episode_steps: int) -> np.ndarray:
+def evaluate_actor(
+    actor: TanhGaussianActor, env_id: str, episodes: int, seed: int, max_episode_steps: int
+) -> np.ndarray:
     """Returns of ``episodes`` deterministic episodes; episode i is reset with ``seed + i``."""
     import gymnasium as gym
 
@@ -298,12 +319,16 @@ class SACRun:
         if not (ckpt / "state.pt").exists():
             return
         state = torch.load(ckpt / "state.pt", weights_only=False)
-        if state["env_id"] != self.env_id or state["seed"] != self.seed or \
-                {k: v for k, v in state["config"].items() if k != "env_steps"} != \
-                {k: v for k, v in _config_record(self.cfg).items() if k != "env_steps"}:
+        if (
+            state["env_id"] != self.env_id
+            or state["seed"] != self.seed
+            or {k: v for k, v in state["config"].items() if k != "env_steps"}
+            != {k: v for k, v in _config_record(self.cfg).items() if k != "env_steps"}
+        ):
             raise RuntimeError(
                 f"{ckpt} holds a SAC run of another environment, seed or configuration "
-                f"({state['env_id']}, seed {state['seed']}); use another work directory or delete it")
+                f"({state['env_id']}, seed {state['seed']}); use another work directory or delete it"
+            )
         if state["step"] > self.cfg.env_steps:
             raise RuntimeError(f"{ckpt} is at step {state['step']}, beyond env_steps={self.cfg.env_steps}")
         self.nets.load_state_dict(state["nets"])
@@ -324,12 +349,23 @@ class SACRun:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
         self.buffer.save(tmp / "buffer.npz")
-        torch.save({"env_id": self.env_id, "seed": self.seed, "config": _config_record(self.cfg),
-                    "step": self.step, "nets": self.nets.state_dict(), "rng": self.rng.bit_generator.state,
-                    "torch_rng": self.torch_rng.get_state(),
-                    "env_rng": self.env.unwrapped.np_random.bit_generator.state,
-                    "episode_returns": self.episode_returns, "snapshots": self.snapshots,
-                    "train_seconds": self.train_seconds, "pieces": self.pieces}, tmp / "state.pt")
+        torch.save(
+            {
+                "env_id": self.env_id,
+                "seed": self.seed,
+                "config": _config_record(self.cfg),
+                "step": self.step,
+                "nets": self.nets.state_dict(),
+                "rng": self.rng.bit_generator.state,
+                "torch_rng": self.torch_rng.get_state(),
+                "env_rng": self.env.unwrapped.np_random.bit_generator.state,
+                "episode_returns": self.episode_returns,
+                "snapshots": self.snapshots,
+                "train_seconds": self.train_seconds,
+                "pieces": self.pieces,
+            },
+            tmp / "state.pt",
+        )
         old = self.workdir / f".checkpoint.old{os.getpid()}"
         if ckpt.exists():
             os.replace(ckpt, old)
@@ -338,18 +374,36 @@ class SACRun:
 
     def _snapshot(self) -> None:
         index = len(self.snapshots)
-        returns = evaluate_actor(self.nets.actor, self.env_id, self.cfg.eval_episodes,
-                                 self.seed + 1_000_000 + 1000 * index, self.cfg.max_episode_steps)
+        returns = evaluate_actor(
+            self.nets.actor,
+            self.env_id,
+            self.cfg.eval_episodes,
+            self.seed + 1_000_000 + 1000 * index,
+            self.cfg.max_episode_steps,
+        )
         _atomic_torch_save(self.nets.actor.state_dict(), self.snapshot_path(self.step))
-        self.snapshots.append({"env_step": self.step, "eval_return": float(returns.mean()),
-                               "eval_std": float(returns.std()), "eval_episodes": len(returns)})
+        self.snapshots.append(
+            {
+                "env_step": self.step,
+                "eval_return": float(returns.mean()),
+                "eval_std": float(returns.std()),
+                "eval_episodes": len(returns),
+            }
+        )
         self._write_record(finished=False)
 
     def _write_record(self, finished: bool) -> None:
         """``snapshots.json``: the snapshots' evaluations and where the run stands."""
-        record = {"env_id": self.env_id, "seed": self.seed, "config": _config_record(self.cfg),
-                  "step": self.step, "finished": finished, "train_seconds": self.train_seconds,
-                  "pieces": self.pieces, "snapshots": self.snapshots}
+        record = {
+            "env_id": self.env_id,
+            "seed": self.seed,
+            "config": _config_record(self.cfg),
+            "step": self.step,
+            "finished": finished,
+            "train_seconds": self.train_seconds,
+            "pieces": self.pieces,
+            "snapshots": self.snapshots,
+        }
         tmp = self.workdir / ".snapshots.json.tmp"
         tmp.write_text(json.dumps(record, indent=1))
         os.replace(tmp, self.workdir / "snapshots.json")
@@ -380,8 +434,14 @@ class SACRun:
         self.pieces += 1
         next_checkpoint = (self.step // cfg.checkpoint_every + 1) * cfg.checkpoint_every
         t0, seconds_before = time.perf_counter(), self.train_seconds
-        bar = tqdm(total=cfg.env_steps, initial=self.step, desc=f"SAC {self.env_id}", disable=not progress,
-                   dynamic_ncols=True, mininterval=5.0)
+        bar = tqdm(
+            total=cfg.env_steps,
+            initial=self.step,
+            desc=f"SAC {self.env_id}",
+            disable=not progress,
+            dynamic_ncols=True,
+            mininterval=5.0,
+        )
         while self.step < cfg.env_steps:
             if self.step % cfg.snapshot_every == 0 and self.step >= cfg.start_steps:
                 self._snapshot()
@@ -389,8 +449,10 @@ class SACRun:
                 bar.set_postfix(eval_return=f"{s['eval_return']:.0f}", refresh=False)
                 if log is not None:
                     elapsed = seconds_before + time.perf_counter() - t0
-                    log(f"{self.env_id} step {self.step}: eval return {s['eval_return']:.0f} "
-                        f"± {s['eval_std']:.0f}; {elapsed / 3600:.2f} h of training")
+                    log(
+                        f"{self.env_id} step {self.step}: eval return {s['eval_return']:.0f} "
+                        f"± {s['eval_std']:.0f}; {elapsed / 3600:.2f} h of training"
+                    )
             if self.step < cfg.start_steps:
                 action = self.rng.uniform(-1.0, 1.0, self.action_dim).astype(np.float32)
             else:
@@ -402,7 +464,9 @@ class SACRun:
             self.step += 1
             self.episode_return += float(reward)
             if self.step >= cfg.start_steps:
-                sac_update(nets, self.buffer.sample(cfg.batch_size, self.rng), cfg.gamma, cfg.tau, self.torch_rng)
+                sac_update(
+                    nets, self.buffer.sample(cfg.batch_size, self.rng), cfg.gamma, cfg.tau, self.torch_rng
+                )
             bar.update(1)
             if term or trunc:
                 self.episode_returns.append(self.episode_return)

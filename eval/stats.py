@@ -64,21 +64,30 @@ class Estimate:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, d: Mapping) -> Estimate:
+        """Back from :meth:`to_dict` (extra keys such as ``std`` ignored; JSON null bounds are NaN)."""
+        low, high = (np.nan if d[k] is None else d[k] for k in ("low", "high"))
+        return cls(d["value"], low, high, d["n_runs"], d["confidence"], d.get("kind", STRATIFIED_BOOTSTRAP))
+
     @property
     def is_confidence_interval(self) -> bool:
         return self.kind in (STUDENT_T, STRATIFIED_BOOTSTRAP)
 
+    def interval_text(self, digits: int = 1) -> str:
+        """``[65.1, 79.0]`` for a CI, ``(range 65.1 to 79.0)`` for a range, empty without an interval."""
+        if self.kind == RANGE:
+            return f"(range {self.low:.{digits}f} to {self.high:.{digits}f})"
+        if self.kind == NO_INTERVAL or np.isnan(self.low):
+            return ""
+        return f"[{self.low:.{digits}f}, {self.high:.{digits}f}]"
+
     def format(self, digits: int = 1) -> str:
-        """``72.3 [65.1, 79.0]`` for a CI, ``72.3 (range 65.1-79.0)``, or ``72.3`` alone.
+        """``72.3 [65.1, 79.0]`` for a CI, ``72.3 (range 65.1 to 79.0)``, or ``72.3`` alone.
 
         The run count and the interval's level are shown by the caller's table header or column.
         """
-        v = f"{self.value:.{digits}f}"
-        if self.kind == RANGE:
-            return f"{v} (range {self.low:.{digits}f} to {self.high:.{digits}f})"
-        if self.kind == NO_INTERVAL or np.isnan(self.low):
-            return v
-        return f"{v} [{self.low:.{digits}f}, {self.high:.{digits}f}]"
+        return f"{self.value:.{digits}f} {self.interval_text(digits)}".rstrip()
 
 
 def _matrix(scores) -> np.ndarray:
@@ -139,8 +148,13 @@ def _rliable_intervals(score_dict, func, reps: int, confidence: float, seed: int
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # arch deprecates RandomState arguments
-            return rly.get_interval_estimates(score_dict, func, reps=reps, confidence_interval_size=confidence,
-                                              random_state=np.random.RandomState(seed))
+            return rly.get_interval_estimates(
+                score_dict,
+                func,
+                reps=reps,
+                confidence_interval_size=confidence,
+                random_state=np.random.RandomState(seed),
+            )
     finally:
         np.random.set_state(saved)
 
@@ -162,13 +176,23 @@ def aggregate_estimates(
     for method, mat in mats.items():
         n = mat.shape[0]
         if n < MIN_RUNS_FOR_AGGREGATE_INTERVAL:
-            out[method] = {name: Estimate(float(v), np.nan, np.nan, n, confidence, NO_INTERVAL)
-                           for name, v in zip(AGGREGATE_NAMES, all_metrics(mat))}
+            out[method] = {
+                name: Estimate(float(v), np.nan, np.nan, n, confidence, NO_INTERVAL)
+                for name, v in zip(AGGREGATE_NAMES, all_metrics(mat))
+            }
             continue
         points, intervals = _rliable_intervals({method: mat}, all_metrics, reps, confidence, seed)
-        out[method] = {name: Estimate(float(points[method][i]), float(intervals[method][0, i]),
-                                      float(intervals[method][1, i]), n, confidence, STRATIFIED_BOOTSTRAP)
-                       for i, name in enumerate(AGGREGATE_NAMES)}
+        out[method] = {
+            name: Estimate(
+                float(points[method][i]),
+                float(intervals[method][0, i]),
+                float(intervals[method][1, i]),
+                n,
+                confidence,
+                STRATIFIED_BOOTSTRAP,
+            )
+            for i, name in enumerate(AGGREGATE_NAMES)
+        }
     return out
 
 
@@ -186,15 +210,32 @@ def probability_of_improvement(
         raise ValueError(f"both methods need the same tasks: {x.shape[1]} vs {y.shape[1]} columns")
     n = min(x.shape[0], y.shape[0])
     if n < MIN_RUNS_FOR_AGGREGATE_INTERVAL:
-        return Estimate(float(metrics.probability_of_improvement(x, y)), np.nan, np.nan, n, confidence, NO_INTERVAL)
+        return Estimate(
+            float(metrics.probability_of_improvement(x, y)), np.nan, np.nan, n, confidence, NO_INTERVAL
+        )
     points, intervals = _rliable_intervals(
-        {"pair": (x, y)}, lambda a, b: np.array([metrics.probability_of_improvement(a, b)]), reps, confidence, seed)
-    return Estimate(float(points["pair"][0]), float(intervals["pair"][0, 0]), float(intervals["pair"][1, 0]),
-                    n, confidence, STRATIFIED_BOOTSTRAP)
+        {"pair": (x, y)},
+        lambda a, b: np.array([metrics.probability_of_improvement(a, b)]),
+        reps,
+        confidence,
+        seed,
+    )
+    return Estimate(
+        float(points["pair"][0]),
+        float(intervals["pair"][0, 0]),
+        float(intervals["pair"][1, 0]),
+        n,
+        confidence,
+        STRATIFIED_BOOTSTRAP,
+    )
 
 
 def performance_profile(
-    score_dict: Mapping[str, np.ndarray], taus: np.ndarray, confidence: float = 0.95, reps: int = 2_000, seed: int = 0
+    score_dict: Mapping[str, np.ndarray],
+    taus: np.ndarray,
+    confidence: float = 0.95,
+    reps: int = 2_000,
+    seed: int = 0,
 ) -> dict[str, dict[str, np.ndarray]]:
     """Fraction of all runs (pooled over tasks) scoring above each tau, with stratified-bootstrap bands.
 
@@ -208,10 +249,15 @@ def performance_profile(
     for m, mat in mats.items():
         if mat.shape[0] < MIN_RUNS_FOR_AGGREGATE_INTERVAL:
             fraction = rly.score_distributions(mat, taus)
-            out[m] = {"tau": taus, "fraction": fraction, "low": np.full_like(fraction, np.nan),
-                      "high": np.full_like(fraction, np.nan)}
+            out[m] = {
+                "tau": taus,
+                "fraction": fraction,
+                "low": np.full_like(fraction, np.nan),
+                "high": np.full_like(fraction, np.nan),
+            }
             continue
-        points, intervals = _rliable_intervals({m: mat}, lambda x: rly.score_distributions(x, taus), reps,
-                                               confidence, seed)
+        points, intervals = _rliable_intervals(
+            {m: mat}, lambda x: rly.score_distributions(x, taus), reps, confidence, seed
+        )
         out[m] = {"tau": taus, "fraction": points[m], "low": intervals[m][0], "high": intervals[m][1]}
     return out

@@ -11,7 +11,7 @@ import math
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, IO
+from typing import IO, Any, Callable
 
 import torch
 
@@ -66,7 +66,9 @@ def load_torch(path: Path) -> Any:
     except FileNotFoundError:
         raise
     except Exception as exc:  # a truncated or foreign file
-        raise ValueError(f"checkpoint {path} is corrupt or not a srpo checkpoint ({exc}); delete it to restart") from exc
+        raise ValueError(
+            f"checkpoint {path} is corrupt or not a srpo checkpoint ({exc}); delete it to restart"
+        ) from exc
 
 
 def _finite_or_null(obj: Any) -> Any:

@@ -15,7 +15,7 @@ from srpo.networks import GaussianFourierEmbedding, Mish, ResidualBlock
 
 
 class NoisePredictor(nn.Module):
-    """eps_psi(a_t | s, t): residual MLP over [a_t, s, emb(t)] (SPEC §5).
+    """eps_psi(a_t | s, t): residual MLP over [a_t, s, emb(t)] (method §5).
 
     Time goes through Gaussian Fourier features (64, scale 30) and an MLP
     64 -> 128 -> 128; the result is concatenated with s and a_t, projected to
@@ -67,23 +67,38 @@ class NoisePredictor(nn.Module):
 
 
 def dsm_loss(
-    model: nn.Module, state: Tensor, action: Tensor, t: Tensor, eps: Tensor, dropout_masks: Tensor | None = None
+    model: nn.Module,
+    state: Tensor,
+    action: Tensor,
+    t: Tensor,
+    eps: Tensor,
+    dropout_masks: Tensor | None = None,
 ) -> Tensor:
-    """Denoising score-matching loss (E4) for given (t, eps) and, optionally, dropout masks.
+    """Denoising score-matching loss (E4) per sample, for given (t, eps) and, optionally, dropout masks.
 
-    L = mean_batch || eps_psi(alpha_t a + sigma_t eps | s, t) - eps ||^2, the squared
-    norm summed over action dimensions. Randomness is an argument, so the function
-    is deterministic and the training loop owns the generator.
+    ||eps_psi(alpha_t a + sigma_t eps | s, t) - eps||^2, shape (batch,); E4 is its mean, which
+    the caller takes (training), or not (validation bins it by t). Randomness is an argument,
+    so the function is deterministic and the caller owns the generator.
     """
     a_t = schedule.diffuse(action, t, eps)
     pred = model(a_t, state, t) if dropout_masks is None else model(a_t, state, t, dropout_masks)
-    return ((pred - eps) ** 2).sum(-1).mean()
+    return denoising_error(pred, eps)
+
+
+def denoising_error(eps_pred: Tensor, eps: Tensor) -> Tensor:
+    """||eps_pred - eps||^2 per sample, summed over action dimensions: the integrand of E4."""
+    return ((eps_pred - eps) ** 2).sum(-1)
 
 
 def sample_dsm_noise(
-    batch: int, action_dim: int, t_min: float, generator: torch.Generator, device: torch.device, dtype: torch.dtype
+    batch: int,
+    action_dim: int,
+    t_min: float,
+    generator: torch.Generator,
+    device: torch.device,
+    dtype: torch.dtype,
 ) -> tuple[Tensor, Tensor]:
-    """t ~ U(t_min, 1) and eps ~ N(0, I) for one DSM batch (SPEC §2: t_min = 1e-3)."""
+    """t ~ U(t_min, 1) and eps ~ N(0, I) for one DSM batch (method §2: t_min = 1e-3)."""
     t = t_min + (1.0 - t_min) * torch.rand(batch, generator=generator, device=device, dtype=dtype)
     eps = torch.randn(batch, action_dim, generator=generator, device=device, dtype=dtype)
     return t, eps

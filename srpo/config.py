@@ -1,11 +1,11 @@
 """Typed configuration: every SRPO hyperparameter in one place, with the paper's value.
 
 - Stage configs (:class:`BehaviorConfig`, :class:`CriticConfig`, :class:`PolicyConfig`)
-  default to the public code's settings (SPEC §5), i.e. the ``paper`` profile.
-- :data:`TASKS` holds the per-task presets (SPEC §6 temperatures, SPEC §4 expectiles
+  default to the public code's settings (method §5), i.e. the ``paper`` profile.
+- :data:`TASKS` holds the per-task presets (method §6 temperatures, method §4 expectiles
   and reward preprocessing) plus the exact-score bandit tasks of this suite.
 - :data:`PROFILES` scales the budgets: ``smoke`` (seconds), ``default`` (a 2-core CPU),
-  ``paper`` (SPEC §5).
+  ``paper`` (method §5).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ RewardMode = Literal["locomotion", "antmaze", "none"]
 
 @dataclass(frozen=True)
 class BehaviorConfig:
-    """Diffusion behavior model eps_psi (SPEC §2, §5)."""
+    """Diffusion behavior model eps_psi (method §2, §5)."""
 
     steps: int = 2_000_000
     batch_size: int = 2048
@@ -49,7 +49,7 @@ class BehaviorConfig:
 
 @dataclass(frozen=True)
 class CriticConfig:
-    """IQL critic (SPEC §4, §5)."""
+    """IQL critic (method §4, §5)."""
 
     steps: int = 1_500_000
     batch_size: int = 256
@@ -73,13 +73,13 @@ class CriticConfig:
 
 @dataclass(frozen=True)
 class PolicyConfig:
-    """SRPO policy extraction (E6, SPEC §3, §5). Defaults are the public code's."""
+    """SRPO policy extraction (E6, method §3, §5). Defaults are the public code's."""
 
     steps: int = 1_000_000
     batch_size: int = 256
     lr: float = 3e-4  # Adam with cosine decay to 0
     hidden: tuple[int, ...] = (256, 256)  # AntMaze: 4 layers
-    beta: float = 0.05  # temperature; per-task values in TASKS (SPEC §6)
+    beta: float = 0.05  # temperature; per-task values in TASKS (method §6)
     weighting: Weighting = "sigma2"  # paper and public code: sigma_t^2
     t_range: tuple[float, float] = (0.02, 0.98)  # public code
     t_fixed: float | None = None  # single-time ablation: overrides t_range
@@ -146,10 +146,12 @@ class TaskPreset:
     policy_hidden: tuple[int, ...] = (256, 256)
 
 
-_ANTMAZE = dict(reward_mode="antmaze", expectile=0.9, normalize_q_grad=True, policy_hidden=(256, 256, 256, 256))
+_ANTMAZE = dict(
+    reward_mode="antmaze", expectile=0.9, normalize_q_grad=True, policy_hidden=(256, 256, 256, 256)
+)
 
 TASKS: dict[str, TaskPreset] = {
-    # SPEC §6: temperatures from the public code.
+    # method §6: temperatures from the public code.
     "halfcheetah-medium-expert": TaskPreset(0.01),
     "halfcheetah-medium": TaskPreset(0.2),
     "halfcheetah-medium-replay": TaskPreset(0.2),
@@ -194,13 +196,19 @@ PROFILES: dict[str, Profile] = {
     # Minutes per run on a 2-core CPU, where the paper's behavior batch (2048) runs at
     # ~7 updates/s and batch 256 at ~35/s (reports/bench/train_throughput.json).
     "default": Profile(10_000, 256, 10_000, 256, 10_000, 256, 500, 2500),
-    # SPEC §5, the public code's budgets.
+    # method §5, the public code's budgets.
     "paper": Profile(2_000_000, 2048, 1_500_000, 256, 1_000_000, 256, 1000, 20_000),
 }
 
 
-def make_config(task: str, profile: str = "default", seed: int = 0, overrides: dict[str, str] | None = None) -> RunConfig:
-    """Compose a run: task preset + profile budgets + ``section.field=value`` overrides."""
+def make_config(
+    task: str, profile: str = "default", seed: int = 0, overrides: dict[str, str] | None = None
+) -> RunConfig:
+    """Compose a run: task preset + profile budgets + ``section.field=value`` overrides.
+
+    Besides the config's fields, ``policy.beta_scale=X`` multiplies beta (the task preset's,
+    or ``policy.beta`` if that is set too) by X: one setting that sweeps beta across tasks.
+    """
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; known tasks: {', '.join(sorted(TASKS))}")
     if profile not in PROFILES:
@@ -212,7 +220,9 @@ def make_config(task: str, profile: str = "default", seed: int = 0, overrides: d
         profile=profile,
         reward_mode=preset.reward_mode,
         behavior=BehaviorConfig(steps=prof.behavior_steps, batch_size=prof.behavior_batch),
-        critic=CriticConfig(steps=prof.critic_steps, batch_size=prof.critic_batch, expectile=preset.expectile),
+        critic=CriticConfig(
+            steps=prof.critic_steps, batch_size=prof.critic_batch, expectile=preset.expectile
+        ),
         policy=PolicyConfig(
             steps=prof.policy_steps,
             batch_size=prof.policy_batch,
@@ -223,7 +233,14 @@ def make_config(task: str, profile: str = "default", seed: int = 0, overrides: d
         log_every=prof.log_every,
         checkpoint_every=prof.checkpoint_every,
     )
-    return apply_overrides(cfg, overrides or {})
+    sets = dict(overrides or {})
+    beta_scale = _parse(sets.pop("policy.beta_scale", "1"), float, "policy.beta_scale")
+    if not beta_scale > 0:
+        raise ValueError(f"policy.beta_scale must be > 0, got {beta_scale}")
+    cfg = apply_overrides(cfg, sets)
+    if beta_scale != 1.0:
+        cfg = replace(cfg, policy=replace(cfg.policy, beta=cfg.policy.beta * beta_scale))
+    return cfg
 
 
 def apply_overrides(cfg: RunConfig, overrides: dict[str, str]) -> RunConfig:

@@ -1,4 +1,4 @@
-"""IQL critic (Kostrikov et al. 2022), as SRPO uses it (SPEC §4; SRPO §4.3, Eq. 11-12).
+"""IQL critic (Kostrikov et al. 2022), as SRPO uses it (method §4; SRPO §4.3, Eq. 11-12).
 
 Twin Q heads and a state value V. V regresses the min of the target Q heads with
 an expectile loss; Q regresses r + gamma (1 - done) V(s'). Target Q networks
@@ -18,7 +18,7 @@ from srpo.networks import mlp
 
 
 class TwinQ(nn.Module):
-    """Two independent Q(s, a) heads, each an MLP (SPEC §5: 256-256)."""
+    """Two independent Q(s, a) heads, each an MLP (method §5: 256-256)."""
 
     def __init__(self, state_dim: int, action_dim: int, hidden: Sequence[int] = (256, 256)) -> None:
         super().__init__()
@@ -31,7 +31,7 @@ class TwinQ(nn.Module):
 
 
 class ValueNet(nn.Module):
-    """V(s), an MLP (SPEC §5: 256-256)."""
+    """V(s), an MLP (method §5: 256-256)."""
 
     def __init__(self, state_dim: int, hidden: Sequence[int] = (256, 256)) -> None:
         super().__init__()
@@ -51,19 +51,19 @@ class Critic(nn.Module):
         self.v = ValueNet(state_dim, hidden)
 
     def target_q_mean(self, state: Tensor, action: Tensor) -> Tensor:
-        """Mean of the two target Q heads: the Q that SRPO's policy ascends (SPEC §3)."""
+        """Mean of the two target Q heads: the Q that SRPO's policy ascends (method §3)."""
         q1, q2 = self.q_target(state, action)
         return 0.5 * (q1 + q2)
 
 
 def expectile_loss(diff: Tensor, expectile: float) -> Tensor:
-    """Asymmetric squared loss L2^tau(u) = |tau - 1(u < 0)| u^2, averaged (SPEC §4)."""
+    """Asymmetric squared loss L2^tau(u) = |tau - 1(u < 0)| u^2 per sample (method §4)."""
     weight = torch.where(diff < 0, 1.0 - expectile, expectile)
-    return (weight * diff * diff).mean()
+    return weight * diff * diff
 
 
 def value_loss(q_target_min: Tensor, v: Tensor, expectile: float) -> Tensor:
-    """L_V = E L2^tau(min_i Qbar_i(s, a) - V(s)); the target Q is treated as fixed."""
+    """L2^tau(min_i Qbar_i(s, a) - V(s)) per sample, L_V its mean; the target Q is treated as fixed."""
     return expectile_loss(q_target_min.detach() - v, expectile)
 
 
@@ -73,27 +73,34 @@ def td_target(reward: Tensor, done: Tensor, v_next: Tensor, gamma: float) -> Ten
 
 
 def q_loss(q1: Tensor, q2: Tensor, target: Tensor) -> Tensor:
-    """L_Q = E sum_i (target - Q_i(s, a))^2   (SPEC §4)."""
-    return ((q1 - target) ** 2 + (q2 - target) ** 2).mean()
+    """sum_i (target - Q_i(s, a))^2 per sample, L_Q its mean   (method §4)."""
+    return (q1 - target) ** 2 + (q2 - target) ** 2
 
 
 def iql_losses(
-    critic: Critic, state: Tensor, action: Tensor, reward: Tensor, next_state: Tensor, done: Tensor,
-    expectile: float, gamma: float,
+    critic: Critic,
+    state: Tensor,
+    action: Tensor,
+    reward: Tensor,
+    next_state: Tensor,
+    done: Tensor,
+    expectile: float,
+    gamma: float,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """One IQL batch (SPEC §4): (L_V, L_Q, mean Q_1). Minimizing L_V + L_Q updates V and Q jointly."""
+    """One IQL batch (method §4), per sample: (V loss, Q loss, Q_1). Their means are L_V, L_Q and
+    the logged mean Q; minimizing L_V + L_Q updates V and Q jointly."""
     with torch.no_grad():
         q1_t, q2_t = critic.q_target(state, action)
         v_next = critic.v(next_state)
     v_loss = value_loss(torch.minimum(q1_t, q2_t), critic.v(state), expectile)
     q1, q2 = critic.q(state, action)
     q_loss_ = q_loss(q1, q2, td_target(reward, done, v_next, gamma))
-    return v_loss, q_loss_, q1.mean()
+    return v_loss, q_loss_, q1
 
 
 @torch.no_grad()
 def ema_(targets: Sequence[Tensor], online: Sequence[Tensor], rate: float) -> None:
-    """target <- (1 - rate) target + rate online, in place, for each pair of tensors (SPEC §4: rate 0.005)."""
+    """target <- (1 - rate) target + rate online, in place, per pair of tensors (method §4: rate 0.005)."""
     torch._foreach_lerp_(list(targets), list(online), rate)
 
 
@@ -115,7 +122,7 @@ def episode_returns(rewards: np.ndarray, episode_ends: np.ndarray) -> np.ndarray
 
 
 def scale_rewards_locomotion(rewards: np.ndarray, episode_ends: np.ndarray) -> np.ndarray:
-    """r <- r * 1000 / (max episode return - min episode return)   (SPEC §4, locomotion)."""
+    """r <- r * 1000 / (max episode return - min episode return)   (method §4, locomotion)."""
     ret = episode_returns(rewards, episode_ends)
     spread = float(ret.max() - ret.min())
     if spread <= 0:
@@ -127,5 +134,5 @@ def scale_rewards_locomotion(rewards: np.ndarray, episode_ends: np.ndarray) -> n
 
 
 def shift_rewards_antmaze(rewards: np.ndarray) -> np.ndarray:
-    """r <- r - 1   (SPEC §4, AntMaze)."""
+    """r <- r - 1   (method §4, AntMaze)."""
     return rewards - 1.0

@@ -1,4 +1,4 @@
-"""Gaussian mixtures and their exact diffused scores (SPEC §2, last paragraph).
+"""Gaussian mixtures and their exact diffused scores (method §2, last paragraph).
 
 If mu(a) = sum_k w_k N(a; m_k, S_k) then the VP-diffused marginal is again a
 mixture: mu_t(a_t) = sum_k w_k N(a_t; alpha_t m_k, alpha_t^2 S_k + sigma_t^2 I).
@@ -46,7 +46,9 @@ class GaussianMixture:
     def dim(self) -> int:
         return self.means.shape[1]
 
-    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> "GaussianMixture":
+    def to(
+        self, device: torch.device | str | None = None, dtype: torch.dtype | None = None
+    ) -> "GaussianMixture":
         return GaussianMixture(
             self.weights.to(device=device, dtype=dtype),
             self.means.to(device=device, dtype=dtype),

@@ -1,4 +1,4 @@
-"""Network building blocks shared by the critic, the policy and the behavior model (SPEC §5)."""
+"""Network building blocks shared by the critic, the policy and the behavior model (method §5)."""
 
 from __future__ import annotations
 
@@ -42,7 +42,8 @@ def mish_one_exp(x: Tensor) -> Tensor:
 
 
 class Mish(nn.Module):
-    """The behavior model's activation (SPEC §5): torch's Mish kernel eagerly, :func:`mish_one_exp` compiled.
+    """The behavior model's activation (method §5): torch's Mish kernel eagerly, :func:`mish_one_exp`
+    compiled.
 
     Under ``torch.compile`` the one-exponential form fuses into a single loop, where inductor's
     lowering of tanh(softplus(x)) evaluates three transcendental functions per element: on a CPU
@@ -58,7 +59,7 @@ class GaussianFourierEmbedding(nn.Module):
     """Random Fourier features of the diffusion time: [sin(2 pi W t), cos(2 pi W t)].
 
     W ~ N(0, scale^2) is drawn once at construction (from the generator passed in,
-    so model construction is seeded) and never trained (SPEC §5: 64 features, scale 30).
+    so model construction is seeded) and never trained (method §5: 64 features, scale 30).
     """
 
     def __init__(self, dim: int = 64, scale: float = 30.0, generator: torch.Generator | None = None) -> None:

@@ -1,17 +1,20 @@
-"""Deterministic policy and the score-regularized policy gradient (SPEC §3, E6; SRPO §3.2-3.3).
+"""Deterministic policy and the score-regularized policy gradient (method §3, E6; SRPO §3.2-3.3).
 
 The policy a = pi_theta(s) is trained by the surrogate gradient
 
     grad_theta = E_{s,t,eps}[ beta grad_a Q(s,a)|_{a=pi(s)} - w(t)(eps_psi(a_t|s,t) - eps) ] d pi(s)/d theta,
     a_t = alpha_t pi(s) + sigma_t eps,
 
-written as a loss whose autograd gradient is the negative of that expression.
-Each option the paper and the public code disagree on is an explicit argument.
+written as a loss whose autograd gradient is the negative of that expression. This module
+is the surrogate's one home: :func:`srpo_loss` is what training (and the seed-batched fast
+path, by vmap) minimizes, and validation measures the same pieces (:func:`surrogate_inputs`,
+:func:`behavior_direction`, :func:`action_direction`). Each option the paper and the public
+code disagree on is an explicit argument.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Literal, Sequence
+from typing import TYPE_CHECKING, Callable, Literal, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -19,12 +22,15 @@ from torch import Tensor, nn
 from srpo import schedule
 from srpo.networks import mlp
 
+if TYPE_CHECKING:  # srpo.config imports this module (WEIGHTINGS)
+    from srpo.config import PolicyConfig
+
 Weighting = Literal["sigma2", "one", "score"]
 WEIGHTINGS: tuple[str, ...] = ("sigma2", "one", "score")
 
 
 class DeterministicPolicy(nn.Module):
-    """pi_theta(s): MLP with a tanh output in [-1, 1]^d (SPEC §5: 256-256, AntMaze 4 layers)."""
+    """pi_theta(s): MLP with a tanh output in [-1, 1]^d (method §5: 256-256, AntMaze 4 layers)."""
 
     def __init__(self, state_dim: int, action_dim: int, hidden: Sequence[int] = (256, 256)) -> None:
         super().__init__()
@@ -37,7 +43,7 @@ class DeterministicPolicy(nn.Module):
 
 
 def weight(t: Tensor, kind: Weighting) -> Tensor:
-    """w(t), the paper's omega(t) with its alpha_t / sigma_t factor folded in (SPEC §3).
+    """w(t), the paper's omega(t) with its alpha_t / sigma_t factor folded in (method §3).
 
     - "sigma2": w = sigma_t^2, the paper's choice and the public code's default;
     - "one":    w = 1;
@@ -67,7 +73,7 @@ def sample_policy_time(
     return lo + (hi - lo) * torch.rand(batch, generator=generator, device=device, dtype=dtype)
 
 
-def sample_e6_noise(
+def sample_surrogate_noise(
     batch: int,
     action_dim: int,
     t_range: tuple[float, float],
@@ -76,7 +82,7 @@ def sample_e6_noise(
     device: torch.device,
     dtype: torch.dtype,
 ) -> tuple[Tensor, Tensor]:
-    """(t, eps) for one policy batch, drawn in this order from ``generator`` (E6's expectation over t, eps)."""
+    """(t, eps) for one policy batch, drawn in this order from ``generator`` (E6 averages over both)."""
     t = sample_policy_time(batch, t_range, t_fixed, generator, device, dtype)
     return t, torch.randn(batch, action_dim, generator=generator, device=device, dtype=dtype)
 
@@ -87,7 +93,9 @@ def normalize_q_grad(q_grad: Tensor, eps: float = 1e-8) -> Tensor:
     return q_grad / (rms + eps)
 
 
-def behavior_direction(eps_pred: Tensor, eps: Tensor, t: Tensor, weighting: Weighting, baseline: bool) -> Tensor:
+def behavior_direction(
+    eps_pred: Tensor, eps: Tensor, t: Tensor, weighting: Weighting, baseline: bool
+) -> Tensor:
     """The regularizer's per-sample direction w(t) (eps_psi - eps) of E6 (without the minus sign).
 
     ``baseline`` subtracts eps (the paper's Alg. 1); the public code's default does not.
@@ -98,13 +106,40 @@ def behavior_direction(eps_pred: Tensor, eps: Tensor, t: Tensor, weighting: Weig
     return weight(t, weighting)[:, None] * direction
 
 
-def surrogate_loss(action: Tensor, reg_direction: Tensor, q_grad: Tensor, beta: float) -> Tensor:
-    """A scalar whose gradient w.r.t. theta is minus the E6 gradient, averaged over the batch.
+def action_direction(reg_direction: Tensor, q_grad: Tensor, beta: float) -> Tensor:
+    """d = w(t)(eps_psi - [eps]) - beta grad_a Q per sample: the surrogate's gradient in the action (E6)."""
+    return reg_direction - beta * q_grad
 
-    loss = mean_b [ (w (eps_psi - eps))_detached . a - beta (grad_a Q)_detached . a ]
-    (SPEC §3: "as a loss for autograd").
+
+def surrogate_loss(action: Tensor, reg_direction: Tensor, q_grad: Tensor, beta: float) -> Tensor:
+    """Per sample, a loss whose gradient w.r.t. theta is minus that sample's E6 gradient.
+
+    loss_b = (w (eps_psi - eps) - beta grad_a Q)_detached . a_b (method §3: "as a loss for
+    autograd"); its batch mean is the training loss.
     """
-    return ((reg_direction.detach() - beta * q_grad.detach()) * action).sum(-1).mean()
+    return (action_direction(reg_direction.detach(), q_grad.detach(), beta) * action).sum(-1)
+
+
+def surrogate_inputs(
+    action: Tensor,
+    behavior_model: Callable[[Tensor, Tensor, Tensor], Tensor],
+    critic_q: Callable[[Tensor, Tensor], Tensor],
+    state: Tensor,
+    t: Tensor,
+    eps: Tensor,
+    normalize: bool,
+) -> tuple[Tensor, Tensor]:
+    """eps_psi(alpha_t a + sigma_t eps | s, t) and grad_a Q(s, a) at the policy's actions ``a``.
+
+    Neither depends on the weighting, the baseline or beta, so validation evaluates them once
+    for every setting it measures. ``normalize``: per-sample RMS normalization of grad_a Q.
+    """
+    with torch.no_grad():
+        eps_pred = behavior_model(schedule.diffuse(action.detach(), t, eps), state, t)
+    q_grad = q_action_grad(critic_q, state, action)
+    if normalize:
+        q_grad = normalize_q_grad(q_grad)
+    return eps_pred, q_grad
 
 
 def q_action_grad(critic_q: Callable[[Tensor, Tensor], Tensor], state: Tensor, action: Tensor) -> Tensor:
@@ -115,3 +150,26 @@ def q_action_grad(critic_q: Callable[[Tensor, Tensor], Tensor], state: Tensor, a
     with torch.enable_grad():
         g = torch.func.grad(lambda a: critic_q(state, a).sum())(action.detach())
     return g.detach()
+
+
+def srpo_loss(
+    pi: nn.Module,
+    behavior_model: nn.Module,
+    critic_q: Callable[[Tensor, Tensor], Tensor],
+    state: Tensor,
+    t: Tensor,
+    eps: Tensor,
+    pc: PolicyConfig,
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """One batch of the E6 surrogate, per sample: a = pi(s), a_t = alpha_t a + sigma_t eps.
+
+    Returns the per-sample loss (the training loss is its mean) and per-sample diagnostics,
+    the norms of grad_a Q and of the regularizer's direction. ``critic_q(s, a)`` is the Q the
+    policy ascends (the mean of the target heads, method §3); ``t`` and ``eps`` come from
+    :func:`sample_surrogate_noise`.
+    """
+    action = pi(state)
+    eps_pred, q_grad = surrogate_inputs(action, behavior_model, critic_q, state, t, eps, pc.normalize_q_grad)
+    direction = behavior_direction(eps_pred, eps, t, pc.weighting, pc.baseline)
+    loss = surrogate_loss(action, direction, q_grad, pc.beta)
+    return loss, {"q_grad_norm": q_grad.norm(dim=-1), "reg_norm": direction.norm(dim=-1)}

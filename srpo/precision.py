@@ -36,8 +36,10 @@ def check_device(precision: str, device: torch.device | str, where: str = "preci
     """Raise a clear error for a precision that ``device`` cannot run (TF32 exists on CUDA only)."""
     check(precision, where)
     if precision == "tf32" and torch.device(device).type != "cuda":
-        raise ValueError(f"{where}=tf32 needs a CUDA device (TF32 is a tensor-core format), got {device}; "
-                         "use fp32 or bf16 here")
+        raise ValueError(
+            f"{where}=tf32 needs a CUDA device (TF32 is a tensor-core format), got {device}; "
+            "use fp32 or bf16 here"
+        )
 
 
 @contextlib.contextmanager

@@ -1,4 +1,4 @@
-"""Variance-preserving (VP-SDE) noise schedule, SPEC §2 (E3).
+"""Variance-preserving (VP-SDE) noise schedule, method §2 (E3).
 
 The forward process is ``a_t = alpha_t * a_0 + sigma_t * eps`` with
 ``alpha_t**2 + sigma_t**2 = 1`` and a linear beta schedule
@@ -64,7 +64,7 @@ def t_from_log_snr(lam: Tensor, beta_min: float = BETA_MIN, beta_max: float = BE
 
 
 def diffuse(a0: Tensor, t: Tensor, eps: Tensor) -> Tensor:
-    """Forward process sample a_t = alpha_t a_0 + sigma_t eps (SPEC §2).
+    """Forward process sample a_t = alpha_t a_0 + sigma_t eps (method §2).
 
     ``t`` has shape (B,) and broadcasts over the action dimensions of ``a0``.
     """

@@ -13,7 +13,7 @@ from torch import Tensor
 
 @dataclass(frozen=True)
 class Transitions:
-    """A validated offline dataset (SPEC §1). Arrays are float32 numpy, one row per step.
+    """A validated offline dataset (method §1). Arrays are float32 numpy, one row per step.
 
     ``terminals`` marks true environment terminations (bootstrapping stops there);
     ``timeouts`` marks truncations (episode boundary, but the value still bootstraps).
@@ -47,16 +47,20 @@ class Transitions:
         for key, shape in expected.items():
             got = getattr(self, key).shape
             if got != shape:
-                raise ValueError(f"dataset {self.name!r}: {key} has shape {got}, expected {shape} to match observations")
+                raise ValueError(
+                    f"dataset {self.name!r}: {key} has shape {got}, expected {shape} to match observations"
+                )
         for key in ("observations", "actions", "rewards", "next_observations"):
             arr = getattr(self, key)
             if not np.all(np.isfinite(arr)):
                 bad = int(np.sum(~np.isfinite(arr)))
-                raise ValueError(f"dataset {self.name!r}: {key} contains {bad} NaN/inf values; clean the dataset first")
+                raise ValueError(
+                    f"dataset {self.name!r}: {key} contains {bad} NaN/inf values; clean the dataset first"
+                )
         worst = float(np.abs(self.actions).max())
         if worst > 1.0 + 1e-6:
             raise ValueError(
-                f"dataset {self.name!r}: actions must lie in [-1, 1] (SPEC §1), found |a| = {worst:.4f}; "
+                f"dataset {self.name!r}: actions must lie in [-1, 1] (method §1), found |a| = {worst:.4f}; "
                 "rescale the action space before training"
             )
 
@@ -84,8 +88,11 @@ class Transitions:
     def episode_ends(self) -> np.ndarray:
         return np.logical_or(self.terminals > 0, self.timeouts > 0)
 
-    def to_tensors(self, device: torch.device, dtype: torch.dtype, rewards: np.ndarray | None = None) -> dict[str, Tensor]:
+    def to_tensors(
+        self, device: torch.device, dtype: torch.dtype, rewards: np.ndarray | None = None
+    ) -> dict[str, Tensor]:
         """Tensors on ``device`` for on-device batch sampling; ``rewards`` may be preprocessed ones."""
+
         def as_t(x: np.ndarray) -> Tensor:
             return torch.as_tensor(np.asarray(x), dtype=dtype, device=device)
 

@@ -11,9 +11,10 @@ from hypothesis import given, settings, strategies as st
 from srpo import mixture, policy, schedule
 from srpo.config import make_config
 from srpo.train import train_policy
-from validation import bandits
+from srpo_bench.eval import bandit_tasks
+from srpo_bench.validation import bandits
 
-SHAPES = sorted(bandits.BANDITS)
+SHAPES = sorted(bandit_tasks.BANDITS)
 
 # Stated tolerances (distance in action space, actions in [-1, 1]^2).
 EXACT_SCORE_TOL = 0.02  # exact eps* and exact Q: only SGD noise separates the policy from the optimum
@@ -23,26 +24,26 @@ LEARNED_SCORE_TOL = 0.15  # learned eps_psi (small CPU budget) with the exact Q
 @functools.lru_cache(maxsize=None)
 def optimum(shape: str) -> bandits.SurrogateOptimum:
     cfg = make_config(f"bandit-{shape}", "smoke")
-    return bandits.surrogate_optimum(bandits.BANDITS[shape], cfg.policy)
+    return bandits.surrogate_optimum(bandit_tasks.BANDITS[shape], cfg.policy)
 
 
 def test_suite_has_the_four_shapes():
     assert {"ring8", "grid25", "aniso2", "unequal6"} <= set(SHAPES)
-    assert len(bandits.BANDITS["ring8"].behavior.weights) == 8
-    assert len(bandits.BANDITS["grid25"].behavior.weights) == 25
-    w = bandits.BANDITS["unequal6"].behavior.weights
+    assert len(bandit_tasks.BANDITS["ring8"].behavior.weights) == 8
+    assert len(bandit_tasks.BANDITS["grid25"].behavior.weights) == 25
+    w = bandit_tasks.BANDITS["unequal6"].behavior.weights
     assert len(set(w.tolist())) == len(w)  # unequal weights
 
 
 def test_unknown_bandit():
     with pytest.raises(ValueError, match="known: bandit-"):
-        bandits.get_bandit("bandit-spiral")
+        bandit_tasks.get_bandit("bandit-spiral")
 
 
 @pytest.mark.parametrize("shape", SHAPES)
 def test_dataset(shape):
-    b = bandits.BANDITS[shape]
-    d1, d2 = bandits.make_dataset(b, 2000, 3), bandits.make_dataset(b, 2000, 3)
+    b = bandit_tasks.BANDITS[shape]
+    d1, d2 = bandit_tasks.make_dataset(b, 2000, 3), bandit_tasks.make_dataset(b, 2000, 3)
     assert np.array_equal(d1.actions, d2.actions)
     assert np.abs(d1.actions).max() <= 1.0 and d1.terminals.all() and d1.state_dim == 1
     assert np.allclose(d1.rewards, b.reward(torch.as_tensor(d1.actions)).numpy(), atol=1e-6)
@@ -56,7 +57,7 @@ def test_dataset(shape):
 @given(st.sampled_from(SHAPES), st.sampled_from(["sigma2", "one"]), st.integers(0, 1000))
 def test_quadrature_objective_gradient_is_the_mean_e6_direction(shape, weighting, seed):
     """grad J(a) (quadrature, autograd) equals E[beta grad Q - w (eps* - eps)] (Monte Carlo) within 5 SE."""
-    b = bandits.BANDITS[shape]
+    b = bandit_tasks.BANDITS[shape]
     pc = make_config(f"bandit-{shape}", "smoke", overrides={"policy.weighting": weighting}).policy
     g = torch.Generator().manual_seed(seed)
     a = (1.4 * torch.rand(1, 2, generator=g, dtype=torch.float64) - 0.7).requires_grad_(True)
@@ -65,7 +66,9 @@ def test_quadrature_objective_gradient_is_the_mean_e6_direction(shape, weighting
     t = policy.sample_policy_time(n, pc.t_range, None, g, torch.device("cpu"), torch.float64)
     eps = torch.randn(n, 2, generator=g, dtype=torch.float64)
     a_t = schedule.diffuse(a.detach().expand(n, 2), t, eps)
-    reg = policy.behavior_direction(mixture.exact_eps(b.behavior, a_t, t), eps, t, pc.weighting, baseline=True)
+    reg = policy.behavior_direction(
+        mixture.exact_eps(b.behavior, a_t, t), eps, t, pc.weighting, baseline=True
+    )
     draws = pc.beta * b.reward_grad(a.detach()) - reg
     se = draws.std(0) / math.sqrt(n)
     assert torch.all((draws.mean(0) - grad_j[0]).abs() < 5 * se + 1e-6), (draws.mean(0), grad_j)
@@ -73,7 +76,7 @@ def test_quadrature_objective_gradient_is_the_mean_e6_direction(shape, weighting
 
 @pytest.mark.parametrize("shape", SHAPES)
 def test_optimum_is_a_stationary_maximum(shape):
-    b, opt = bandits.BANDITS[shape], optimum(shape)
+    b, opt = bandit_tasks.BANDITS[shape], optimum(shape)
     pc = make_config(f"bandit-{shape}", "smoke").policy
     a = opt.action[None].clone().requires_grad_(True)
     (g,) = torch.autograd.grad(bandits.surrogate_objective(b, a, pc).sum(), a)
@@ -85,11 +88,17 @@ def test_optimum_is_a_stationary_maximum(shape):
 
 @pytest.mark.parametrize("shape", SHAPES)
 def test_exact_score_extraction_lands_on_the_optimum(shape, tmp_path):
-    b = bandits.BANDITS[shape]
+    b = bandit_tasks.BANDITS[shape]
     cfg = make_config(f"bandit-{shape}", "smoke", overrides={"policy.steps": "2000", "log_every": "500"})
-    data = bandits.make_dataset(b, 2000, 0)
+    data = bandit_tasks.make_dataset(b, 2000, 0)
     pi, _ = train_policy(
-        cfg, data, bandits.ExactNoisePredictor(b), bandits.ExactCritic(b), tmp_path, torch.device("cpu"), progress=False
+        cfg,
+        data,
+        bandits.ExactNoisePredictor(b),
+        bandits.ExactCritic(b),
+        tmp_path,
+        torch.device("cpu"),
+        progress=False,
     )
     report = bandits.policy_report(b, pi, cfg.policy, optimum(shape))
     assert report["distance_to_optimum"] < EXACT_SCORE_TOL, report
@@ -99,15 +108,24 @@ def _learned_score_distance(shape: str, tmp_path, steps: str) -> dict:
     """Learned eps_psi (real behavior stage) + exact Q: isolates the score's effect on extraction."""
     from srpo.train import train_behavior
 
-    b = bandits.BANDITS[shape]
+    b = bandit_tasks.BANDITS[shape]
     cfg = make_config(
-        f"bandit-{shape}", "smoke",
-        overrides={"behavior.steps": steps, "behavior.width": "128", "behavior.n_blocks": "2",
-                   "policy.steps": "2000", "log_every": "500", "checkpoint_every": "100000"},
+        f"bandit-{shape}",
+        "smoke",
+        overrides={
+            "behavior.steps": steps,
+            "behavior.width": "128",
+            "behavior.n_blocks": "2",
+            "policy.steps": "2000",
+            "log_every": "500",
+            "checkpoint_every": "100000",
+        },
     )
-    data = bandits.make_dataset(b, 10_000, 0)
+    data = bandit_tasks.make_dataset(b, 10_000, 0)
     model, _ = train_behavior(cfg, data, tmp_path, torch.device("cpu"), progress=False)
-    pi, _ = train_policy(cfg, data, model, bandits.ExactCritic(b), tmp_path, torch.device("cpu"), progress=False)
+    pi, _ = train_policy(
+        cfg, data, model, bandits.ExactCritic(b), tmp_path, torch.device("cpu"), progress=False
+    )
     return bandits.policy_report(b, pi, cfg.policy, optimum(shape))
 
 

@@ -4,17 +4,25 @@ import numpy as np
 import pytest
 import torch
 
-from eval import baselines
-from eval.checkpoints import load_behavior, load_critic, load_policy
 from srpo.config import make_config
 from srpo.train import train
-from validation import bandits
+from srpo_bench.eval import bandit_tasks, baselines
+from srpo_bench.eval.checkpoints import load_behavior, load_critic, load_policy
+from srpo_bench.validation import bandits
 
 TINY = {
-    "behavior.steps": "40", "behavior.batch_size": "32", "behavior.width": "32", "behavior.n_blocks": "1",
-    "critic.steps": "40", "critic.batch_size": "32", "critic.hidden": "32,32",
-    "policy.steps": "60", "policy.batch_size": "32", "policy.hidden": "32,32",
-    "log_every": "10", "checkpoint_every": "20",
+    "behavior.steps": "40",
+    "behavior.batch_size": "32",
+    "behavior.width": "32",
+    "behavior.n_blocks": "1",
+    "critic.steps": "40",
+    "critic.batch_size": "32",
+    "critic.hidden": "32,32",
+    "policy.steps": "60",
+    "policy.batch_size": "32",
+    "policy.hidden": "32,32",
+    "log_every": "10",
+    "checkpoint_every": "20",
 }
 
 
@@ -22,7 +30,7 @@ TINY = {
 def run(tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
     cfg = make_config("bandit-ring8", "smoke", 0, TINY)
-    data = bandits.make_dataset(bandits.get_bandit("bandit-ring8"), 500, 0)
+    data = bandit_tasks.make_dataset(bandit_tasks.get_bandit("bandit-ring8"), 500, 0)
     result = train(cfg, data, out, progress=False, stages=("behavior", "critic"))
     return cfg, data, out, result
 
@@ -58,12 +66,14 @@ def test_regression_baselines_train_resume_and_load(run, tmp_path, method):
     cfg, data, out, result = run
     critic = result.modules["critic"] if method == "iql-awr" else None
     bcfg = baselines.BaselineConfig()
-    pi, hist = baselines.train_regression_policy(method, cfg, bcfg, data, critic, tmp_path, torch.device("cpu"),
-                                                 progress=False)
+    pi, hist = baselines.train_regression_policy(
+        method, cfg, bcfg, data, critic, tmp_path, torch.device("cpu"), progress=False
+    )
     assert len(hist) == 6 and all(np.isfinite(h["loss"]) for h in hist)
     # Finished: a second call loads the checkpoint and trains nothing.
-    again, hist2 = baselines.train_regression_policy(method, cfg, bcfg, data, critic, tmp_path, torch.device("cpu"),
-                                                     progress=False)
+    again, hist2 = baselines.train_regression_policy(
+        method, cfg, bcfg, data, critic, tmp_path, torch.device("cpu"), progress=False
+    )
     assert hist2 == hist
     loaded, meta = load_policy(tmp_path)
     s = torch.zeros(4, data.state_dim)
@@ -71,41 +81,71 @@ def test_regression_baselines_train_resume_and_load(run, tmp_path, method):
     # Another config is refused unless restart_on_change.
     other = baselines.BaselineConfig(temperature=1.0 if method == "iql-awr" else None, weight_clip=50.0)
     with pytest.raises(ValueError, match="different"):
-        baselines.train_regression_policy(method, cfg, other, data, critic, tmp_path, torch.device("cpu"),
-                                          progress=False)
-    baselines.train_regression_policy(method, cfg, other, data, critic, tmp_path, torch.device("cpu"),
-                                      progress=False, restart_on_change=True)
+        baselines.train_regression_policy(
+            method, cfg, other, data, critic, tmp_path, torch.device("cpu"), progress=False
+        )
+    baselines.train_regression_policy(
+        method,
+        cfg,
+        other,
+        data,
+        critic,
+        tmp_path,
+        torch.device("cpu"),
+        progress=False,
+        restart_on_change=True,
+    )
 
 
 def test_bc_fits_a_deterministic_behavior(tmp_path):
     """BC on actions that are a function of the state drives its regression loss down."""
     rng = np.random.default_rng(0)
     obs = rng.standard_normal((2000, 4)).astype(np.float32)
-    data = bandits.make_dataset(bandits.get_bandit("bandit-ring8"), 2000, 0)
+    data = bandit_tasks.make_dataset(bandit_tasks.get_bandit("bandit-ring8"), 2000, 0)
     from srpo.transitions import Transitions
-    data = Transitions(obs, np.tanh(obs[:, :2]).astype(np.float32), data.rewards, obs, data.terminals,
-                       data.timeouts, name="linear")
+
+    data = Transitions(
+        obs,
+        np.tanh(obs[:, :2]).astype(np.float32),
+        data.rewards,
+        obs,
+        data.terminals,
+        data.timeouts,
+        name="linear",
+    )
     cfg = make_config("bandit-ring8", "smoke", 0, {**TINY, "policy.steps": "300", "policy.batch_size": "128"})
-    _, hist = baselines.train_regression_policy("bc", cfg, baselines.BaselineConfig(), data, None, tmp_path,
-                                                torch.device("cpu"), progress=False)
+    _, hist = baselines.train_regression_policy(
+        "bc", cfg, baselines.BaselineConfig(), data, None, tmp_path, torch.device("cpu"), progress=False
+    )
     assert hist[-1]["loss"] < 0.25 * hist[0]["loss"]
 
 
 def test_awr_needs_a_critic(run, tmp_path):
     cfg, data, _, _ = run
     with pytest.raises(ValueError, match="critic"):
-        baselines.train_regression_policy("iql-awr", cfg, baselines.BaselineConfig(), data, None, tmp_path,
-                                          torch.device("cpu"), progress=False)
+        baselines.train_regression_policy(
+            "iql-awr",
+            cfg,
+            baselines.BaselineConfig(),
+            data,
+            None,
+            tmp_path,
+            torch.device("cpu"),
+            progress=False,
+        )
 
 
 def test_diffusion_selection_picks_the_best_candidate_by_q():
-    bandit = bandits.get_bandit("bandit-ring8")
+    bandit = bandit_tasks.get_bandit("bandit-ring8")
     model, critic = bandits.ExactNoisePredictor(bandit), bandits.ExactCritic(bandit)
     states = torch.zeros(3, 1)
     pi = baselines.DiffusionSelectionPolicy(model, critic, 16, 4, torch.Generator().manual_seed(5))
     chosen = pi(states)
     from srpo.behavior import sample_actions
-    cand = sample_actions(model, states.repeat_interleave(16, 0), 4, torch.Generator().manual_seed(5)).reshape(3, 16, 2)
+
+    cand = sample_actions(
+        model, states.repeat_interleave(16, 0), 4, torch.Generator().manual_seed(5)
+    ).reshape(3, 16, 2)
     best = bandit.reward(cand).argmax(1)
     assert torch.equal(chosen, cand[torch.arange(3), best])
     # More candidates can only raise the expected Q of the choice; with 64 it beats a single draw.
@@ -123,7 +163,9 @@ def test_checkpoint_loaders_rebuild_the_modules(run, tmp_path):
     assert torch.equal(b(a, s, t), result.modules["behavior"](a, s, t))
     assert torch.equal(c.target_q_mean(s, a), result.modules["critic"].target_q_mean(s, a))
     # The diffusion baseline's policy.pt is rebuilt from its run's behavior model and critic.
-    baselines.write_selection_checkpoint(out / "diffusion" / "policy.pt", cfg, baselines.BaselineConfig(n_candidates=8, solver_steps=2))
+    baselines.write_selection_checkpoint(
+        out / "diffusion" / "policy.pt", cfg, baselines.BaselineConfig(n_candidates=8, solver_steps=2)
+    )
     pi, meta = load_policy(out / "diffusion", seed=3)
     assert isinstance(pi, baselines.DiffusionSelectionPolicy) and pi.n_candidates == 8 and meta["step"] == 0
     assert pi(torch.zeros(2, 1)).shape == (2, 2)

@@ -6,17 +6,23 @@ import sys
 
 import pytest
 
-from srpo.cli import main
+from srpo_bench.cli import main
 
 
 def run(*args):
-    return subprocess.run([sys.executable, "-m", "srpo.cli", *args], capture_output=True, text=True)
+    return subprocess.run([sys.executable, "-m", "srpo_bench.cli", *args], capture_output=True, text=True)
 
 
 def test_help_documents_e6_options():
     out = run("--help")
     assert out.returncode == 0
-    for option in ("policy.weighting", "policy.t_range", "policy.t_fixed", "policy.baseline", "policy.normalize_q_grad"):
+    for option in (
+        "policy.weighting",
+        "policy.t_range",
+        "policy.t_fixed",
+        "policy.baseline",
+        "policy.normalize_q_grad",
+    ):
         assert option in out.stdout
     train_help = run("train", "--help")
     assert train_help.returncode == 0 and "--profile" in train_help.stdout and "--seed" in train_help.stdout
@@ -29,7 +35,10 @@ def test_tasks_lists_presets(capsys):
 
 
 def test_config_applies_overrides(capsys):
-    assert main(["config", "--task", "hopper-medium", "--profile", "paper", "--set", "policy.baseline=true"]) == 0
+    assert (
+        main(["config", "--task", "hopper-medium", "--profile", "paper", "--set", "policy.baseline=true"])
+        == 0
+    )
     cfg = json.loads(capsys.readouterr().out)
     assert cfg["policy"]["baseline"] is True and cfg["policy"]["beta"] == 0.05
 
@@ -44,8 +53,14 @@ def test_config_applies_overrides(capsys):
         (["train", "--task", "bandit-ring8", "--dataset", "x.hdf5"], "generates its own data"),
         (["train", "--task", "bandit-ring8", "--compile"], "add --seeds"),
         (["train", "--task", "bandit-ring8", "--overlap"], "add --seeds"),
-        (["train", "--task", "bandit-ring8", "--set", "behavior.precision=fp16"], "cannot parse behavior.precision"),
-        (["train", "--task", "bandit-ring8", "--set", "critic.precision=tf32"], "critic.precision=tf32 needs a CUDA"),
+        (
+            ["train", "--task", "bandit-ring8", "--set", "behavior.precision=fp16"],
+            "cannot parse behavior.precision",
+        ),
+        (
+            ["train", "--task", "bandit-ring8", "--set", "critic.precision=tf32"],
+            "critic.precision=tf32 needs a CUDA",
+        ),
     ],
 )
 def test_errors_exit_2_with_message(args, message, capsys, tmp_path):
@@ -55,7 +70,9 @@ def test_errors_exit_2_with_message(args, message, capsys, tmp_path):
 
 
 def test_smoke_train_writes_checkpoints_and_metrics(tmp_path):
-    out = run("train", "--task", "bandit-ring8", "--profile", "smoke", "--out", str(tmp_path), "--no-progress")
+    out = run(
+        "train", "--task", "bandit-ring8", "--profile", "smoke", "--out", str(tmp_path), "--no-progress"
+    )
     assert out.returncode == 0, out.stderr
     for stage in ("behavior", "critic", "policy"):
         assert (tmp_path / f"{stage}.pt").exists()
@@ -66,15 +83,27 @@ def test_smoke_train_writes_checkpoints_and_metrics(tmp_path):
 
 
 def test_train_with_seeds_trains_them_together_and_writes_each_seed_like_a_single_run(tmp_path, capsys):
-    tiny = ["--set", "behavior.steps=20", "--set", "critic.steps=20", "--set", "policy.steps=20",
-            "--set", "log_every=5", "--set", "checkpoint_every=10"]
+    tiny = [
+        "--set",
+        "behavior.steps=20",
+        "--set",
+        "critic.steps=20",
+        "--set",
+        "policy.steps=20",
+        "--set",
+        "log_every=5",
+        "--set",
+        "checkpoint_every=10",
+    ]
     base = ["train", "--task", "bandit-ring8", "--profile", "smoke", "--no-progress", *tiny]
-    # all seeds share one dataset; a bandit generates it from the first seed, as the single run with seed 1 does
+    # all seeds share one dataset; a bandit generates it from the first seed, as the single run with seed 1
+    # does
     assert main([*base, "--seeds", "1", "2", "--out", str(tmp_path / "batch")]) == 0
     assert main([*base, "--seed", "1", "--out", str(tmp_path / "single")]) == 0
     batched = json.loads((tmp_path / "batch/seed1/metrics.json").read_text())
     single = json.loads((tmp_path / "single/metrics.json").read_text())
     assert batched["seed"] == 1 and batched["wall_s"]["seeds_in_process"] == 2
     assert batched["final"]["policy"]["step"] == 20 and (tmp_path / "batch/seed2/policy.pt").exists()
-    assert batched["bandit"]["distance_to_optimum"] == pytest.approx(single["bandit"]["distance_to_optimum"],
-                                                                     rel=1e-3, abs=1e-4)
+    assert batched["bandit"]["distance_to_optimum"] == pytest.approx(
+        single["bandit"]["distance_to_optimum"], rel=1e-3, abs=1e-4
+    )

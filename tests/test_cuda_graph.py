@@ -10,9 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from srpo import artifacts, seed_batch
-from srpo.cuda_graph import DeviceLr, capturable_optimizer
-from srpo.train import Interrupted, RunningMeans, train
+from srpo import artifacts
+from srpo.fast import seed_batch
+from srpo.fast.cuda_graph import DeviceLr, capturable_optimizer
+from srpo.stage_loop import Interrupted, RunningMeans
+from srpo.train import train
 from tests.test_seed_batch import assert_close_params
 from tests.test_train import final_params, tiny_config, tiny_data
 
@@ -45,7 +47,8 @@ def test_running_means_of_bf16_metrics_accumulate_in_float32():
 
 
 def test_device_lr_follows_the_reference_schedule_and_saves_its_state():
-    """Cosine decay written into a tensor lr: the reference scheduler's lr at every step and its state_dict."""
+    """Cosine decay into a tensor lr: the reference scheduler's lr at every step, and its state_dict."""
+
     def cosine(o):
         return torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=7)
 
@@ -102,8 +105,15 @@ SEEDS = (0, 1)
 
 def _gpu_run(tmp_path, name, graphs, **kw):
     outs = [tmp_path / name / f"seed{s}" for s in SEEDS]
-    seed_batch.train([tiny_config(s) for s in SEEDS], tiny_data(), outs, device="cuda", progress=False,
-                     cuda_graphs=graphs, **kw)
+    seed_batch.train(
+        [tiny_config(s) for s in SEEDS],
+        tiny_data(),
+        outs,
+        device="cuda",
+        progress=False,
+        cuda_graphs=graphs,
+        **kw,
+    )
     return outs
 
 
@@ -143,8 +153,14 @@ def test_a_graphed_reduced_precision_run_equals_the_eager_one(tmp_path, precisio
     runs = {}
     for graphs in (True, False):
         outs = [tmp_path / f"{graphs}" / f"seed{s}" for s in SEEDS]
-        seed_batch.train([tiny_config(s, **sets) for s in SEEDS], tiny_data(), outs, device="cuda", progress=False,
-                         cuda_graphs=graphs)
+        seed_batch.train(
+            [tiny_config(s, **sets) for s in SEEDS],
+            tiny_data(),
+            outs,
+            device="cuda",
+            progress=False,
+            cuda_graphs=graphs,
+        )
         runs[graphs] = outs
     for g, e in zip(runs[True], runs[False]):
         assert_close_params(final_params(g), final_params(e), rtol=1e-4, atol=1e-5)
@@ -161,13 +177,20 @@ def test_a_compiled_graphed_run_equals_the_eager_batched_run(tmp_path):
 @cuda
 @pytest.mark.parametrize("compile", [False, True])
 def test_graphed_stages_side_by_side_equal_them_in_turn(tmp_path, compile):
-    """overlap=True: behavior and critic warm up, compile and capture in turn, then replay on two streams at once."""
+    """overlap=True: behavior and critic warm up, compile, capture in turn, then replay on two streams."""
     sets = {"behavior.precision": "bf16", "critic.precision": "tf32", "policy.precision": "tf32"}
     runs = {}
     for overlap in (False, True):
         outs = [tmp_path / f"{overlap}" / f"seed{s}" for s in SEEDS]
-        seed_batch.train([tiny_config(s, **sets) for s in SEEDS], tiny_data(), outs, device="cuda", progress=False,
-                         compile=compile, overlap=overlap)
+        seed_batch.train(
+            [tiny_config(s, **sets) for s in SEEDS],
+            tiny_data(),
+            outs,
+            device="cuda",
+            progress=False,
+            compile=compile,
+            overlap=overlap,
+        )
         runs[overlap] = outs
     for a, b in zip(runs[False], runs[True]):
         assert_close_params(final_params(a), final_params(b), rtol=1e-5, atol=1e-6)

@@ -14,12 +14,20 @@ import pytest
 import torch
 import yaml
 
-from eval import data_policies
-from eval.data_policies import DataPolicyParams, PolicyArtifact
-from eval.sac import SACConfig, SACRun
+from srpo_bench.eval import data_policies
+from srpo_bench.eval.data_policies import DataPolicyParams, PolicyArtifact
+from srpo_bench.eval.sac import SACConfig, SACRun
 
-TINY = SACConfig(env_steps=600, start_steps=100, batch_size=32, hidden=(32, 32), snapshot_every=100,
-                 eval_episodes=2, checkpoint_every=100, max_episode_steps=50)
+TINY = SACConfig(
+    env_steps=600,
+    start_steps=100,
+    batch_size=32,
+    hidden=(32, 32),
+    snapshot_every=100,
+    eval_episodes=2,
+    checkpoint_every=100,
+    max_episode_steps=50,
+)
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -53,13 +61,28 @@ def test_same_seed_same_policy_and_a_raised_budget_continues_the_same_run(straig
 
 
 def test_a_killed_process_resumes_to_the_same_policy(straight, tmp_path):
-    params = {"data_policies": {
-        "seed": 0, "env_steps": {"hopper": TINY.env_steps}, "work_dir": str(tmp_path / "work"),
-        "out_dir": str(tmp_path / "out"), "sac": {**dataclasses.asdict(TINY), "hidden": list(TINY.hidden)}}}
+    params = {
+        "data_policies": {
+            "seed": 0,
+            "env_steps": {"hopper": TINY.env_steps},
+            "work_dir": str(tmp_path / "work"),
+            "out_dir": str(tmp_path / "out"),
+            "sac": {**dataclasses.asdict(TINY), "hidden": list(TINY.hidden)},
+        }
+    }
     params["data_policies"]["sac"].pop("env_steps")
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(params))
-    cmd = [sys.executable, "-m", "eval.data_policies", "--params", str(path), "--env", "hopper", "--train-only"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "srpo_bench.eval.data_policies",
+        "--params",
+        str(path),
+        "--env",
+        "hopper",
+        "--train-only",
+    ]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     state = tmp_path / "work" / "hopper-seed0" / "checkpoint" / "state.pt"
@@ -77,8 +100,14 @@ def test_a_killed_process_resumes_to_the_same_policy(straight, tmp_path):
 
 
 def test_select_and_export_write_a_small_artifact_that_loads_back(straight, tmp_path):
-    params = DataPolicyParams(env_steps={"hopper": TINY.env_steps}, select_episodes=3, expert_candidates=2,
-                              medium_candidates=3, work_dir=str(tmp_path), sac=TINY)
+    params = DataPolicyParams(
+        env_steps={"hopper": TINY.env_steps},
+        select_episodes=3,
+        expert_candidates=2,
+        medium_candidates=3,
+        work_dir=str(tmp_path),
+        sac=TINY,
+    )
     choice = data_policies.select(straight, params)
     snaps = {s["env_step"]: s["eval_return"] for s in straight.record()["snapshots"]}
     # The expert is one of the two best snapshots by training-time evaluation, chosen by the re-measurement.
@@ -90,7 +119,9 @@ def test_select_and_export_write_a_small_artifact_that_loads_back(straight, tmp_
     assert choice["expert"]["episodes"] == 3
     out = data_policies.export("hopper", straight, params, choice, tmp_path / "out")
     artifact = PolicyArtifact.load(out)
-    assert _same(artifact.actor("expert").state_dict(), _weights(straight.snapshot_path(choice["expert"]["env_step"])))
+    assert _same(
+        artifact.actor("expert").state_dict(), _weights(straight.snapshot_path(choice["expert"]["env_step"]))
+    )
     medium_step = choice["medium"]["env_step"]
     # Every window that acted before the medium snapshot has its policy, in float16.
     assert artifact.replay_steps == list(range(TINY.start_steps, medium_step, TINY.snapshot_every))
@@ -102,7 +133,9 @@ def test_select_and_export_write_a_small_artifact_that_loads_back(straight, tmp_
     assert card["replay"]["env_steps"] == medium_step
     assert card["medium_over_expert"] == pytest.approx(card["medium"]["mean"] / card["expert"]["mean"])
     ref_min, ref_max = -20.272305, 3234.3  # D4RL hopper references
-    assert card["expert"]["d4rl_normalized"] == pytest.approx(100 * (card["expert"]["mean"] - ref_min) / (ref_max - ref_min))
+    assert card["expert"]["d4rl_normalized"] == pytest.approx(
+        100 * (card["expert"]["mean"] - ref_min) / (ref_max - ref_min)
+    )
     prefix = card["replay"]["original_buffer"]
     if medium_step <= straight.record()["step"]:
         assert prefix is None or prefix["transitions"] == medium_step
@@ -125,14 +158,17 @@ def test_a_checkpoint_of_another_configuration_is_refused(straight, tmp_path):
         SACRun("Hopper-v5", dataclasses.replace(TINY, lr=1e-3), 0, tmp_path)
 
 
-@pytest.mark.parametrize("raw, message", [
-    ({"env_steps": {"ant": 10}}, "unknown environment"),
-    ({"colour": 1}, "unknown data_policies key"),
-    ({"sac": {"learning_rate": 1}}, "unknown data_policies.sac key"),
-    ({"sac": {"lr": float("inf")}}, "sac.lr must be in"),
-    ({"sac": {"gamma": 1.0}}, "sac.gamma must be in"),
-    ({"select_episodes": 0}, "select_episodes must be >= 1"),
-])
+@pytest.mark.parametrize(
+    "raw, message",
+    [
+        ({"env_steps": {"ant": 10}}, "unknown environment"),
+        ({"colour": 1}, "unknown data_policies key"),
+        ({"sac": {"learning_rate": 1}}, "unknown data_policies.sac key"),
+        ({"sac": {"lr": float("inf")}}, "sac.lr must be in"),
+        ({"sac": {"gamma": 1.0}}, "sac.gamma must be in"),
+        ({"select_episodes": 0}, "select_episodes must be >= 1"),
+    ],
+)
 def test_bad_params_are_refused_with_the_key(raw, message):
     with pytest.raises(ValueError, match=message):
         DataPolicyParams.from_dict(raw)

@@ -4,8 +4,8 @@ import h5py
 import numpy as np
 import pytest
 
-from eval.datasets import load_d4rl_hdf5, load_dataset, load_minari
-from eval.references import D4RL_LOCOMOTION, Reference, d4rl_reference
+from srpo_bench.eval.datasets import load_d4rl_hdf5, load_dataset, load_minari
+from srpo_bench.eval.references import D4RL_LOCOMOTION, Reference, d4rl_reference
 
 
 def d4rl_arrays(n=50, episode=10, obs_dim=4, act_dim=2, seed=0):
@@ -33,8 +33,13 @@ def test_hdf5_round_trip_with_next_observations(tmp_path):
     ds = load_d4rl_hdf5(write_hdf5(tmp_path / "d.hdf5", arrays), env="hopper-medium")
     t = ds.transitions
     assert len(t) == 50
-    for ours, key in [(t.observations, "observations"), (t.actions, "actions"), (t.rewards, "rewards"),
-                      (t.next_observations, "next_observations"), (t.timeouts, "timeouts")]:
+    for ours, key in [
+        (t.observations, "observations"),
+        (t.actions, "actions"),
+        (t.rewards, "rewards"),
+        (t.next_observations, "next_observations"),
+        (t.timeouts, "timeouts"),
+    ]:
         assert np.array_equal(ours, arrays[key].astype(np.float32))
     assert ds.reference == d4rl_reference("hopper")
 
@@ -101,16 +106,27 @@ def minari_store(tmp_path, monkeypatch):
     rng = np.random.default_rng(0)
     episodes = []
     for i, length in enumerate((20, 15, 20)):
-        episodes.append(EpisodeBuffer(
-            id=i, observations=rng.standard_normal((length + 1, 3)).astype(np.float32),
-            actions=rng.uniform(-1, 1, (length, 1)).astype(np.float32),
-            rewards=list(rng.standard_normal(length)), terminations=[False] * (length - 1) + [i == 1],
-            truncations=[False] * (length - 1) + [i != 1],
-        ))
+        episodes.append(
+            EpisodeBuffer(
+                id=i,
+                observations=rng.standard_normal((length + 1, 3)).astype(np.float32),
+                actions=rng.uniform(-1, 1, (length, 1)).astype(np.float32),
+                rewards=list(rng.standard_normal(length)),
+                terminations=[False] * (length - 1) + [i == 1],
+                truncations=[False] * (length - 1) + [i != 1],
+            )
+        )
     ds = minari.create_dataset_from_buffers(
-        "test/pendulum/random-v0", episodes, env="Pendulum-v1", eval_env="Pendulum-v1", algorithm_name="random",
-        author="srpo-bench tests", author_email="tests@srpo-bench.invalid", description="random test data",
-        ref_min_score=-10.0, ref_max_score=5.0,
+        "test/pendulum/random-v0",
+        episodes,
+        env="Pendulum-v1",
+        eval_env="Pendulum-v1",
+        algorithm_name="random",
+        author="srpo-bench tests",
+        author_email="tests@srpo-bench.invalid",
+        description="random test data",
+        ref_min_score=-10.0,
+        ref_max_score=5.0,
     )
     return ds
 
@@ -119,9 +135,15 @@ def test_minari_dataset_loads_and_normalizes_like_minari(minari_store):
     import minari
 
     ds = load_minari("test/pendulum/random-v0")
-    assert len(ds.transitions) == 55 and ds.transitions.terminals.sum() == 1 and ds.transitions.timeouts.sum() == 2
+    assert (
+        len(ds.transitions) == 55
+        and ds.transitions.terminals.sum() == 1
+        and ds.transitions.timeouts.sum() == 2
+    )
     returns = np.array([-12.0, 0.0, 4.5])
-    assert np.allclose(ds.reference.normalize(returns), 100 * minari.get_normalized_score(minari_store, returns))
+    assert np.allclose(
+        ds.reference.normalize(returns), 100 * minari.get_normalized_score(minari_store, returns)
+    )
     via_entry = load_dataset("hopper-medium", "test/pendulum/random-v0")
     assert via_entry.transitions.name == "test/pendulum/random-v0"
 

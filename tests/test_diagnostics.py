@@ -1,10 +1,10 @@
-"""Diagnostics on cases with a known answer: hand-computed returns, a chain MDP's critic, a policy on the data."""
+"""Diagnostics on known answers: hand-computed returns, a chain MDP's critic, a policy on the data."""
 
 import numpy as np
 import pytest
 import torch
 
-from validation import diagnostics
+from srpo_bench.validation import diagnostics
 
 
 def test_discounted_returns_by_hand():
@@ -27,8 +27,14 @@ def _chain(n_states: int, episodes: int) -> dict[str, np.ndarray]:
     s = np.tile(np.arange(n_states), episodes)
     nxt = np.minimum(s + 1, n_states - 1)
     last = s == n_states - 1
-    return {"obs": obs[s], "next_obs": obs[nxt], "act": np.zeros((len(s), 1), np.float32),
-            "rew": last.astype(np.float32), "term": last.astype(np.float32), "state": s}
+    return {
+        "obs": obs[s],
+        "next_obs": obs[nxt],
+        "act": np.zeros((len(s), 1), np.float32),
+        "rew": last.astype(np.float32),
+        "term": last.astype(np.float32),
+        "state": s,
+    }
 
 
 def test_critic_accuracy_on_a_chain_whose_values_are_known():
@@ -44,9 +50,11 @@ def test_critic_accuracy_on_a_chain_whose_values_are_known():
     opt = torch.optim.Adam([*critic.q.parameters(), *critic.v.parameters()], lr=3e-3)
     t = {k: torch.as_tensor(v) for k, v in data.items() if k != "state"}
     for _ in range(1500):
-        v_loss, q_loss, _ = iql_losses(critic, t["obs"], t["act"], t["rew"], t["next_obs"], t["term"], 0.7, gamma)
+        v_loss, q_loss, _ = iql_losses(
+            critic, t["obs"], t["act"], t["rew"], t["next_obs"], t["term"], 0.7, gamma
+        )
         opt.zero_grad()
-        (v_loss + q_loss).backward()
+        (v_loss.mean() + q_loss.mean()).backward()
         opt.step()
         ema_update(critic.q_target, critic.q, 0.05)
     with torch.no_grad():
@@ -72,8 +80,9 @@ def test_agreement_refuses_bad_input_and_has_no_correlation_for_constants():
 def test_a_policy_placed_on_the_data_is_at_distance_zero():
     g = torch.Generator().manual_seed(0)
     states, actions = torch.randn(500, 5, generator=g), torch.rand(500, 3, generator=g) * 2 - 1
-    assert torch.equal(diagnostics.nearest_action_distance(states, actions, states, actions, chunk=64),
-                       torch.zeros(500))
+    assert torch.equal(
+        diagnostics.nearest_action_distance(states, actions, states, actions, chunk=64), torch.zeros(500)
+    )
     # Shifted by a known offset in one coordinate: every nearest dataset action is at least
     # that far from the shifted action unless another row's action is closer; bound from above.
     shifted = actions + torch.tensor([0.3, 0.0, 0.0])
@@ -86,12 +95,19 @@ def test_term_comparison_by_hand():
     s = torch.tensor([[-2.0, 0.0], [0.0, 2.0]])
     c = diagnostics.compare_terms(q, s)
     # norms: Q (1, 2) -> 1.5; score (2, 2) -> 2; cosines -1 and +1.
-    assert (c.q_term_norm, c.score_term_norm, c.norm_ratio, c.cosine, c.opposed_fraction) == (1.5, 2.0, 2.0 / 1.5,
-                                                                                              0.0, 0.5)
+    assert (c.q_term_norm, c.score_term_norm, c.norm_ratio, c.cosine, c.opposed_fraction) == (
+        1.5,
+        2.0,
+        2.0 / 1.5,
+        0.0,
+        0.5,
+    )
 
 
 def test_policy_vs_data_and_relative_error():
     p = diagnostics.policy_vs_data(torch.tensor([2.0, 0.0, 5.0]), torch.tensor([1.0, 1.0, 1.0]))
     assert (p.q_policy, p.q_data, p.advantage, p.better_fraction) == pytest.approx((7 / 3, 1.0, 4 / 3, 2 / 3))
-    err = diagnostics.relative_error(torch.tensor([[3.0, 4.0], [1.0, 0.0]]), torch.tensor([[0.0, 4.0], [1.0, 0.0]]))
+    err = diagnostics.relative_error(
+        torch.tensor([[3.0, 4.0], [1.0, 0.0]]), torch.tensor([[0.0, 4.0], [1.0, 0.0]])
+    )
     assert torch.allclose(err, torch.tensor([0.75, 0.0]))

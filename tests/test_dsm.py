@@ -2,9 +2,9 @@
 
 import torch
 from hypothesis import given, strategies as st
+from strategies import mixtures
 
 from srpo import behavior, mixture, schedule
-from strategies import mixtures
 
 
 class _Predictor(torch.nn.Module):
@@ -34,15 +34,16 @@ def test_exact_eps_beats_any_perturbation(mix, size, seed):
     shift = size * direction / direction.norm()
     slope = 0.3 * size * torch.randn(d, d, generator=g, dtype=torch.float64)
     zero = torch.zeros(d, dtype=torch.float64)
-    exact = behavior.dsm_loss(_Predictor(mix, zero, 0 * slope), state, a0, t, eps)
-    perturbed = behavior.dsm_loss(_Predictor(mix, shift, slope), state, a0, t, eps)
+    exact = behavior.dsm_loss(_Predictor(mix, zero, 0 * slope), state, a0, t, eps).mean()
+    perturbed = behavior.dsm_loss(_Predictor(mix, shift, slope), state, a0, t, eps).mean()
     assert exact < perturbed
 
 
 def test_dsm_loss_of_exact_eps_matches_its_conditional_variance():
     """At the optimum, L = E||eps - E[eps|a_t]||^2 < d: a sanity value, not just an ordering."""
     mix = mixture.GaussianMixture(
-        torch.tensor([1.0], dtype=torch.float64), torch.zeros(1, 2, dtype=torch.float64),
+        torch.tensor([1.0], dtype=torch.float64),
+        torch.zeros(1, 2, dtype=torch.float64),
         0.04 * torch.eye(2, dtype=torch.float64)[None],
     )
     g = torch.Generator().manual_seed(0)
@@ -50,7 +51,7 @@ def test_dsm_loss_of_exact_eps_matches_its_conditional_variance():
     a0 = mix.sample(n, g)
     t = torch.full((n,), 0.5, dtype=torch.float64)
     eps = torch.randn(n, 2, generator=g, dtype=torch.float64)
-    loss = behavior.dsm_loss(lambda a, s, tt: mixture.exact_eps(mix, a, tt), None, a0, t, eps)
+    loss = behavior.dsm_loss(lambda a, s, tt: mixture.exact_eps(mix, a, tt), None, a0, t, eps).mean()
     # Single Gaussian: Var(eps | a_t) = alpha^2 s^2 / (alpha^2 s^2 + sigma^2) per dimension.
     a2 = schedule.alpha(t[0]) ** 2 * 0.04
     expected = 2 * a2 / (a2 + schedule.sigma(t[0]) ** 2)

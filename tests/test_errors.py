@@ -13,9 +13,13 @@ from srpo.transitions import Transitions
 
 def transitions(n=10, obs_dim=3, act_dim=2, **changes):
     fields = dict(
-        observations=np.zeros((n, obs_dim), np.float32), actions=np.zeros((n, act_dim), np.float32),
-        rewards=np.zeros(n, np.float32), next_observations=np.zeros((n, obs_dim), np.float32),
-        terminals=np.zeros(n, np.float32), timeouts=np.zeros(n, np.float32), name="toy",
+        observations=np.zeros((n, obs_dim), np.float32),
+        actions=np.zeros((n, act_dim), np.float32),
+        rewards=np.zeros(n, np.float32),
+        next_observations=np.zeros((n, obs_dim), np.float32),
+        terminals=np.zeros(n, np.float32),
+        timeouts=np.zeros(n, np.float32),
+        name="toy",
     )
     fields.update(changes)
     return Transitions(**fields)
@@ -81,17 +85,26 @@ def test_bad_params(override, message):
 
 
 def test_overrides_are_typed():
-    cfg = make_config("hopper-medium", "smoke", 0, {
-        "policy.baseline": "true", "policy.t_fixed": "0.3", "policy.t_range": "0.1,0.9",
-        "policy.weighting": "score", "critic.hidden": "64,64", "seed": "3",
-    })
+    cfg = make_config(
+        "hopper-medium",
+        "smoke",
+        0,
+        {
+            "policy.baseline": "true",
+            "policy.t_fixed": "0.3",
+            "policy.t_range": "0.1,0.9",
+            "policy.weighting": "score",
+            "critic.hidden": "64,64",
+            "seed": "3",
+        },
+    )
     assert cfg.policy.baseline is True and cfg.policy.t_fixed == 0.3 and cfg.policy.t_range == (0.1, 0.9)
     assert cfg.policy.weighting == "score" and cfg.critic.hidden == (64, 64) and cfg.seed == 3
     assert make_config("hopper-medium", "smoke", 0, {"policy.t_fixed": "none"}).policy.t_fixed is None
 
 
 def test_presets_match_spec():
-    """SPEC §6 temperatures and §4/§5 AntMaze settings."""
+    """method §6 temperatures and §4/§5 AntMaze settings."""
     assert make_config("halfcheetah-medium-expert", "paper").policy.beta == 0.01
     assert make_config("walker2d-medium-replay", "paper").policy.beta == 0.5
     am = make_config("antmaze-large-play", "paper")
@@ -115,8 +128,15 @@ def test_atomic_write_leaves_nothing_on_failure(tmp_path):
 
 def test_json_is_strict_nonfinite_become_null(tmp_path):
     target = tmp_path / "out.json"
-    artifacts.write_json(target, {"low": float("nan"), "x": [1.5, float("inf")], "t": torch.tensor([float("-inf"), 2.0]),
-                                  "a": np.array([np.nan, 3.0])})
+    artifacts.write_json(
+        target,
+        {
+            "low": float("nan"),
+            "x": [1.5, float("inf")],
+            "t": torch.tensor([float("-inf"), 2.0]),
+            "a": np.array([np.nan, 3.0]),
+        },
+    )
     text = target.read_text()
     assert "NaN" not in text and "Infinity" not in text
     # a strict parser (what jq and JavaScript are) accepts it

@@ -5,8 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from eval.datasets import load_minari
-from eval.generate import GENERATION_PROFILES, KINDS, dataset_id, generate_env, train_here
+from srpo_bench.eval.datasets import load_minari
+from srpo_bench.eval.generate import GENERATION_PROFILES, KINDS, dataset_id, generate_env, train_here
 
 
 @pytest.fixture(scope="module")
@@ -38,10 +38,15 @@ def test_tiny_generation_writes_five_minari_datasets(store, env):
         returns = np.array([0.0, 1000.0])
         assert np.allclose(ours.reference.normalize(returns), 100 * minari.get_normalized_score(ds, returns))
         card = json.loads((store / did / "srpo_card.json").read_text())
-        assert card["seed"] == 0 and card["budget"]["profile"] == "tiny" and "srpo-bench" in card["code_version"]
+        assert (
+            card["seed"] == 0 and card["budget"]["profile"] == "tiny" and "srpo-bench" in card["code_version"]
+        )
         assert card["transitions"] == len(ours.transitions)
     cards = result["cards"]
-    assert cards["medium-expert"]["transitions"] == cards["medium"]["transitions"] + cards["expert"]["transitions"]
+    assert (
+        cards["medium-expert"]["transitions"]
+        == cards["medium"]["transitions"] + cards["expert"]["transitions"]
+    )
     assert cards["random"]["transitions"] == 600
     medium_step = cards["medium"]["policies"]["card"]["replay"]["env_steps"]
     assert cards["medium-replay"]["transitions"] == min(medium_step, 600)
@@ -53,7 +58,6 @@ def test_unknown_env_and_profile(store):
         generate_env("ant", "tiny", 0, store)
     with pytest.raises(ValueError, match="unknown generation profile 'huge'"):
         generate_env("hopper", "huge", 0, store)
-
 
 
 def _transitions(root, did):
@@ -74,7 +78,10 @@ def test_datasets_from_a_committed_style_artifact_are_reproducible(store, tmp_pa
     b = generate_env("hopper", "tiny", 0, tmp_path / "b", progress=False, policies=tmp_path / "policies")
     assert a["cards"]["expert"]["policies"]["fingerprint"] == b["cards"]["expert"]["policies"]["fingerprint"]
     for kind in KINDS:
-        ta, tb = _transitions(tmp_path / "a", dataset_id("hopper", kind)), _transitions(tmp_path / "b", dataset_id("hopper", kind))
+        ta, tb = (
+            _transitions(tmp_path / "a", dataset_id("hopper", kind)),
+            _transitions(tmp_path / "b", dataset_id("hopper", kind)),
+        )
         assert np.array_equal(ta.actions, tb.actions) and np.array_equal(ta.rewards, tb.rewards), kind
     # The replay's first start_steps actions are SAC's uniform warm-up: spread over the whole box.
     replay = _transitions(tmp_path / "a", dataset_id("hopper", "medium-replay"))

@@ -12,22 +12,31 @@ from srpo import artifacts, policy as srpo_policy, schedule
 from srpo.behavior import NoisePredictor
 from srpo.config import make_config
 from srpo.critic import Critic
-from srpo.policy import WEIGHTINGS, DeterministicPolicy
-from srpo.train import srpo_loss, train_policy
-from validation import bandits
-from validation import gradient_variance as gv
+from srpo.policy import WEIGHTINGS, DeterministicPolicy, srpo_loss
+from srpo.train import train_policy
+from srpo_bench.eval import bandit_tasks
+from srpo_bench.validation import bandits, gradient_variance as gv
 
 F64 = torch.float64
 CPU = torch.device("cpu")
-TINY = {"policy.steps": "40", "policy.batch_size": "32", "policy.hidden": "32,32", "log_every": "5",
-        "checkpoint_every": "25"}
+TINY = {
+    "policy.steps": "40",
+    "policy.batch_size": "32",
+    "policy.hidden": "32,32",
+    "log_every": "5",
+    "checkpoint_every": "25",
+}
 
 
 def learned_models(state_dim=3, action_dim=2, seed=0):
     """A small random policy, eps_psi and critic in float64: states vary, the score is not exact."""
     torch.manual_seed(seed)
     pi = DeterministicPolicy(state_dim, action_dim, (8, 8)).to(F64)
-    bm = NoisePredictor(state_dim, action_dim, width=16, n_blocks=1, dropout=0.0, time_features=8).to(F64).eval()
+    bm = (
+        NoisePredictor(state_dim, action_dim, width=16, n_blocks=1, dropout=0.0, time_features=8)
+        .to(F64)
+        .eval()
+    )
     critic = Critic(state_dim, action_dim, (16, 16)).to(F64)
     return pi, bm, critic
 
@@ -48,13 +57,14 @@ def test_per_sample_gradients_equal_autograd_on_a_batch_of_one(weighting, baseli
     pi, bm, critic = learned_models()
     pc = make_config("hopper-medium", "smoke", overrides={"policy.normalize_q_grad": str(normalize)}).policy
     s, t, eps = draws(5, 3, 2, pc)
-    g, layers = gv.per_sample_gradients(pi, bm, critic, s, t, eps, pc, baseline=baseline, weighting=weighting,
-                                        chunk=2)
+    g, layers = gv.per_sample_gradients(
+        pi, bm, critic, s, t, eps, pc, baseline=baseline, weighting=weighting, chunk=2
+    )
     assert g.shape == (5, sum(p.numel() for p in pi.parameters())) and g.dtype == F64
     assert [n for n, _ in layers] == ["net.0", "net.2", "net.4"] and layers[-1][1].stop == g.shape[1]
     for i in range(5):
         # The training computation (srpo_loss's steps) on the single draw i, by plain autograd.
-        si, ti, ei = s[i:i + 1], t[i:i + 1], eps[i:i + 1]
+        si, ti, ei = s[i : i + 1], t[i : i + 1], eps[i : i + 1]
         a = pi(si)
         with torch.no_grad():
             eps_pred = bm(schedule.diffuse(a.detach(), ti, ei), si, ti)
@@ -62,22 +72,27 @@ def test_per_sample_gradients_equal_autograd_on_a_batch_of_one(weighting, baseli
         if normalize:
             q_grad = srpo_policy.normalize_q_grad(q_grad)
         direction = srpo_policy.behavior_direction(eps_pred, ei, ti, weighting, baseline)
-        ref = flat_grad(pi, srpo_policy.surrogate_loss(a, direction, q_grad, pc.beta))
+        ref = flat_grad(pi, srpo_policy.surrogate_loss(a, direction, q_grad, pc.beta).mean())
         torch.testing.assert_close(g[i], ref, rtol=1e-10, atol=1e-12)
 
 
 @pytest.mark.parametrize("baseline", [True, False])
 def test_mean_of_per_sample_gradients_is_the_training_batch_gradient(baseline):
-    """On the (t, eps) the training loop draws, the mean per-sample gradient is srpo_loss's autograd gradient."""
+    """On the training loop's (t, eps), the mean per-sample gradient is srpo_loss's autograd gradient."""
     pi, bm, critic = learned_models(seed=3)
-    cfg = make_config("walker2d-medium", "smoke", overrides={"policy.baseline": str(baseline),
-                                                             "policy.weighting": "score"})
+    cfg = make_config(
+        "walker2d-medium", "smoke", overrides={"policy.baseline": str(baseline), "policy.weighting": "score"}
+    )
     s = torch.randn(16, 3, generator=torch.Generator().manual_seed(0), dtype=F64)
     pc = cfg.policy
-    t, eps = srpo_policy.sample_e6_noise(16, 2, pc.t_range, pc.t_fixed, torch.Generator().manual_seed(7), CPU, F64)
+    t, eps = srpo_policy.sample_surrogate_noise(
+        16, 2, pc.t_range, pc.t_fixed, torch.Generator().manual_seed(7), CPU, F64
+    )
     loss, _ = srpo_loss(pi, bm, critic.target_q_mean, s, t, eps, pc)
-    ref = flat_grad(pi, loss)
-    g, _ = gv.per_sample_gradients(pi, bm, critic, s, t, eps, cfg.policy, baseline=baseline, weighting="score")
+    ref = flat_grad(pi, loss.mean())
+    g, _ = gv.per_sample_gradients(
+        pi, bm, critic, s, t, eps, cfg.policy, baseline=baseline, weighting="score"
+    )
     torch.testing.assert_close(g.mean(0), ref, rtol=1e-10, atol=1e-12)
 
 
@@ -160,7 +175,9 @@ def test_batch_stats_point_estimates_and_layers():
     x = rows.numpy()
     assert st["total_variance"]["value"] == pytest.approx(np.trace(np.cov(x.T)) / b, rel=1e-10)
     gram = x @ x.T
-    assert st["mean_sq_norm"]["value"] == pytest.approx((gram.sum() - np.trace(gram)) / (m * (m - 1)), rel=1e-9)
+    assert st["mean_sq_norm"]["value"] == pytest.approx(
+        (gram.sum() - np.trace(gram)) / (m * (m - 1)), rel=1e-9
+    )
     assert st["snr"]["value"] == pytest.approx(st["mean_sq_norm"]["value"] / st["total_variance"]["value"])
     per = st["per_layer"]
     assert per["a"]["n_params"] == 5 and per["b"]["n_params"] == 7
@@ -176,7 +193,10 @@ def test_sign_flip_test_accepts_a_zero_mean_and_detects_a_shift():
     zero = gaussian_rows(m, torch.zeros(p, dtype=F64), factor, 0)
     off = gaussian_rows(m, torch.zeros(p, dtype=F64), factor, 1)
     # Rank-deficient mean-zero differences (like a bandit's) and full-rank ones are both accepted...
-    for diff in (zero, zero[:, :2] @ torch.randn(2, p, generator=torch.Generator().manual_seed(0), dtype=F64)):
+    for diff in (
+        zero,
+        zero[:, :2] @ torch.randn(2, p, generator=torch.Generator().manual_seed(0), dtype=F64),
+    ):
         res = gv.compare_baseline(off + diff, off, 8, reps=500, seed=0)
         assert res["unbiasedness"]["agree"], res["unbiasedness"]
         assert res["mean_diff_sq_norm"]["low"] <= 0 <= res["mean_diff_sq_norm"]["high"]
@@ -188,13 +208,23 @@ def test_sign_flip_test_accepts_a_zero_mean_and_detects_a_shift():
 
 
 def test_baseline_keeps_the_mean_on_an_exact_bandit():
-    bandit = bandits.get_bandit("bandit-ring8")
+    bandit = bandit_tasks.get_bandit("bandit-ring8")
     bm, critic = bandits.ExactNoisePredictor(bandit), bandits.ExactCritic(bandit)
     torch.manual_seed(0)
     pi = DeterministicPolicy(1, 2, (16, 16)).to(F64)
     pc = make_config("bandit-ring8", "smoke").policy
-    res = gv.measure_checkpoint(pi, bm, critic, torch.zeros(8, 1, dtype=F64), pc, n_samples=2000, batch_size=256,
-                                confidence=0.95, reps=400, seed=0)
+    res = gv.measure_checkpoint(
+        pi,
+        bm,
+        critic,
+        torch.zeros(8, 1, dtype=F64),
+        pc,
+        n_samples=2000,
+        batch_size=256,
+        confidence=0.95,
+        reps=400,
+        seed=0,
+    )
     for w in WEIGHTINGS:
         comp = res["weightings"][w]["compare"]
         # A false alarm has probability 1% per weighting if the baseline is unbiased (it is: E eps = 0).
@@ -221,9 +251,9 @@ def tiny_bandit_cfg(seed=0, **extra):
 
 
 def test_measure_run_measures_the_uninterrupted_run(tmp_path):
-    bandit = bandits.get_bandit("bandit-ring8")
+    bandit = bandit_tasks.get_bandit("bandit-ring8")
     bm, critic = bandits.ExactNoisePredictor(bandit), bandits.ExactCritic(bandit)
-    cfg, data = tiny_bandit_cfg(), bandits.make_dataset(bandit, 500, 0)
+    cfg, data = tiny_bandit_cfg(), bandit_tasks.make_dataset(bandit, 500, 0)
     kw = dict(fractions=(0.0, 0.25, 0.5, 1.0), n_samples=64, reps=50, seed=3)
     rec = gv.measure_run(cfg, data, bm, critic, tmp_path / "m", **kw)
     assert [c["step"] for c in rec["checkpoints"]] == [0, 10, 20, 40]
@@ -234,22 +264,46 @@ def test_measure_run_measures_the_uninterrupted_run(tmp_path):
     for k, v in ref["modules"]["policy"].items():
         assert torch.equal(v, final["modules"]["policy"][k]), k
     # What was measured at the last checkpoint is that policy; at step 0, train_policy's initial policy.
-    again = gv.measure_checkpoint(ref_pi, bm, critic, data.to_tensors(CPU, torch.float32)["obs"], cfg.policy,
-                                  64, None, torch.Generator().manual_seed(rec["draw_seed"]), reps=50, seed=3)
+    again = gv.measure_checkpoint(
+        ref_pi,
+        bm,
+        critic,
+        data.to_tensors(CPU, torch.float32)["obs"],
+        cfg.policy,
+        64,
+        None,
+        torch.Generator().manual_seed(rec["draw_seed"]),
+        reps=50,
+        seed=3,
+    )
     assert same(again["weightings"], rec["checkpoints"][-1]["weightings"])
-    init_pi, _ = train_policy(tiny_bandit_cfg(**{"policy.steps": "0"}), data, bm, critic, tmp_path / "init", CPU,
-                              progress=False)
+    init_pi, _ = train_policy(
+        tiny_bandit_cfg(**{"policy.steps": "0"}), data, bm, critic, tmp_path / "init", CPU, progress=False
+    )
     for k, v in init_pi.state_dict().items():
         assert torch.equal(v, gv.initial_policy(cfg, data, CPU, torch.float32).state_dict()[k]), k
-    snaps = {k: artifacts.load_torch(tmp_path / "m" / "gradient_variance" / f"policy_step{k}.pt") for k in (10, 20)}
+    snaps = {
+        k: artifacts.load_torch(tmp_path / "m" / "gradient_variance" / f"policy_step{k}.pt") for k in (10, 20)
+    }
     assert not torch.equal(snaps[10]["policy"]["net.2.weight"], snaps[20]["policy"]["net.2.weight"])
     # A second call (e.g. after a kill) reuses the snapshots kept on the way and measures the same.
     assert same(gv.measure_run(cfg, data, bm, critic, tmp_path / "m", **kw), rec)
 
 
 def test_measure_bandit_summary_figure_and_report(tmp_path):
-    recs = [gv.measure_bandit("ring8", s, tiny_bandit_cfg(s), tmp_path / f"s{s}", n_data=500,
-                              fractions=(0.5, 1.0), n_samples=96, reps=100) for s in (0, 1)]
+    recs = [
+        gv.measure_bandit(
+            "ring8",
+            s,
+            tiny_bandit_cfg(s),
+            tmp_path / f"s{s}",
+            n_data=500,
+            fractions=(0.5, 1.0),
+            n_samples=96,
+            reps=100,
+        )
+        for s in (0, 1)
+    ]
     for rec in recs:
         for ck in rec["checkpoints"]:
             for w, res in ck["weightings"].items():
@@ -287,17 +341,30 @@ def test_measure_task_uses_the_finished_behavior_model_and_critic(tmp_path):
     """The locomotion path (learned eps_psi and IQL critic from an upstream run), on a tiny run."""
     from srpo.train import train
 
-    cfg = tiny_bandit_cfg(**{"behavior.steps": "20", "behavior.batch_size": "32", "behavior.width": "32",
-                             "behavior.n_blocks": "1", "critic.steps": "20", "critic.batch_size": "32",
-                             "critic.hidden": "32,32", "policy.steps": "20"})
-    data = bandits.make_dataset(bandits.get_bandit("bandit-ring8"), 300, 0)
+    cfg = tiny_bandit_cfg(
+        **{
+            "behavior.steps": "20",
+            "behavior.batch_size": "32",
+            "behavior.width": "32",
+            "behavior.n_blocks": "1",
+            "critic.steps": "20",
+            "critic.batch_size": "32",
+            "critic.hidden": "32,32",
+            "policy.steps": "20",
+        }
+    )
+    data = bandit_tasks.make_dataset(bandit_tasks.get_bandit("bandit-ring8"), 300, 0)
     train(cfg, data, tmp_path / "up", progress=False, stages=("behavior", "critic"))
-    rec = gv.measure_task(cfg, data, tmp_path / "up", tmp_path / "w", fractions=(0.5, 1.0), n_samples=64, reps=50)
+    rec = gv.measure_task(
+        cfg, data, tmp_path / "up", tmp_path / "w", fractions=(0.5, 1.0), n_samples=64, reps=50
+    )
     assert rec["target"] == "bandit-ring8" and [c["step"] for c in rec["checkpoints"]] == [10, 20]
     assert rec["checkpoints"][0]["method"] == "factored"
     for ck in rec["checkpoints"]:
         for res in ck["weightings"].values():
-            assert res["on"]["total_variance"]["value"] > 0 and math.isfinite(res["compare"]["variance_ratio"]["value"])
+            assert res["on"]["total_variance"]["value"] > 0 and math.isfinite(
+                res["compare"]["variance_ratio"]["value"]
+            )
 
 
 @pytest.mark.slow
@@ -306,15 +373,24 @@ def test_sign_flip_test_is_calibrated_on_the_exact_bandit():
     (one state), with the exact score and Q, so the baseline is exactly unbiased. Over 200 independent
     draw sets, a test that keeps its size rejects at level 0.05 at most Binomial(200, 0.05) times:
     more than 18 rejections has probability < 1% then."""
-    bandit = bandits.get_bandit("bandit-unequal6")
+    bandit = bandit_tasks.get_bandit("bandit-unequal6")
     bm, critic = bandits.ExactNoisePredictor(bandit), bandits.ExactCritic(bandit)
     torch.manual_seed(0)
     pi = DeterministicPolicy(1, 2, (16, 16)).to(F64)
     pc = make_config("bandit-unequal6", "smoke").policy
     rejected = {w: 0 for w in WEIGHTINGS}
     for seed in range(200):
-        res = gv.measure_checkpoint(pi, bm, critic, torch.zeros(4, 1, dtype=F64), pc, n_samples=256, batch_size=64,
-                                    reps=200, seed=seed)
+        res = gv.measure_checkpoint(
+            pi,
+            bm,
+            critic,
+            torch.zeros(4, 1, dtype=F64),
+            pc,
+            n_samples=256,
+            batch_size=64,
+            reps=200,
+            seed=seed,
+        )
         for w in WEIGHTINGS:
             rejected[w] += not res["weightings"][w]["compare"]["unbiasedness"]["agree"]
     assert all(r <= 18 for r in rejected.values()), rejected

@@ -1,19 +1,21 @@
-"""Exact mixture scores (SPEC §2): the ground truth must itself be right."""
+"""Exact mixture scores (method §2): the ground truth must itself be right."""
 
 import math
 
 import torch
 from hypothesis import given, strategies as st
+from strategies import mixtures
 
 from srpo import mixture, schedule
-from strategies import mixtures
 
 times = st.floats(min_value=0.0, max_value=1.0)
 
 
 @given(mixtures(), times, st.integers(0, 1000))
 def test_score_is_gradient_of_log_density(mix, t, seed):
-    x = (2 * torch.rand(16, mix.dim, generator=torch.Generator().manual_seed(seed), dtype=torch.float64) - 1).requires_grad_(True)
+    x = (
+        2 * torch.rand(16, mix.dim, generator=torch.Generator().manual_seed(seed), dtype=torch.float64) - 1
+    ).requires_grad_(True)
     (auto,) = torch.autograd.grad(mixture.log_prob(mix, x, t).sum(), x)
     assert torch.allclose(mixture.score(mix, x.detach(), t), auto, rtol=1e-6, atol=1e-6)
 
@@ -34,7 +36,9 @@ def test_diffused_density_is_the_law_of_a_t(mix, t):
     g = torch.Generator().manual_seed(0)
     n = 200_000
     a_t = schedule.alpha(torch.tensor(t, dtype=torch.float64)) * mix.sample(n, g)
-    a_t = a_t + schedule.sigma(torch.tensor(t, dtype=torch.float64)) * torch.randn(n, mix.dim, generator=g, dtype=torch.float64)
+    a_t = a_t + schedule.sigma(torch.tensor(t, dtype=torch.float64)) * torch.randn(
+        n, mix.dim, generator=g, dtype=torch.float64
+    )
     # E[grad log mu_t(a_t)] = 0 under mu_t (the score has zero mean), within Monte-Carlo error.
     s = mixture.score(mix, a_t, t)
     se = s.std(0) / math.sqrt(n)

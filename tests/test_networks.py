@@ -2,8 +2,7 @@
 
 import torch
 import torch.nn.functional as F
-from hypothesis import given
-from hypothesis import strategies as st
+from hypothesis import given, strategies as st
 
 from srpo.networks import Mish, mish_one_exp
 

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from eval.pipeline import load_params, main as pipeline_main
+from srpo_bench.params import load_params
+from srpo_bench.pipeline.cli import main as pipeline_main
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = "pipelines/smoke/dvc.yaml"
@@ -24,8 +25,13 @@ SMOKE = "pipelines/smoke/dvc.yaml"
 
 def _copy_repo(dst: Path) -> Path:
     """The working tree as git sees it (tracked and new files, nothing ignored), symlinks kept."""
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT, check=True,
-                           capture_output=True, text=True).stdout.split("\0")
+    files = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard", "-z"],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.split("\0")
     for rel in filter(None, files):
         src = ROOT / rel
         if not src.exists() and not src.is_symlink():
@@ -41,10 +47,19 @@ def _copy_repo(dst: Path) -> Path:
 
 
 def _dvc(repo: Path, *args: str) -> str:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "DVC_NO_ANALYTICS": "1"}
-    proc = subprocess.run([str(Path(sys.executable).parent / "dvc"), *args], cwd=repo, env=env,
-                          capture_output=True, text=True, timeout=1500)
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "DVC_NO_ANALYTICS": "1",
+    }
+    proc = subprocess.run(
+        [str(Path(sys.executable).parent / "dvc"), *args],
+        cwd=repo,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1500,
+    )
     assert proc.returncode == 0, f"dvc {' '.join(args)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
     return proc.stdout + proc.stderr
 
@@ -62,15 +77,32 @@ def smoke_repo(tmp_path_factory):
 
 def test_smoke_pipeline_writes_the_report_with_every_table_and_figure(smoke_repo):
     repo, out = smoke_repo
-    assert {"datasets@hopper", "behavior@hopper-medium", "critic@hopper-medium", "policy@hopper-medium-bc",
-            "policy@hopper-medium-iql-awr", "evaluate@hopper-medium-1-diffusion-n32-k5",
-            "focus_policy@hopper-medium-srpo-baseline", "focus_evaluate@hopper-medium-0-t-fixed-0p3",
-            "evaluate@hopper-medium-0-srpo", "report"} <= _ran(out)
+    assert {
+        "datasets@hopper",
+        "behavior@hopper-medium",
+        "critic@hopper-medium",
+        "policy@hopper-medium-bc",
+        "policy@hopper-medium-iql-awr",
+        "evaluate@hopper-medium-1-diffusion-n32-k5",
+        "focus_policy@hopper-medium-srpo-baseline",
+        "focus_evaluate@hopper-medium-0-t-fixed-0p3",
+        "evaluate@hopper-medium-0-srpo",
+        "report",
+    } <= _ran(out)
     rep = repo / "reports/smoke"
     text = (rep / "report.md").read_text()
-    for section in ("## Per-task scores", "## Aggregate scores", "### Probability of improvement", "## Figures",
-                    "## Focus variants", "## Action-selection latency vs score",
-                    "## Datasets", "## Run metadata", "paper SRPO (D4RL)", "not** comparable"):
+    for section in (
+        "## Per-task scores",
+        "## Aggregate scores",
+        "### Probability of improvement",
+        "## Figures",
+        "## Focus variants",
+        "## Action-selection latency vs score",
+        "## Datasets",
+        "## Run metadata",
+        "paper SRPO (D4RL)",
+        "not** comparable",
+    ):
         assert section in text, section
     for fig in ("learning_curves", "performance_profiles", "aggregate_intervals", "latency_vs_score"):
         assert (rep / "figures" / f"{fig}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -79,7 +111,9 @@ def test_smoke_pipeline_writes_the_report_with_every_table_and_figure(smoke_repo
     assert metrics["n_runs"] == 2 and metrics["n_tasks"] == 1
     iqm = metrics["aggregate"]["srpo"]["iqm"]
     assert iqm["low"] <= iqm["value"] <= iqm["high"] and iqm["n_runs"] == 2
-    assert {"srpo > bc", "srpo > iql-awr", "srpo > diffusion-n32-k5"} == set(metrics["probability_of_improvement"])
+    assert {"srpo > bc", "srpo > iql-awr", "srpo > diffusion-n32-k5"} == set(
+        metrics["probability_of_improvement"]
+    )
     assert set(metrics["focus"]["poi"]) == {"srpo-baseline", "t-fixed-0p3"}
     lat = {(r["variant"], r["tasks"]): r["latency_ms"] for r in metrics["latency_vs_score"]}
     assert all(v > 0 for v in lat.values()) and ("t-fixed-0p3", "focus") in lat
@@ -98,15 +132,23 @@ def test_second_repro_is_a_no_op(smoke_repo):
 def test_replacing_a_seed_trains_only_the_new_seed_and_drops_the_old_one(smoke_repo):
     repo, _ = smoke_repo
     run = repo / "runs/smoke/hopper-medium"
-    kept = {f: (run / f).read_bytes() for f in ("behavior/seed0/behavior.pt", "critic/seed0/critic.pt",
-                                                "policy/srpo/seed0/policy.pt")}
+    kept = {
+        f: (run / f).read_bytes()
+        for f in ("behavior/seed0/behavior.pt", "critic/seed0/critic.pt", "policy/srpo/seed0/policy.pt")
+    }
     params_path = repo / "pipelines/smoke/params.yaml"
     params = yaml.safe_load(params_path.read_text())
     params["seeds"] = [0, 2]
     params_path.write_text(yaml.safe_dump(params, sort_keys=False))
     ran = _ran(_dvc(repo, "repro", SMOKE))
-    assert {"behavior@hopper-medium", "critic@hopper-medium", "policy@hopper-medium-srpo",
-            "evaluate@hopper-medium-2-srpo", "score_dataset@hopper-medium-2", "report"} <= ran, ran
+    assert {
+        "behavior@hopper-medium",
+        "critic@hopper-medium",
+        "policy@hopper-medium-srpo",
+        "evaluate@hopper-medium-2-srpo",
+        "score_dataset@hopper-medium-2",
+        "report",
+    } <= ran, ran
     assert "score_dataset@hopper-medium-0" not in ran  # it trains its own model: untouched by the others
     for f, data in kept.items():
         assert (run / f).read_bytes() == data, f"{f} was retrained"
@@ -124,14 +166,24 @@ def test_bad_params_are_refused_before_any_work(tmp_path, capsys):
         "unknown method": {**good, "variants": {**good["variants"], "x": {"method": "cql"}}},
         "apply to baselines only": {**good, "variants": {**good["variants"], "x": {"n_candidates": 4}}},
         "may not contain": {**good, "variants": {**good["variants"], "t0.3": {"policy.t_fixed": 0.3}}},
-        "n_candidates and solver_steps": {**good, "variants": {**good["variants"],
-                                                                 "x": {"method": "diffusion", "solver_steps": 0}}},
+        "n_candidates and solver_steps": {
+            **good,
+            "variants": {**good["variants"], "x": {"method": "diffusion", "solver_steps": 0}},
+        },
         "not among the tasks": {**good, "focus": {**good["focus"], "envs": ["walker2d"]}},
-        "appear in variants and focus": {**good, "focus": {**good["focus"], "variants": {"bc": {"method": "bc"}}}},
+        "appear in variants and focus": {
+            **good,
+            "focus": {**good["focus"], "variants": {"bc": {"method": "bc"}}},
+        },
         "compile must be true or false": {**good, "compile": "yes"},
-        "policy.precision=tf32 needs a CUDA device": {**good, "train": {**good["train"], "overrides": {
-            "policy.precision": "tf32"}}},
-        "cannot parse critic.precision": {**good, "train": {**good["train"], "overrides": {"critic.precision": "fp8"}}},
+        "policy.precision=tf32 needs a CUDA device": {
+            **good,
+            "train": {**good["train"], "overrides": {"policy.precision": "tf32"}},
+        },
+        "cannot parse critic.precision": {
+            **good,
+            "train": {**good["train"], "overrides": {"critic.precision": "fp8"}},
+        },
     }
     for message, params in cases.items():
         path = tmp_path / "params.yaml"
@@ -147,7 +199,7 @@ def test_variants_focus_and_beta_scale_compose_the_run_config():
     focus_task = p.focus_tasks[0]
     other = next(t for t in p.tasks if t not in p.focus_tasks)
     assert set(p.variants_of(other)) == set(p.variants)
-    assert set(p.variants_of(focus_task)) == set(p.variants) | set(p.focus["variants"])
+    assert set(p.variants_of(focus_task)) == set(p.variants) | set(p.focus.variants)
     base = p.run_config(focus_task, 0, "srpo")
     assert p.run_config(focus_task, 0, "beta-x4").policy.beta == pytest.approx(4 * base.policy.beta)
     assert p.run_config(focus_task, 0, "t-fixed-0p3").policy.t_fixed == 0.3
@@ -163,7 +215,7 @@ def test_variants_focus_and_beta_scale_compose_the_run_config():
 
 
 def test_a_checkpoint_made_by_other_training_code_is_retrained_and_one_made_by_this_code_resumes(tmp_path):
-    from eval.pipeline import claim_for_current_code, training_code_fingerprint
+    from srpo_bench.pipeline.caching import claim_for_current_code, training_code_fingerprint
 
     code = training_code_fingerprint()
     assert code == training_code_fingerprint() and len(code) == 16
@@ -182,50 +234,54 @@ def test_a_checkpoint_made_by_other_training_code_is_retrained_and_one_made_by_t
     (out / "code.json").write_text("{not json")  # a corrupt marker counts as unknown code
     (out / "behavior.pt").write_bytes(b"x")
     claim_for_current_code(out, "behavior.pt", code)
-    assert not (out / "behavior.pt").exists() and json.loads((out / "code.json").read_text()) == {"training_code": code}
+    assert not (out / "behavior.pt").exists() and json.loads((out / "code.json").read_text()) == {
+        "training_code": code
+    }
 
 
-def test_validation_scratch_is_kept_for_a_resume_and_emptied_when_code_or_params_change(tmp_path, monkeypatch):
+def test_validation_scratch_is_kept_for_a_resume_and_emptied_when_code_or_params_change(
+    tmp_path, monkeypatch
+):
     import dataclasses
 
-    from eval import pipeline
+    from srpo_bench.pipeline import caching
 
     p = dataclasses.replace(load_params(ROOT / "pipelines/smoke/params.yaml"), run_dir="runs/x")
     monkeypatch.chdir(tmp_path)  # the pipeline's paths are relative to the repository root, its working dir
-    work = pipeline.validation_scratch(p, "bandits", "ring8", "seed0")
+    work = caching.validation_scratch(p, "bandits", "ring8", "seed0")
     assert work.is_dir() and work.parent.parent.parent == p.validation_dir / "work"
     (work / "behavior.pt").write_bytes(b"a killed run's checkpoint")
-    assert (pipeline.validation_scratch(p, "bandits", "ring8", "seed0") / "behavior.pt").exists()  # resumes
-    sc = {**p.validation["score_accuracy"], "n_train": 7}
-    changed = dataclasses.replace(p, validation={**p.validation, "score_accuracy": sc})
-    assert not (pipeline.validation_scratch(changed, "bandits", "ring8", "seed0") / "behavior.pt").exists()
+    assert (caching.validation_scratch(p, "bandits", "ring8", "seed0") / "behavior.pt").exists()  # resumes
+    sc = dataclasses.replace(p.validation.score_accuracy, n_train=7)
+    changed = dataclasses.replace(p, validation=dataclasses.replace(p.validation, score_accuracy=sc))
+    assert not (caching.validation_scratch(changed, "bandits", "ring8", "seed0") / "behavior.pt").exists()
     (work / "behavior.pt").write_bytes(b"x")
-    monkeypatch.setattr(pipeline, "training_code_fingerprint", lambda *packages: "other code")
-    assert not (pipeline.validation_scratch(changed, "bandits", "ring8", "seed0") / "behavior.pt").exists()
+    monkeypatch.setattr(caching, "training_code_fingerprint", lambda *packages: "other code")
+    assert not (caching.validation_scratch(changed, "bandits", "ring8", "seed0") / "behavior.pt").exists()
 
 
 def test_a_reused_seed_keeps_the_metrics_of_the_run_that_trained_it(tmp_path):
     """Adding a seed reuses the finished ones: their wall time must stay the training's, not the loading's."""
-    from eval.pipeline import _trained_earlier, _write_stage_metrics
     from srpo import artifacts
     from srpo.config import make_config
+    from srpo_bench.pipeline.caching import trained_earlier, write_stage_metrics
     from tests.test_train import tiny_data
 
     cfg, data, out = make_config("hopper-medium", "smoke"), tiny_data(), tmp_path / "seed0"
     out.mkdir()
-    assert not _trained_earlier(out, "critic", cfg, data)  # nothing there
+    assert not trained_earlier(out, "critic", cfg, data)  # nothing there
     artifacts.save_torch(out / "critic.pt", {"done": False})
-    _write_stage_metrics(out, "critic", "hopper-medium", 0, None, cfg, data, [], 120.0, 3)
-    assert not _trained_earlier(out, "critic", cfg, data)  # killed run: it resumes and rewrites its metrics
+    write_stage_metrics(out, "critic", "hopper-medium", 0, None, cfg, data, [], 120.0, 3)
+    assert not trained_earlier(out, "critic", cfg, data)  # killed run: it resumes and rewrites its metrics
     artifacts.save_torch(out / "critic.pt", {"done": True})
-    assert _trained_earlier(out, "critic", cfg, data)
+    assert trained_earlier(out, "critic", cfg, data)
     assert json.loads((out / "critic_metrics.json").read_text())["wall_s"] == 40.0
     other = make_config("hopper-medium", "smoke", overrides={"critic.steps": "7"})
-    assert not _trained_earlier(out, "critic", other, data)  # another config: retrained, new metrics
-    assert not _trained_earlier(out, "critic", cfg, tiny_data(seed=1))  # another dataset
-    assert not _trained_earlier(out, "critic", cfg, data, baseline={"awr": 1})  # other baseline knobs
+    assert not trained_earlier(out, "critic", other, data)  # another config: retrained, new metrics
+    assert not trained_earlier(out, "critic", cfg, tiny_data(seed=1))  # another dataset
+    assert not trained_earlier(out, "critic", cfg, data, baseline={"awr": 1})  # other baseline knobs
     (out / "critic_metrics.json").write_text("{corrupt")
-    assert not _trained_earlier(out, "critic", cfg, data)
+    assert not trained_earlier(out, "critic", cfg, data)
 
 
 @pytest.mark.slow

@@ -5,9 +5,9 @@ import math
 import pytest
 import torch
 from hypothesis import given, strategies as st
+from strategies import mixtures
 
 from srpo import mixture, policy, schedule
-from strategies import mixtures
 
 T = st.floats(min_value=1e-3, max_value=0.999)
 
@@ -36,8 +36,11 @@ def test_surrogate_loss_gradient_is_minus_e6():
     """d loss / d a = (w (eps_psi - eps) - beta grad Q) / B, so ascent on E6 = descent on the loss."""
     g = torch.Generator().manual_seed(0)
     a = torch.randn(8, 3, generator=g, dtype=torch.float64, requires_grad=True)
-    direction, q_grad = torch.randn(8, 3, generator=g, dtype=torch.float64), torch.randn(8, 3, generator=g, dtype=torch.float64)
-    (grad,) = torch.autograd.grad(policy.surrogate_loss(a, direction, q_grad, beta=0.3), a)
+    direction, q_grad = (
+        torch.randn(8, 3, generator=g, dtype=torch.float64),
+        torch.randn(8, 3, generator=g, dtype=torch.float64),
+    )
+    (grad,) = torch.autograd.grad(policy.surrogate_loss(a, direction, q_grad, beta=0.3).mean(), a)
     assert torch.allclose(grad, (direction - 0.3 * q_grad) / 8)
 
 
@@ -58,14 +61,18 @@ def _regularizer_draws(mix, action, weighting, baseline, n, seed):
     return policy.behavior_direction(mixture.exact_eps(mix, a_t, t), eps, t, weighting, baseline)
 
 
-@given(mixtures(max_components=4, max_dim=2), st.sampled_from(["sigma2", "one", "score"]), st.integers(0, 10_000))
+@given(
+    mixtures(max_components=4, max_dim=2), st.sampled_from(["sigma2", "one", "score"]), st.integers(0, 10_000)
+)
 def test_baseline_leaves_expected_gradient_unchanged(mix, weighting, seed):
     """Paired z-test on the difference of the two estimators (= w(t) eps, mean zero).
 
     Tolerance: |mean difference| < 4.5 standard errors per coordinate, a false-alarm
     rate below 1e-5 per coordinate if the baseline is unbiased.
     """
-    action = 1.6 * torch.rand(1, mix.dim, generator=torch.Generator().manual_seed(seed), dtype=torch.float64) - 0.8
+    action = (
+        1.6 * torch.rand(1, mix.dim, generator=torch.Generator().manual_seed(seed), dtype=torch.float64) - 0.8
+    )
     n = 20_000
     with_b = _regularizer_draws(mix, action, weighting, True, n, seed)
     without_b = _regularizer_draws(mix, action, weighting, False, n, seed)
@@ -94,9 +101,10 @@ def test_baseline_term_does_not_depend_on_theta():
 
 
 def test_baseline_reduces_variance_at_small_noise():
-    """Sanity check of the mechanism (SPEC §9) on a narrow Gaussian: not a claim about every case."""
+    """Sanity check of the mechanism (method §9) on a narrow Gaussian: not a claim about every case."""
     mix = mixture.GaussianMixture(
-        torch.tensor([1.0], dtype=torch.float64), torch.zeros(1, 2, dtype=torch.float64),
+        torch.tensor([1.0], dtype=torch.float64),
+        torch.zeros(1, 2, dtype=torch.float64),
         0.01 * torch.eye(2, dtype=torch.float64)[None],
     )
     action = torch.tensor([[0.05, -0.02]], dtype=torch.float64)

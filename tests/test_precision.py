@@ -8,9 +8,11 @@ match single bf16 runs as closely as bf16 allows, and a bf16 run resumes bit-ide
 import pytest
 import torch
 
-from srpo import artifacts, precision, seed_batch
+from srpo import artifacts, precision
 from srpo.config import CriticConfig, make_config
-from srpo.train import Interrupted, train
+from srpo.fast import seed_batch
+from srpo.stage_loop import Interrupted
+from srpo.train import train
 from tests.test_seed_batch import assert_close_params
 from tests.test_train import final_params, tiny_config, tiny_data
 
@@ -61,7 +63,8 @@ def test_bf16_forward_runs_matmuls_in_bf16_and_keeps_parameters_and_grads_fp32()
 
 
 def test_a_bf16_run_trains_like_the_fp32_run(tmp_path):
-    """Same seed, 3 stages: the bf16 loss curves follow the fp32 ones (within 5% per logged mean, 2% at the end
+    """Same seed, 3 stages: the bf16 loss curves follow the fp32 ones (within 5% per logged mean, 2% at the
+    end
     of the behavior stage) and the final parameters differ by bf16-sized amounts, not by a different run."""
     data = tiny_data()
     runs = {}

@@ -2,12 +2,13 @@
 
 import subprocess
 
-from eval.provenance import git_revision
+from srpo_bench.eval.provenance import git_revision
 
 
 def _git(repo, *args):
-    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=repo, check=True,
-                   capture_output=True)
+    subprocess.run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=repo, check=True, capture_output=True
+    )
 
 
 def test_git_revision_ignores_what_the_pipeline_rewrites_but_not_code(tmp_path):

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from eval.references import d4rl_reference
-from eval.rollout import env_id_for_task, evaluate
+from srpo_bench.eval.references import d4rl_reference
+from srpo_bench.eval.rollout import env_id_for_task, evaluate
 
 
 def zero_policy(obs):
@@ -13,8 +13,12 @@ def zero_policy(obs):
 
 def test_seeded_rollouts_are_reproducible_and_scored():
     ref = d4rl_reference("hopper")
-    a = evaluate(zero_policy, "Hopper-v5", episodes=5, seed=3, num_envs=2, reference=ref, max_episode_steps=50)
-    b = evaluate(zero_policy, "Hopper-v5", episodes=5, seed=3, num_envs=4, reference=ref, max_episode_steps=50)
+    a = evaluate(
+        zero_policy, "Hopper-v5", episodes=5, seed=3, num_envs=2, reference=ref, max_episode_steps=50
+    )
+    b = evaluate(
+        zero_policy, "Hopper-v5", episodes=5, seed=3, num_envs=4, reference=ref, max_episode_steps=50
+    )
     assert np.array_equal(a.seeds, [3, 4, 5, 6, 7])
     assert np.allclose(a.returns, b.returns) and np.array_equal(a.lengths, b.lengths)
     assert np.all(a.lengths <= 50) and np.all(a.lengths > 0)
@@ -44,18 +48,23 @@ def test_cli_evaluate_a_trained_policy(tmp_path, capsys):
     """A policy checkpoint shaped for Hopper (11 -> 3) is rolled out and scored by `srpo evaluate`."""
     import json
 
-
     from srpo import artifacts
-    from srpo.cli import main
     from srpo.config import make_config
     from srpo.policy import DeterministicPolicy
+    from srpo_bench.cli import main
 
     cfg = make_config("hopper-medium", "smoke", overrides={"policy.hidden": "16,16"})
     pi = DeterministicPolicy(11, 3, (16, 16))
-    artifacts.save_torch(tmp_path / "policy.pt", {
-        "stage": "policy", "done": True, "step": 1, "config": {"task": cfg.task, "policy": {"hidden": [16, 16]}},
-        "modules": {"policy": pi.state_dict()},
-    })
+    artifacts.save_torch(
+        tmp_path / "policy.pt",
+        {
+            "stage": "policy",
+            "done": True,
+            "step": 1,
+            "config": {"task": cfg.task, "policy": {"hidden": [16, 16]}},
+            "modules": {"policy": pi.state_dict()},
+        },
+    )
     assert main(["evaluate", "--checkpoint", str(tmp_path), "--episodes", "3", "--num-envs", "3"]) == 0
     out = json.loads((tmp_path / "evaluation.json").read_text())
     assert out["env_id"] == "Hopper-v5" and out["episodes"] == 3 and out["mean_normalized"] is not None
@@ -71,9 +80,13 @@ class _GoalToy:
         import gymnasium as gym
 
         class Toy(gym.Env):
-            observation_space = gym.spaces.Dict({
-                "achieved_goal": gym.spaces.Box(-100, 100, (1,)), "observation": gym.spaces.Box(-1, 1, (1,)),
-                "desired_goal": gym.spaces.Box(-100, 100, (1,))})
+            observation_space = gym.spaces.Dict(
+                {
+                    "achieved_goal": gym.spaces.Box(-100, 100, (1,)),
+                    "observation": gym.spaces.Box(-1, 1, (1,)),
+                    "desired_goal": gym.spaces.Box(-100, 100, (1,)),
+                }
+            )
             action_space = gym.spaces.Box(-1, 1, (1,))
 
             def reset(self, seed=None, options=None):
@@ -82,8 +95,11 @@ class _GoalToy:
                 return self._obs(), {}
 
             def _obs(self):
-                return {"achieved_goal": np.array([self.x], np.float32), "observation": np.zeros(1, np.float32),
-                        "desired_goal": np.array([3.0], np.float32)}
+                return {
+                    "achieved_goal": np.array([self.x], np.float32),
+                    "observation": np.zeros(1, np.float32),
+                    "desired_goal": np.array([3.0], np.float32),
+                }
 
             def step(self, action):
                 self.x += float(action[0])
@@ -95,8 +111,8 @@ class _GoalToy:
 def test_success_scoring_counts_an_episode_that_reached_the_goal_once():
     import gymnasium as gym
 
-    from eval.references import ANTMAZE_REFERENCE
-    from eval.rollout import EnvSpec
+    from srpo_bench.eval.references import ANTMAZE_REFERENCE
+    from srpo_bench.eval.rollout import EnvSpec
 
     gym.register("SrpoGoalToy-v0", entry_point=_GoalToy.make)
     seen = []
@@ -105,13 +121,25 @@ def test_success_scoring_counts_an_episode_that_reached_the_goal_once():
         seen.append(obs.copy())
         return np.where(obs[:, -1:] == 3.0, 1.0, -1.0)
 
-    res = evaluate(policy, EnvSpec("SrpoGoalToy-v0", "success", 10), episodes=3, seed=0, num_envs=2,
-                   reference=ANTMAZE_REFERENCE)
-    assert seen[0].shape == (2, 3) and np.all(seen[0][:, 2] == 3.0)  # achieved_goal, observation, desired_goal
+    res = evaluate(
+        policy,
+        EnvSpec("SrpoGoalToy-v0", "success", 10),
+        episodes=3,
+        seed=0,
+        num_envs=2,
+        reference=ANTMAZE_REFERENCE,
+    )
+    assert seen[0].shape == (2, 3) and np.all(
+        seen[0][:, 2] == 3.0
+    )  # achieved_goal, observation, desired_goal
     assert np.array_equal(res.successes, [True, True, True])
     assert np.allclose(res.normalized, 100.0) and res.to_dict()["success_rate"] == 1.0
-    stuck = evaluate(lambda o: -np.ones((len(o), 1)), EnvSpec("SrpoGoalToy-v0", "success", 10), episodes=2,
-                     reference=ANTMAZE_REFERENCE)
+    stuck = evaluate(
+        lambda o: -np.ones((len(o), 1)),
+        EnvSpec("SrpoGoalToy-v0", "success", 10),
+        episodes=2,
+        reference=ANTMAZE_REFERENCE,
+    )
     assert np.array_equal(stuck.successes, [False, False]) and np.allclose(stuck.normalized, 0.0)
 
 
@@ -119,18 +147,25 @@ def test_antmaze_without_gymnasium_robotics_is_skipped_with_a_clear_message(monk
     import json
     import sys
 
-    from eval.rollout import EvaluationUnavailable, env_spec_for_task
     from srpo import artifacts
-    from srpo.cli import main
     from srpo.policy import DeterministicPolicy
+    from srpo_bench.cli import main
+    from srpo_bench.eval.rollout import EvaluationUnavailable, env_spec_for_task
 
     monkeypatch.setitem(sys.modules, "gymnasium_robotics", None)  # import now raises ImportError
     with pytest.raises(EvaluationUnavailable, match=r"pip install 'srpo-bench\[antmaze\]'"):
         env_spec_for_task("antmaze-umaze")
     pi = DeterministicPolicy(31, 8, (16, 16))
-    artifacts.save_torch(tmp_path / "policy.pt", {
-        "stage": "policy", "done": True, "step": 1, "config": {"task": "antmaze-umaze", "policy": {"hidden": [16, 16]}},
-        "modules": {"policy": pi.state_dict()}})
+    artifacts.save_torch(
+        tmp_path / "policy.pt",
+        {
+            "stage": "policy",
+            "done": True,
+            "step": 1,
+            "config": {"task": "antmaze-umaze", "policy": {"hidden": [16, 16]}},
+            "modules": {"policy": pi.state_dict()},
+        },
+    )
     assert main(["evaluate", "--checkpoint", str(tmp_path), "--episodes", "2"]) == 0
     assert "gymnasium-robotics" in json.loads((tmp_path / "evaluation.json").read_text())["skipped"]
     assert "skipping the evaluation of antmaze-umaze" in capsys.readouterr().err
@@ -138,11 +173,13 @@ def test_antmaze_without_gymnasium_robotics_is_skipped_with_a_clear_message(monk
 
 def test_antmaze_rollout_when_gymnasium_robotics_is_installed():
     pytest.importorskip("gymnasium_robotics")
-    from eval.references import ANTMAZE_REFERENCE
-    from eval.rollout import env_spec_for_task
+    from srpo_bench.eval.references import ANTMAZE_REFERENCE
+    from srpo_bench.eval.rollout import env_spec_for_task
 
     spec = env_spec_for_task("antmaze-umaze")
     assert spec.scoring == "success" and spec.max_episode_steps == 700
-    res = evaluate(lambda o: np.zeros((len(o), 8)), spec, episodes=2, max_episode_steps=20, reference=ANTMAZE_REFERENCE)
+    res = evaluate(
+        lambda o: np.zeros((len(o), 8)), spec, episodes=2, max_episode_steps=20, reference=ANTMAZE_REFERENCE
+    )
     assert res.successes is not None and np.array_equal(res.lengths, [20, 20])
     assert np.allclose(res.normalized, 100.0 * res.successes)

@@ -4,12 +4,13 @@ import pytest
 import torch
 
 from srpo.behavior import sample_actions
-from validation import bandits
+from srpo_bench.eval import bandit_tasks
+from srpo_bench.validation import bandits
 
 
 @pytest.mark.parametrize("shape", ["ring8", "aniso2"])
 def test_exact_eps_sampler_recovers_the_mixture(shape):
-    b = bandits.BANDITS[shape]
+    b = bandit_tasks.BANDITS[shape]
     model = bandits.ExactNoisePredictor(b)
     n = 4000
     state = torch.zeros(n, 1, dtype=torch.float64)
@@ -27,7 +28,7 @@ def test_exact_eps_sampler_recovers_the_mixture(shape):
 
 
 def test_sampler_is_seeded_and_bounded():
-    b = bandits.BANDITS["grid25"]
+    b = bandit_tasks.BANDITS["grid25"]
     model = bandits.ExactNoisePredictor(b)
     state = torch.zeros(64, 1, dtype=torch.float64)
     a1 = sample_actions(model, state, 5, torch.Generator().manual_seed(1))
@@ -37,4 +38,4 @@ def test_sampler_is_seeded_and_bounded():
 
 def test_sampler_needs_a_step():
     with pytest.raises(ValueError, match="n_steps must be >= 1"):
-        sample_actions(bandits.ExactNoisePredictor(bandits.BANDITS["ring8"]), torch.zeros(2, 1), 0)
+        sample_actions(bandits.ExactNoisePredictor(bandit_tasks.BANDITS["ring8"]), torch.zeros(2, 1), 0)

@@ -14,7 +14,9 @@ open_times = st.floats(min_value=1e-4, max_value=1.0, allow_nan=False)
 @given(times)
 def test_alpha_sigma_on_unit_circle(t):
     tt = torch.tensor(t, dtype=torch.float64)
-    assert torch.allclose(schedule.alpha(tt) ** 2 + schedule.sigma(tt) ** 2, torch.tensor(1.0, dtype=torch.float64))
+    assert torch.allclose(
+        schedule.alpha(tt) ** 2 + schedule.sigma(tt) ** 2, torch.tensor(1.0, dtype=torch.float64)
+    )
 
 
 @given(times, times)

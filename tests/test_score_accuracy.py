@@ -8,23 +8,30 @@ import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings, strategies as st
+from strategies import mixtures
 
 from srpo import behavior
 from srpo.behavior import NoisePredictor
 from srpo.config import make_config
 from srpo.transitions import Transitions
-from strategies import mixtures
-from validation import bandits
-from validation import score_accuracy as sa
+from srpo_bench.eval import bandit_tasks
+from srpo_bench.validation import bandits, score_accuracy as sa
 
 CPU = torch.device("cpu")
 T_GRID = [0.002, 0.02, 0.1, 0.5, 0.98]
-TINY = {"behavior.steps": "30", "behavior.batch_size": "64", "behavior.width": "64", "behavior.n_blocks": "1",
-        "log_every": "10", "checkpoint_every": "10"}
+TINY = {
+    "behavior.steps": "30",
+    "behavior.batch_size": "64",
+    "behavior.width": "64",
+    "behavior.n_blocks": "1",
+    "log_every": "10",
+    "checkpoint_every": "10",
+}
 
 
-def episodic_data(lengths, trailing_incomplete=False, timeouts_every=0, state_dim=2, action_dim=2, seed=0,
-                  name="toy"):
+def episodic_data(
+    lengths, trailing_incomplete=False, timeouts_every=0, state_dim=2, action_dim=2, seed=0, name="toy"
+):
     """Episodes of the given lengths; observation[:, 0] is the row index, so rows can be traced."""
     n = sum(lengths)
     ends = np.cumsum(lengths) - 1
@@ -56,7 +63,7 @@ class Scaled(torch.nn.Module):
 
 
 def heldout(shape, n=2000, seed=123, dtype=torch.float32):
-    d = bandits.make_dataset(bandits.BANDITS[shape], n, seed).to_tensors(CPU, dtype)
+    d = bandit_tasks.make_dataset(bandit_tasks.BANDITS[shape], n, seed).to_tensors(CPU, dtype)
     return d["obs"], d["act"]
 
 
@@ -70,7 +77,9 @@ def heldout(shape, n=2000, seed=123, dtype=torch.float32):
     st.floats(0.05, 0.95),
     st.integers(0, 2**32 - 1),
 )
-def test_episode_split_keeps_whole_episodes_disjoint_and_covering(lengths, trailing, timeouts_every, frac, seed):
+def test_episode_split_keeps_whole_episodes_disjoint_and_covering(
+    lengths, trailing, timeouts_every, frac, seed
+):
     data = episodic_data(lengths, trailing, timeouts_every)
     train, held = sa.episode_split(data, frac, seed)
     rows_tr, rows_he = train.observations[:, 0].astype(int), held.observations[:, 0].astype(int)
@@ -115,11 +124,13 @@ def test_episode_split_needs_two_episodes(trailing):
 # --- score error against the exact eps* (bandits) ------------------------------------------------
 
 
-@pytest.mark.parametrize("shape", sorted(bandits.BANDITS))
+@pytest.mark.parametrize("shape", sorted(bandit_tasks.BANDITS))
 def test_exact_predictor_has_no_error_at_any_t(shape):
-    b = bandits.BANDITS[shape]
+    b = bandit_tasks.BANDITS[shape]
     s, a = heldout(shape)
-    r = sa.score_error_by_time(bandits.ExactNoisePredictor(b), b, s, a, T_GRID, torch.Generator().manual_seed(0))
+    r = sa.score_error_by_time(
+        bandits.ExactNoisePredictor(b), b, s, a, T_GRID, torch.Generator().manual_seed(0)
+    )
     assert r["t"] == T_GRID and r["n_samples"] == 2000
     # Only float32 rounding of the predictor's output separates it from the float64 truth.
     assert max(r["rel_error"]) < 1e-10
@@ -127,16 +138,20 @@ def test_exact_predictor_has_no_error_at_any_t(shape):
     np.testing.assert_allclose(r["dsm_learned"], r["dsm_exact"], rtol=1e-6)
 
 
-@pytest.mark.parametrize("c, rel, cos", [(0.0, 1.0, 0.0), (2.0, 1.0, 1.0), (1.5, 0.25, 1.0), (0.5, 0.25, 1.0)])
+@pytest.mark.parametrize(
+    "c, rel, cos", [(0.0, 1.0, 0.0), (2.0, 1.0, 1.0), (1.5, 0.25, 1.0), (0.5, 0.25, 1.0)]
+)
 def test_wrong_predictors_have_the_expected_relative_error(c, rel, cos):
-    """eps_pred = c eps*: ||eps_pred - eps*||^2 = (c - 1)^2 ||eps*||^2 sample by sample, so the ratio of means is
+    """eps_pred = c eps*: ||eps_pred - eps*||^2 = (c - 1)^2 ||eps*||^2 sample by sample, so the ratio of
+    means is
     (c - 1)^2 up to float32 rounding, at every t; and the exact predictor has the lower DSM loss (E4)."""
-    b = bandits.BANDITS["ring8"]
+    b = bandit_tasks.BANDITS["ring8"]
     s, a = heldout("ring8", n=4000)
     r = sa.score_error_by_time(Scaled(b, c), b, s, a, T_GRID, torch.Generator().manual_seed(1))
     np.testing.assert_allclose(r["rel_error"], rel, atol=1e-6)
     np.testing.assert_allclose(r["cosine"], cos, atol=1e-6)
-    # dsm_learned - dsm_exact = eps_mse + a mean-zero cross term: the excess must match eps_mse within Monte-Carlo
+    # dsm_learned - dsm_exact = eps_mse + a mean-zero cross term: the excess must match eps_mse within
+    # Monte-Carlo
     # noise (4000 samples), and be positive at every t here.
     excess = np.subtract(r["dsm_learned"], r["dsm_exact"])
     assert np.all(excess > 0)
@@ -148,15 +163,17 @@ def test_wrong_predictors_have_the_expected_relative_error(c, rel, cos):
 @given(mixtures(max_components=3, max_dim=3), st.floats(0.0, 3.0), st.integers(0, 10_000))
 def test_relative_error_of_scaled_exact_eps_on_random_mixtures(mix, c, seed):
     """Same identity on arbitrary mixtures and dimensions, float64 throughout."""
-    b = bandits.Bandit("random", mix, goal=(0.0, 0.0))
+    b = bandit_tasks.Bandit("random", mix, goal=(0.0, 0.0))
     g = torch.Generator().manual_seed(seed)
     a = mix.sample(300, g)
-    r = sa.score_error_by_time(Scaled(b, c), b, torch.zeros(300, 1, dtype=torch.float64), a, [0.01, 0.3, 0.9], g)
+    r = sa.score_error_by_time(
+        Scaled(b, c), b, torch.zeros(300, 1, dtype=torch.float64), a, [0.01, 0.3, 0.9], g
+    )
     np.testing.assert_allclose(r["rel_error"], (c - 1) ** 2, rtol=1e-9, atol=1e-12)
 
 
 def test_score_error_is_paired_in_noise_and_validates_inputs():
-    b = bandits.BANDITS["aniso2"]
+    b = bandit_tasks.BANDITS["aniso2"]
     s, a = heldout("aniso2", n=500)
     ex = bandits.ExactNoisePredictor(b)
     r1 = sa.score_error_by_time(ex, b, s, a, [0.1, 0.5], torch.Generator().manual_seed(3))
@@ -180,7 +197,7 @@ def test_dsm_loss_per_sample_is_e4_in_eval_mode_chunked_and_restores_the_mode():
     per = sa.dsm_loss_per_sample(model, s, a, t, eps)
     assert model.training and per.shape == (50,)  # mode restored
     model.eval()
-    torch.testing.assert_close(per.mean(), behavior.dsm_loss(model, s, a, t, eps))  # eval mode: no dropout
+    torch.testing.assert_close(per, behavior.dsm_loss(model, s, a, t, eps))  # eval mode: no dropout
     torch.testing.assert_close(sa.dsm_loss_per_sample(model, s, a, t, eps, chunk_size=7), per)
     with pytest.raises(ValueError, match="one N"):
         sa.dsm_loss_per_sample(model, s, a, t[:10], eps)
@@ -206,7 +223,9 @@ def test_dsm_loss_by_time_bins_t_and_pairs_noise_across_datasets():
     for name, d in (("big", big), ("small", small)):
         tens = d.to_tensors(CPU, torch.float32)
         spy.seen = []
-        res[name] = sa.dsm_loss_by_time(spy, tens["obs"], tens["act"], edges, 64, torch.Generator().manual_seed(9))
+        res[name] = sa.dsm_loss_by_time(
+            spy, tens["obs"], tens["act"], edges, 64, torch.Generator().manual_seed(9)
+        )
         for (lo, hi), ts in zip(zip(edges[:-1], edges[1:]), spy.seen):
             assert ts.shape == (64,) and float(ts.min()) >= lo and float(ts.max()) < hi
     # Zero predictor: loss = ||eps||^2, so identical numbers prove the two datasets saw the same noise.
@@ -236,10 +255,12 @@ def test_dsm_loss_by_time_uses_every_row_when_cycling():
 
 
 def test_exact_predictor_has_lower_dsm_loss_per_bin_than_a_wrong_one():
-    b = bandits.BANDITS["grid25"]
+    b = bandit_tasks.BANDITS["grid25"]
     s, a = heldout("grid25", n=3000, dtype=torch.float64)
     edges = [0.001, 0.02, 0.1, 0.3, 0.6, 1.0]
-    exact = sa.dsm_loss_by_time(bandits.ExactNoisePredictor(b), s, a, edges, 3000, torch.Generator().manual_seed(4))
+    exact = sa.dsm_loss_by_time(
+        bandits.ExactNoisePredictor(b), s, a, edges, 3000, torch.Generator().manual_seed(4)
+    )
     wrong = sa.dsm_loss_by_time(Scaled(b, 1.5), s, a, edges, 3000, torch.Generator().manual_seed(4))
     assert all(e < w for e, w in zip(exact["loss"], wrong["loss"]))
     assert all(e < w for e, w in zip(exact["score_loss"], wrong["score_loss"]))
@@ -252,9 +273,18 @@ def fake_bandit_record(seed, target="bandit-ring8", ts=(0.01, 0.2, 0.5, 0.9)):
     rng = np.random.default_rng(seed)
     n = len(ts)
     rel = list(0.02 / np.asarray(ts) * (1 + 0.1 * rng.normal(size=n)))
-    return {"kind": "bandit", "target": target, "seed": seed, "t": list(ts), "rel_error": rel,
-            "cosine": list(1 - 0.01 * rng.random(n)), "eps_mse": rel, "score_mse": rel,
-            "dsm_learned": list(1 + rng.random(n)), "dsm_exact": list(rng.random(n))}
+    return {
+        "kind": "bandit",
+        "target": target,
+        "seed": seed,
+        "t": list(ts),
+        "rel_error": rel,
+        "cosine": list(1 - 0.01 * rng.random(n)),
+        "eps_mse": rel,
+        "score_mse": rel,
+        "dsm_learned": list(1 + rng.random(n)),
+        "dsm_exact": list(rng.random(n)),
+    }
 
 
 def fake_dataset_record(seed, target="hopper-medium", edges=(0.001, 0.05, 0.4, 0.6, 1.0)):
@@ -262,11 +292,22 @@ def fake_dataset_record(seed, target="hopper-medium", edges=(0.001, 0.05, 0.4, 0
     k = len(edges) - 1
     tr = list(2.0 - np.arange(k) * 0.4 + 0.05 * rng.normal(size=k))
     he = [x + 0.1 + 0.02 * rng.normal() for x in tr]
-    return {"kind": "dataset", "target": target, "seed": seed, "t_edges": list(edges),
-            "split": {"train": {"episodes": 8, "transitions": 800}, "heldout": {"episodes": 2, "transitions": 200}},
-            "train_loss": tr, "heldout_loss": he, "gap": [h - t for h, t in zip(he, tr)],
-            "train_score_loss": [x * 10 for x in tr], "heldout_score_loss": [x * 10 for x in he],
-            "score_gap": [10 * (h - t) for h, t in zip(he, tr)]}
+    return {
+        "kind": "dataset",
+        "target": target,
+        "seed": seed,
+        "t_edges": list(edges),
+        "split": {
+            "train": {"episodes": 8, "transitions": 800},
+            "heldout": {"episodes": 2, "transitions": 200},
+        },
+        "train_loss": tr,
+        "heldout_loss": he,
+        "gap": [h - t for h, t in zip(he, tr)],
+        "train_score_loss": [x * 10 for x in tr],
+        "heldout_score_loss": [x * 10 for x in he],
+        "score_gap": [10 * (h - t) for h, t in zip(he, tr)],
+    }
 
 
 def test_summarize_means_cis_and_near_zero_vs_mid():
@@ -282,8 +323,9 @@ def test_summarize_means_cis_and_near_zero_vs_mid():
             assert e["value"] == pytest.approx(np.mean([r[m][i] for r in recs[:4]]))
     c = b["near_zero_vs_mid"]
     assert (c["t_near"], c["t_mid"]) == (0.01, 0.5)
-    assert c["rel_error_ratio"]["value"] == pytest.approx(np.mean([r["rel_error"][0] / r["rel_error"][2]
-                                                                    for r in recs[:4]]))
+    assert c["rel_error_ratio"]["value"] == pytest.approx(
+        np.mean([r["rel_error"][0] / r["rel_error"][2] for r in recs[:4]])
+    )
     d = summ["dataset"]["hopper-medium"]
     assert d["n_runs"] == 3 and d["t_mid"][0] == pytest.approx(0.0255)
     for m in sa.DATASET_METRICS:
@@ -307,12 +349,18 @@ def test_summarize_one_seed_has_no_interval_and_rejects_inconsistent_records():
 
 
 def test_markdown_states_the_measured_comparison_and_plot_writes_atomically(tmp_path):
-    recs = [fake_bandit_record(s) for s in (0, 1, 2)] + [fake_bandit_record(s, "bandit-aniso2") for s in (0, 1)]
-    recs += [fake_dataset_record(s) for s in (0, 1)] + [fake_dataset_record(s, "walker2d-medium") for s in (0, 1, 2)]
+    recs = [fake_bandit_record(s) for s in (0, 1, 2)] + [
+        fake_bandit_record(s, "bandit-aniso2") for s in (0, 1)
+    ]
+    recs += [fake_dataset_record(s) for s in (0, 1)] + [
+        fake_dataset_record(s, "walker2d-medium") for s in (0, 1, 2)
+    ]
     summ = sa.summarize(recs, 0.9, 300, 0)
     lines = sa.markdown(summ)
     text = "\n".join(lines)
-    assert lines[0].startswith("SRPO uses only the behavior model's score") and not any(l.startswith("## ") for l in lines)
+    assert lines[0].startswith("SRPO uses only the behavior model's score") and not any(
+        line.startswith("## ") for line in lines
+    )
     ratio = summ["bandit"]["bandit-ring8"]["near_zero_vs_mid"]["rel_error_ratio"]["value"]
     assert f"is {ratio:.3g} [" in text and "times that at t = 0.5" in text  # computed, not hard-coded
     ds_ratio = summ["dataset"]["walker2d-medium"]["near_zero_vs_mid"]["heldout_loss_ratio"]["value"]
@@ -344,7 +392,9 @@ def test_bandit_record_end_to_end_and_resumes(tmp_path):
     assert all(-1 <= c <= 1 for c in rec["cosine"])
     # Finished checkpoint: a second call loads it, trains nothing, and measures the same numbers.
     again = sa.bandit_record("ring8", 1, cfg, tmp_path, 500, 400, [0.01, 0.5, 0.9], CPU, torch.float32, False)
-    assert {k: v for k, v in again.items() if k != "wall_s"} == {k: v for k, v in rec.items() if k != "wall_s"}
+    assert {k: v for k, v in again.items() if k != "wall_s"} == {
+        k: v for k, v in rec.items() if k != "wall_s"
+    }
     with pytest.raises(ValueError, match="seed"):
         sa.bandit_record("ring8", 2, cfg, tmp_path, 500, 400, [0.5], CPU, torch.float32, False)
     with pytest.raises(ValueError, match="task"):
@@ -370,9 +420,10 @@ def test_dataset_record_end_to_end(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("shape", sorted(bandits.BANDITS))
+@pytest.mark.parametrize("shape", sorted(bandit_tasks.BANDITS))
 def test_learned_score_is_accurate_at_mid_t(tmp_path, shape):
-    """A smoke-budget behavior model (500 steps) on held-out actions: at t = 0.5 the score's relative error is small
+    """A smoke-budget behavior model (500 steps) on held-out actions: at t = 0.5 the score's relative error
+    is small
     (measured 0.004-0.006 on the four shapes, seed 0) and its direction right (cosine >= 0.995 measured); the
     exact eps* keeps the lower DSM loss at every t of the grid."""
     cfg = make_config(f"bandit-{shape}", "smoke", 0)

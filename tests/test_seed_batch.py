@@ -5,8 +5,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from srpo import artifacts, seed_batch
-from srpo.train import Interrupted, train
+from srpo import artifacts
+from srpo.fast import seed_batch
+from srpo.stage_loop import Interrupted
+from srpo.train import train
 from tests.test_train import final_params, tiny_config, tiny_data
 
 SEEDS = (0, 1, 2)
@@ -50,8 +52,14 @@ def test_a_single_run_resumes_from_a_batched_checkpoint_and_vice_versa(tmp_path)
     data = tiny_data()
     outs = [tmp_path / "mixed" / f"seed{s}" for s in SEEDS]
     with pytest.raises(Interrupted):
-        seed_batch.train([tiny_config(s) for s in SEEDS], data, outs, progress=False, stages=("behavior",),
-                         stop_after={"behavior": 20})
+        seed_batch.train(
+            [tiny_config(s) for s in SEEDS],
+            data,
+            outs,
+            progress=False,
+            stages=("behavior",),
+            stop_after={"behavior": 20},
+        )
     for s, out in zip(SEEDS, outs):
         train(tiny_config(s), data, out, progress=False, stages=("behavior",))
         single = tmp_path / "single" / f"seed{s}"
@@ -68,8 +76,10 @@ def test_a_single_run_resumes_from_a_batched_checkpoint_and_vice_versa(tmp_path)
     for s, out in zip(SEEDS, outs2):
         single = tmp_path / "single" / f"seed{s}"
         train(tiny_config(s), data, single, progress=False, stages=("critic",))
-        assert_close_params(artifacts.load_torch(out / "critic.pt")["modules"]["critic"],
-                            artifacts.load_torch(single / "critic.pt")["modules"]["critic"])
+        assert_close_params(
+            artifacts.load_torch(out / "critic.pt")["modules"]["critic"],
+            artifacts.load_torch(single / "critic.pt")["modules"]["critic"],
+        )
 
 
 @pytest.mark.parametrize("stage,at", [("behavior", 20), ("critic", 10), ("policy", 30)])
@@ -111,22 +121,33 @@ def test_a_commit_killed_after_writing_is_finished_and_one_killed_while_writing_
 def test_bad_seed_groups_are_refused_clearly(tmp_path):
     data = tiny_data()
     with pytest.raises(ValueError, match="share every setting but the seed"):
-        seed_batch.train([tiny_config(0), tiny_config(1, **{"critic.lr": "1e-3"})], data,
-                         [tmp_path / "a", tmp_path / "b"], progress=False, stages=("critic",))
+        seed_batch.train(
+            [tiny_config(0), tiny_config(1, **{"critic.lr": "1e-3"})],
+            data,
+            [tmp_path / "a", tmp_path / "b"],
+            progress=False,
+            stages=("critic",),
+        )
     with pytest.raises(ValueError, match="distinct"):
-        seed_batch.train([tiny_config(0), tiny_config(0)], data, [tmp_path / "a", tmp_path / "b"], progress=False)
+        seed_batch.train(
+            [tiny_config(0), tiny_config(0)], data, [tmp_path / "a", tmp_path / "b"], progress=False
+        )
 
 
 def test_adding_a_seed_trains_only_the_new_one_and_mixed_steps_resume_in_lockstep_groups(tmp_path):
     data = tiny_data()
     outs = {s: tmp_path / f"seed{s}" for s in (0, 1, 2, 3)}
-    seed_batch.train([tiny_config(s) for s in (0, 1)], data, [outs[0], outs[1]], progress=False, stages=("critic",))
+    seed_batch.train(
+        [tiny_config(s) for s in (0, 1)], data, [outs[0], outs[1]], progress=False, stages=("critic",)
+    )
     before = (outs[0] / "critic.pt").read_bytes()
     with pytest.raises(Interrupted):  # seed 2 stops at step 20; seed 3 has no checkpoint
-        seed_batch.train([tiny_config(2)], data, [outs[2]], progress=False, stages=("critic",),
-                         stop_after={"critic": 20})
-    seed_batch.train([tiny_config(s) for s in (0, 1, 2, 3)], data, list(outs.values()), progress=False,
-                     stages=("critic",))
+        seed_batch.train(
+            [tiny_config(2)], data, [outs[2]], progress=False, stages=("critic",), stop_after={"critic": 20}
+        )
+    seed_batch.train(
+        [tiny_config(s) for s in (0, 1, 2, 3)], data, list(outs.values()), progress=False, stages=("critic",)
+    )
     assert (outs[0] / "critic.pt").read_bytes() == before  # finished: loaded, not retrained
     ref = batched(tmp_path, "ref", seeds=(2, 3), stages=("critic",))
     for s, r in zip((2, 3), ref):
@@ -136,14 +157,14 @@ def test_adding_a_seed_trains_only_the_new_one_and_mixed_steps_resume_in_lockste
 
 
 def test_a_compiled_batched_run_equals_the_eager_batched_run(tmp_path):
-    """torch.compile fuses the losses' kernels (the GPU fast path's option): rounding changes, nothing else."""
+    """torch.compile fuses the losses' kernels (the GPU fast path's option): only rounding changes."""
     eager, compiled = batched(tmp_path, "eager"), batched(tmp_path, "compiled", compile=True)
     for e, c in zip(eager, compiled):
         assert_close_params(final_params(e), final_params(c), rtol=1e-3, atol=1e-4)  # Adam amplifies rounding
 
 
 def test_behavior_and_critic_side_by_side_equal_them_in_turn(tmp_path):
-    """overlap=True: the two independent stages in two threads (on a CPU in turn): the same results, bit for bit."""
+    """overlap=True: the two independent stages in two threads (on a CPU in turn): same results, bitwise."""
     in_turn, side = batched(tmp_path, "in_turn"), batched(tmp_path, "side", overlap=True)
     for a, b in zip(in_turn, side):
         for stage in ("behavior", "critic", "policy"):

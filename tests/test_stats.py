@@ -2,10 +2,9 @@
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
-from eval import stats
+from srpo_bench.eval import stats
 
 finite = st.floats(-200, 200, allow_nan=False, allow_infinity=False)
 runs = st.lists(finite, min_size=2, max_size=12)
@@ -14,7 +13,9 @@ runs = st.lists(finite, min_size=2, max_size=12)
 def matrices(min_runs=5, max_runs=7, max_tasks=4):
     return st.integers(min_runs, max_runs).flatmap(
         lambda r: st.integers(1, max_tasks).flatmap(
-            lambda t: st.lists(st.lists(finite, min_size=t, max_size=t), min_size=r, max_size=r)))
+            lambda t: st.lists(st.lists(finite, min_size=t, max_size=t), min_size=r, max_size=r)
+        )
+    )
 
 
 @given(runs)
@@ -34,16 +35,21 @@ def test_task_interval_kind_follows_the_run_count():
     assert est.format() == "3.0 [1.0, 5.0]"
     # n = 2, 3: the range of the runs, never called a confidence interval.
     three, _ = stats.task_estimate([7.0, 1.0, 4.0])
-    assert three.kind == "range" and not three.is_confidence_interval and (three.low, three.high) == (1.0, 7.0)
+    assert (
+        three.kind == "range" and not three.is_confidence_interval and (three.low, three.high) == (1.0, 7.0)
+    )
     assert three.format() == "4.0 (range 1.0 to 7.0)"
     one, _ = stats.task_estimate([3.0])
     assert one.kind == "none" and one.format() == "3.0"
 
 
-@pytest.mark.parametrize("name, draw, true_mean", [
-    ("normal", lambda rng, size: rng.normal(50.0, 10.0, size), 50.0),
-    ("gamma(4), skewness 1", lambda rng, size: rng.gamma(4.0, 5.0, size), 20.0),
-])
+@pytest.mark.parametrize(
+    "name, draw, true_mean",
+    [
+        ("normal", lambda rng, size: rng.normal(50.0, 10.0, size), 50.0),
+        ("gamma(4), skewness 1", lambda rng, size: rng.gamma(4.0, 5.0, size), 20.0),
+    ],
+)
 def test_task_interval_covers_the_true_mean_95_percent_of_the_time_at_five_runs(name, draw, true_mean):
     rng = np.random.default_rng(2024)
     trials = 4000  # binomial sd of the coverage at 0.95: 0.0034
@@ -74,7 +80,9 @@ def test_iqm_and_aggregates_of_a_constant_are_that_constant(c, n_runs, n_tasks):
     assert np.isclose(stats.iqm(m), c)
     est = stats.aggregate_estimates({"a": m}, reps=200)["a"]
     for name in ("mean", "median", "iqm"):
-        assert np.isclose(est[name].value, c) and np.isclose(est[name].low, c) and np.isclose(est[name].high, c)
+        assert (
+            np.isclose(est[name].value, c) and np.isclose(est[name].low, c) and np.isclose(est[name].high, c)
+        )
 
 
 def test_no_aggregate_interval_below_five_runs_per_task():

@@ -13,14 +13,23 @@ import torch
 
 from srpo import artifacts
 from srpo.config import make_config
-from srpo.train import Interrupted, train
-from validation import bandits
+from srpo.stage_loop import Interrupted
+from srpo.train import train
+from srpo_bench.eval import bandit_tasks
 
 TINY = {
-    "behavior.steps": "40", "behavior.batch_size": "32", "behavior.width": "32", "behavior.n_blocks": "1",
-    "critic.steps": "40", "critic.batch_size": "32", "critic.hidden": "32,32",
-    "policy.steps": "40", "policy.batch_size": "32", "policy.hidden": "32,32",
-    "log_every": "5", "checkpoint_every": "10",
+    "behavior.steps": "40",
+    "behavior.batch_size": "32",
+    "behavior.width": "32",
+    "behavior.n_blocks": "1",
+    "critic.steps": "40",
+    "critic.batch_size": "32",
+    "critic.hidden": "32,32",
+    "policy.steps": "40",
+    "policy.batch_size": "32",
+    "policy.hidden": "32,32",
+    "log_every": "5",
+    "checkpoint_every": "10",
 }
 
 
@@ -29,7 +38,7 @@ def tiny_config(seed=0, **extra):
 
 
 def tiny_data(seed=0):
-    return bandits.make_dataset(bandits.get_bandit("bandit-ring8"), 500, seed)
+    return bandit_tasks.make_dataset(bandit_tasks.get_bandit("bandit-ring8"), 500, seed)
 
 
 def final_params(out: Path) -> dict[str, torch.Tensor]:
@@ -58,7 +67,7 @@ def test_same_seed_same_run_and_other_seed_differs(tmp_path):
 
 @pytest.mark.parametrize("stage,at", [("behavior", 17), ("critic", 23), ("policy", 31)])
 def test_killed_and_resumed_equals_uninterrupted(tmp_path, stage, at):
-    """A kill at step ``at`` loses the steps since the last checkpoint; the resumed run redoes them exactly."""
+    """A kill at step ``at`` loses the steps since the last checkpoint; the resumed run redoes them alike."""
     data = tiny_data()
     ref = train(tiny_config(), data, tmp_path / "ref", progress=False)
     with pytest.raises(Interrupted):
@@ -115,7 +124,15 @@ def test_policy_stage_rejects_mismatched_behavior_model(tmp_path):
 
     data = tiny_data()
     with pytest.raises(ValueError, match="3-dim actions"):
-        train_policy(tiny_config(), data, NoisePredictor(1, 3, 16, 1), Critic(1, 2, (8,)), tmp_path, torch.device("cpu"), progress=False)
+        train_policy(
+            tiny_config(),
+            data,
+            NoisePredictor(1, 3, 16, 1),
+            Critic(1, 2, (8,)),
+            tmp_path,
+            torch.device("cpu"),
+            progress=False,
+        )
 
 
 def test_noise_predictor_rejects_wrong_action_dim():
@@ -130,14 +147,31 @@ def _srpo_cmd(out: Path, *extra: str) -> list[str]:
     sets = []
     for k, v in {**TINY, "behavior.steps": "400", "checkpoint_every": "50", "log_every": "50"}.items():
         sets += ["--set", f"{k}={v}"]
-    return [sys.executable, "-m", "srpo.cli", "train", "--task", "bandit-ring8", "--profile", "smoke",
-            "--out", str(out), "--no-progress", "--threads", "1", *sets, *extra]
+    return [
+        sys.executable,
+        "-m",
+        "srpo_bench.cli",
+        "train",
+        "--task",
+        "bandit-ring8",
+        "--profile",
+        "smoke",
+        "--out",
+        str(out),
+        "--no-progress",
+        "--threads",
+        "1",
+        *sets,
+        *extra,
+    ]
 
 
 def test_sigkill_and_resume_via_cli_is_bit_identical(tmp_path):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     subprocess.run(_srpo_cmd(tmp_path / "ref"), check=True, env=env, capture_output=True)
-    proc = subprocess.Popen(_srpo_cmd(tmp_path / "run"), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        _srpo_cmd(tmp_path / "run"), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     ckpt = tmp_path / "run" / "behavior.pt"
     deadline = time.time() + 120
     while not ckpt.exists() and time.time() < deadline and proc.poll() is None:
@@ -158,7 +192,14 @@ def test_stages_run_separately_equal_one_full_run_and_policy_variants_share_upst
     for stage in ("behavior", "critic"):
         train(tiny_config(), data, tmp_path / "staged", progress=False, stages=(stage,))
     assert not (tmp_path / "staged" / "policy.pt").exists()
-    train(tiny_config(), data, tmp_path / "variant", progress=False, stages=("policy",), upstream=tmp_path / "staged")
+    train(
+        tiny_config(),
+        data,
+        tmp_path / "variant",
+        progress=False,
+        stages=("policy",),
+        upstream=tmp_path / "staged",
+    )
     assert not (tmp_path / "variant" / "behavior.pt").exists()
     full = final_params(tmp_path / "full")
     staged = {k: v for k, v in full.items() if not k.startswith("policy")}
@@ -175,16 +216,39 @@ def test_stages_run_separately_equal_one_full_run_and_policy_variants_share_upst
 def test_policy_stage_refuses_missing_unfinished_or_foreign_upstream(tmp_path):
     data = tiny_data()
     with pytest.raises(FileNotFoundError, match="run the behavior stage first"):
-        train(tiny_config(), data, tmp_path / "p", progress=False, stages=("policy",), upstream=tmp_path / "none")
+        train(
+            tiny_config(),
+            data,
+            tmp_path / "p",
+            progress=False,
+            stages=("policy",),
+            upstream=tmp_path / "none",
+        )
     with pytest.raises(Interrupted):
-        train(tiny_config(), data, tmp_path / "u", progress=False, stages=("behavior",), stop_after={"behavior": 15})
+        train(
+            tiny_config(),
+            data,
+            tmp_path / "u",
+            progress=False,
+            stages=("behavior",),
+            stop_after={"behavior": 15},
+        )
     train(tiny_config(), data, tmp_path / "u", progress=False, stages=("critic",))
     with pytest.raises(ValueError, match="unfinished"):
-        train(tiny_config(), data, tmp_path / "p", progress=False, stages=("policy",), upstream=tmp_path / "u")
+        train(
+            tiny_config(), data, tmp_path / "p", progress=False, stages=("policy",), upstream=tmp_path / "u"
+        )
     train(tiny_config(), data, tmp_path / "u", progress=False, stages=("behavior",))
     other_data = tiny_data(seed=5)  # same config, other dataset: the fingerprint differs
     with pytest.raises(ValueError, match="different behavior config, seed or dataset"):
-        train(tiny_config(), other_data, tmp_path / "p", progress=False, stages=("policy",), upstream=tmp_path / "u")
+        train(
+            tiny_config(),
+            other_data,
+            tmp_path / "p",
+            progress=False,
+            stages=("policy",),
+            upstream=tmp_path / "u",
+        )
     with pytest.raises(ValueError, match="unknown stage"):
         train(tiny_config(), data, tmp_path / "p", progress=False, stages=("actor",))
 

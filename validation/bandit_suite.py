@@ -23,41 +23,75 @@ import torch
 from srpo import __version__, artifacts
 from srpo.config import RunConfig, make_config
 from srpo.train import train, train_behavior, train_policy
-from validation import bandits
+from srpo_bench.eval import bandit_tasks
+from srpo_bench.eval.stats import Estimate, task_estimate
+from srpo_bench.validation import bandits
 
 
-def run_shape(shape: str, profile: str, seed: int, work: Path, overrides: dict[str, str] | None = None,
-              progress: bool = False) -> dict[str, Any]:
+def run_shape(
+    shape: str,
+    profile: str,
+    seed: int,
+    work: Path,
+    overrides: dict[str, str] | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
     """All three extractions for one bandit and seed; checkpoints under ``work``."""
     task = f"bandit-{shape}"
-    bandit = bandits.get_bandit(task)
+    bandit = bandit_tasks.get_bandit(task)
     cfg = make_config(task, profile, seed, overrides)
-    data = bandits.make_dataset(bandit, 10_000, seed)
+    data = bandit_tasks.make_dataset(bandit, 10_000, seed)
     optimum = bandits.surrogate_optimum(bandit, cfg.policy)
     cpu = torch.device("cpu")
     t0 = time.perf_counter()
     result = train(cfg, data, work / "pipeline", cpu, progress=progress)
-    exact_pi, _ = train_policy(cfg, data, bandits.ExactNoisePredictor(bandit), bandits.ExactCritic(bandit),
-                               work / "exact", cpu, progress=progress)
-    learned_pi, _ = train_policy(cfg, data, result.modules["behavior"], bandits.ExactCritic(bandit),
-                                 work / "learned_score", cpu, progress=progress)
+    exact_pi, _ = train_policy(
+        cfg,
+        data,
+        bandits.ExactNoisePredictor(bandit),
+        bandits.ExactCritic(bandit),
+        work / "exact",
+        cpu,
+        progress=progress,
+    )
+    learned_pi, _ = train_policy(
+        cfg,
+        data,
+        result.modules["behavior"],
+        bandits.ExactCritic(bandit),
+        work / "learned_score",
+        cpu,
+        progress=progress,
+    )
     return {
         "task": task,
         "seed": seed,
-        "optimum": {"action": optimum.action.tolist(), "value": optimum.value,
-                    "n_local_optima": len(optimum.local_optima)},
+        "optimum": {
+            "action": optimum.action.tolist(),
+            "value": optimum.value,
+            "n_local_optima": len(optimum.local_optima),
+        },
         "exact": bandits.policy_report(bandit, exact_pi, cfg.policy, optimum),
         "learned_score": bandits.policy_report(bandit, learned_pi, cfg.policy, optimum),
         "pipeline": bandits.policy_report(bandit, result.policy, cfg.policy, optimum),
-        "behavior_final_loss": result.histories["behavior"][-1]["loss"] if result.histories["behavior"] else None,
+        "behavior_final_loss": result.histories["behavior"][-1]["loss"]
+        if result.histories["behavior"]
+        else None,
         "wall_s": time.perf_counter() - t0,
     }
 
 
-def run_suite(profile: str, seeds: list[int], out: Path, work: Path, shapes: list[str] | None = None,
-              overrides: dict[str, str] | None = None, progress: bool = True) -> dict[str, Any]:
+def run_suite(
+    profile: str,
+    seeds: list[int],
+    out: Path,
+    work: Path,
+    shapes: list[str] | None = None,
+    overrides: dict[str, str] | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
     """Every shape x seed; writes ``out`` (JSON) atomically with a per-shape summary."""
-    shapes = shapes or sorted(bandits.BANDITS)
+    shapes = shapes or sorted(bandit_tasks.BANDITS)
     runs = []
     for shape in shapes:
         for seed in seeds:
@@ -79,16 +113,27 @@ def run_suite(profile: str, seeds: list[int], out: Path, work: Path, shapes: lis
         "seeds": seeds,
         "summary": summary,
         "runs": runs,
-        "machine": {"platform": platform.platform(), "processor": platform.processor(),
-                    "torch": torch.__version__, "threads": torch.get_num_threads()},
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor(),
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+        },
         "srpo_version": __version__,
     }
     artifacts.write_json(out, report)
     return report
 
 
-def ablation_record(shape: str, seed: int, base: RunConfig, variants: dict[str, RunConfig], work: Path,
-                    n_data: int = 10_000, progress: bool = False) -> dict[str, Any]:
+def ablation_record(
+    shape: str,
+    seed: int,
+    base: RunConfig,
+    variants: dict[str, RunConfig],
+    work: Path,
+    n_data: int = 10_000,
+    progress: bool = False,
+) -> dict[str, Any]:
     """Each SRPO variant's policy on one bandit, against the optimum of that variant's exact surrogate.
 
     ``base`` fixes the behavior model (trained once, shared by the variants, as in the
@@ -99,34 +144,45 @@ def ablation_record(shape: str, seed: int, base: RunConfig, variants: dict[str, 
     maximizer of ``base``'s J (how far the variant moves the solution).
     """
     task = f"bandit-{shape}"
-    bandit = bandits.get_bandit(task)
-    data = bandits.make_dataset(bandit, n_data, seed)
+    bandit = bandit_tasks.get_bandit(task)
+    data = bandit_tasks.make_dataset(bandit, n_data, seed)
     cpu = torch.device("cpu")
     learned, _ = train_behavior(base, data, work, cpu, progress=progress)
     base_opt = bandits.surrogate_optimum(bandit, base.policy)
     rows = {}
     for name, cfg in variants.items():
         if cfg.task != task or cfg.seed != seed:
-            raise ValueError(f"variant {name!r} is configured for {cfg.task} seed {cfg.seed}, not {task} seed {seed}")
+            raise ValueError(
+                f"variant {name!r} is configured for {cfg.task} seed {cfg.seed}, not {task} seed {seed}"
+            )
         optimum = bandits.surrogate_optimum(bandit, cfg.policy)
-        row = {"optimum_action": optimum.action.tolist(),
-               "optimum_shift": float(torch.linalg.norm(optimum.action - base_opt.action))}
+        row = {
+            "optimum_action": optimum.action.tolist(),
+            "optimum_shift": float(torch.linalg.norm(optimum.action - base_opt.action)),
+        }
         for kind, model in (("exact", bandits.ExactNoisePredictor(bandit)), ("learned_score", learned)):
-            pi, _ = train_policy(cfg, data, model, bandits.ExactCritic(bandit), work / name / kind, cpu,
-                                 progress=progress)
+            pi, _ = train_policy(
+                cfg, data, model, bandits.ExactCritic(bandit), work / name / kind, cpu, progress=progress
+            )
             report = bandits.policy_report(bandit, pi, cfg.policy, optimum)
-            row[kind] = {"distance_to_optimum": report["distance_to_optimum"],
-                         "distance_to_base_optimum": float(torch.linalg.norm(
-                             torch.tensor(report["policy_action"], dtype=torch.float64) - base_opt.action)),
-                         "policy_action": report["policy_action"], "policy_reward": report["policy_reward"]}
+            row[kind] = {
+                "distance_to_optimum": report["distance_to_optimum"],
+                "distance_to_base_optimum": float(
+                    torch.linalg.norm(
+                        torch.tensor(report["policy_action"], dtype=torch.float64) - base_opt.action
+                    )
+                ),
+                "policy_action": report["policy_action"],
+                "policy_reward": report["policy_reward"],
+            }
         rows[name] = row
     return {"task": task, "seed": seed, "base_optimum": base_opt.action.tolist(), "variants": rows}
 
 
-def ablation_summary(records: list[dict[str, Any]], confidence: float, reps: int, seed: int) -> dict[str, Any]:
-    """Per bandit and variant: mean distance to the exact-surrogate optimum over seeds, with a bootstrap CI."""
-    from eval.stats import task_estimate
-
+def ablation_summary(
+    records: list[dict[str, Any]], confidence: float, reps: int, seed: int
+) -> dict[str, Any]:
+    """Per bandit and variant: mean distance to the exact-surrogate optimum over seeds, bootstrap CI."""
     out: dict[str, Any] = {}
     for task in sorted({r["task"] for r in records}):
         rows = sorted((r for r in records if r["task"] == task), key=lambda r: r["seed"])
@@ -135,7 +191,7 @@ def ablation_summary(records: list[dict[str, Any]], confidence: float, reps: int
             cell = {"optimum_shift": float(np.mean([r["variants"][name]["optimum_shift"] for r in rows]))}
             for kind in ("exact", "learned_score"):
                 x = np.array([r["variants"][name][kind]["distance_to_optimum"] for r in rows])
-                est, std = task_estimate(x, confidence, reps, seed)
+                est, std = task_estimate(x, confidence)
                 cell[kind] = {**est.to_dict(), "std": std}
             out[task][name] = cell
     return out
@@ -143,21 +199,29 @@ def ablation_summary(records: list[dict[str, Any]], confidence: float, reps: int
 
 def ablation_markdown(summary: dict[str, Any], base: str) -> list[str]:
     """The report's table: distance of each variant's policy to its own exact-surrogate optimum."""
-    from eval.stats import Estimate
 
     def fmt(d: dict) -> str:
-        return Estimate(d["value"], d["low"], d["high"], d["n_runs"], d["confidence"]).format(3)
+        return Estimate.from_dict(d).format(3)
 
-    L = ["### Ablations on the exact-score bandits", "",
-         "Each variant's policy, extracted with exact Q and either the exact score eps* or the learned eps_psi "
-         "(one behavior model per bandit and seed, shared by the variants), against the maximizer of the "
-         "variant's own exact surrogate J (validation/bandits.py): Euclidean distance in action space, mean over "
-         f"seeds [CI]. 'optimum shift': how far the variant's optimum lies from `{base}`'s.", "",
-         "| bandit | variant | optimum shift | exact score: distance | learned score: distance | runs |",
-         "|---|---|---|---|---|---|"]
+    L = [
+        "### Ablations on the exact-score bandits",
+        "",
+        "Each variant's policy, extracted with exact Q and either the exact score eps* or the learned "
+        "eps_psi "
+        "(one behavior model per bandit and seed, shared by the variants), against the maximizer of the "
+        "variant's own exact surrogate J (validation/bandits.py): Euclidean distance in action space, mean "
+        "over "
+        f"seeds [CI]. 'optimum shift': how far the variant's optimum lies from `{base}`'s.",
+        "",
+        "| bandit | variant | optimum shift | exact score: distance | learned score: distance | runs |",
+        "|---|---|---|---|---|---|",
+    ]
     for task, variants in summary.items():
         for name, c in variants.items():
-            L.append(f"| {task} | {name} | {c['optimum_shift']:.3f} | {fmt(c['exact'])} | {fmt(c['learned_score'])} "
-                     f"| {c['exact']['n_runs']} |")
+            L.append(
+                f"| {task} | {name} | {c['optimum_shift']:.3f} | {fmt(c['exact'])} | "
+                f"{fmt(c['learned_score'])} "
+                f"| {c['exact']['n_runs']} |"
+            )
     L.append("")
     return L

@@ -1,8 +1,8 @@
-"""Exact-score 2-D bandit suite: the ground truth for every score and policy check.
+"""Exact references on the 2-D bandit tasks: the ground truth for every score and policy check.
 
-Each bandit has a single (dummy) state, a behavior distribution mu(a) that is a
-Gaussian mixture on [-1, 1]^2, and a known reward Q(a). Because mu_t is again a
-mixture (SPEC §2), eps*(a_t, t) is exact at every t, and so is the SRPO surrogate
+The bandits themselves (behavior mixture, reward, dataset) are tasks,
+:mod:`srpo_bench.eval.bandit_tasks`. Because each behavior mu_t is again a
+mixture (method §2), eps*(a_t, t) is exact at every t, and so is the SRPO surrogate
 that E6 ascends. Writing omega-weighted KL ensembles as an objective in a:
 
     J(a) = beta Q(a) + E_t [ w(t) sigma_t / alpha_t  E_eps log mu_t(alpha_t a + sigma_t eps) ],
@@ -25,98 +25,7 @@ from torch import Tensor
 
 from srpo import mixture, policy as srpo_policy, schedule
 from srpo.config import PolicyConfig
-from srpo.mixture import GaussianMixture
-from srpo.transitions import Transitions
-
-STATE_DIM = 1  # one dummy state, all zeros: a bandit
-
-
-@dataclass(frozen=True)
-class Bandit:
-    """A behavior mixture and a quadratic reward Q(a) = -||a - goal||^2."""
-
-    name: str
-    behavior: GaussianMixture
-    goal: tuple[float, float]
-
-    def reward(self, action: Tensor) -> Tensor:
-        goal = torch.as_tensor(self.goal, dtype=action.dtype, device=action.device)
-        return -((action - goal) ** 2).sum(-1)
-
-    def reward_grad(self, action: Tensor) -> Tensor:
-        goal = torch.as_tensor(self.goal, dtype=action.dtype, device=action.device)
-        return -2.0 * (action - goal)
-
-
-def _iso(means: list[tuple[float, float]], std: float, weights: list[float] | None = None) -> GaussianMixture:
-    k = len(means)
-    w = torch.tensor(weights if weights is not None else [1.0 / k] * k, dtype=torch.float64)
-    return GaussianMixture(w / w.sum(), torch.tensor(means, dtype=torch.float64), std**2 * torch.eye(2, dtype=torch.float64).repeat(k, 1, 1))
-
-
-def _rotated_cov(angle: float, std_major: float, std_minor: float) -> Tensor:
-    c, s = math.cos(angle), math.sin(angle)
-    rot = torch.tensor([[c, -s], [s, c]], dtype=torch.float64)
-    return rot @ torch.diag(torch.tensor([std_major**2, std_minor**2], dtype=torch.float64)) @ rot.T
-
-
-def _ring8() -> Bandit:
-    means = [(0.8 * math.cos(2 * math.pi * k / 8), 0.8 * math.sin(2 * math.pi * k / 8)) for k in range(8)]
-    return Bandit("ring8", _iso(means, 0.05), goal=(1.0, 0.35))
-
-
-def _grid25() -> Bandit:
-    pts = [-0.8, -0.4, 0.0, 0.4, 0.8]
-    return Bandit("grid25", _iso([(x, y) for x in pts for y in pts], 0.04), goal=(0.7, 1.2))
-
-
-def _aniso2() -> Bandit:
-    means = torch.tensor([[-0.45, 0.0], [0.45, 0.0]], dtype=torch.float64)
-    covs = torch.stack([_rotated_cov(math.pi / 4, 0.15, 0.03), _rotated_cov(-math.pi / 4, 0.15, 0.03)])
-    mix = GaussianMixture(torch.tensor([0.5, 0.5], dtype=torch.float64), means, covs)
-    return Bandit("aniso2", mix, goal=(0.2, 1.0))
-
-
-def _unequal6() -> Bandit:
-    means = [(-0.6, -0.5), (0.1, -0.6), (0.6, -0.1), (0.4, 0.6), (-0.3, 0.5), (-0.7, 0.1)]
-    weights = [0.40, 0.25, 0.15, 0.10, 0.06, 0.04]
-    return Bandit("unequal6", _iso(means, 0.06, weights), goal=(0.3, 1.1))
-
-
-BANDITS: dict[str, Bandit] = {b.name: b for b in (_ring8(), _grid25(), _aniso2(), _unequal6())}
-
-
-def get_bandit(task: str) -> Bandit:
-    """The bandit for a task name like ``bandit-ring8``."""
-    name = task.removeprefix("bandit-")
-    if name not in BANDITS:
-        raise ValueError(f"unknown bandit {task!r}; known: {', '.join('bandit-' + b for b in BANDITS)}")
-    return BANDITS[name]
-
-
-def make_dataset(bandit: Bandit, n: int, seed: int) -> Transitions:
-    """n one-step episodes: s = 0, a ~ mu, r = Q(a), terminal. Samples outside [-1, 1]^2 are redrawn."""
-    gen = torch.Generator().manual_seed(seed)
-    kept: list[Tensor] = []
-    have = 0
-    while have < n:
-        a = bandit.behavior.sample(2 * n, gen)
-        a = a[(a.abs() <= 1.0).all(-1)]
-        kept.append(a)
-        have += len(a)
-    actions = torch.cat(kept)[:n]
-    rewards = bandit.reward(actions)
-    obs = np.zeros((n, STATE_DIM), dtype=np.float32)
-    return Transitions(
-        observations=obs,
-        actions=actions.float().numpy(),
-        rewards=rewards.float().numpy(),
-        next_observations=obs.copy(),
-        terminals=np.ones(n, dtype=np.float32),
-        timeouts=np.zeros(n, dtype=np.float32),
-        name=f"bandit-{bandit.name}",
-        info={"kind": "bandit", "seed": seed, "goal": bandit.goal},
-    )
+from srpo_bench.eval.bandit_tasks import STATE_DIM, Bandit
 
 
 def _t_quadrature(pc: PolicyConfig, n_t: int) -> tuple[Tensor, Tensor]:
@@ -138,7 +47,9 @@ def _eps_quadrature(n_eps: int) -> tuple[Tensor, Tensor]:
     return torch.tensor(np.stack([xx.ravel(), yy.ravel()], -1)), torch.tensor(ww.ravel())
 
 
-def surrogate_objective(bandit: Bandit, actions: Tensor, pc: PolicyConfig, n_t: int = 24, n_eps: int = 8) -> Tensor:
+def surrogate_objective(
+    bandit: Bandit, actions: Tensor, pc: PolicyConfig, n_t: int = 24, n_eps: int = 8
+) -> Tensor:
     """J(a) for actions (M, 2), by quadrature (module docstring). Differentiable in ``actions``."""
     mix = bandit.behavior.to(dtype=actions.dtype)
     ts, wt = (q.to(actions.dtype) for q in _t_quadrature(pc, n_t))
@@ -215,7 +126,9 @@ class ExactCritic(torch.nn.Module):
         return self.bandit.reward(action)
 
 
-def policy_report(bandit: Bandit, policy: torch.nn.Module, pc: PolicyConfig, optimum: SurrogateOptimum) -> dict:
+def policy_report(
+    bandit: Bandit, policy: torch.nn.Module, pc: PolicyConfig, optimum: SurrogateOptimum
+) -> dict:
     """Where a trained policy's action lies relative to the exact-score surrogate optimum."""
     with torch.no_grad():
         p = next(policy.parameters())
@@ -231,6 +144,8 @@ def policy_report(bandit: Bandit, policy: torch.nn.Module, pc: PolicyConfig, opt
         "optimum_surrogate": optimum.value,
         "distance_to_optimum": float(torch.linalg.norm(action - optimum.action)),
         "distance_to_nearest_local_optimum": nearest_local,
-        "optimum_distance_to_nearest_mode": float(torch.linalg.norm(bandit.behavior.means - optimum.action, dim=-1).min()),
+        "optimum_distance_to_nearest_mode": float(
+            torch.linalg.norm(bandit.behavior.means - optimum.action, dim=-1).min()
+        ),
         "policy_distance_to_nearest_mode": nearest_mode,
     }

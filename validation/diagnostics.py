@@ -28,8 +28,13 @@ from scipy import stats
 from torch import Tensor
 
 
-def discounted_returns(rewards: np.ndarray, terminals: np.ndarray, episode_ends: np.ndarray, gamma: float,
-                       tolerance: float = 0.01) -> tuple[np.ndarray, np.ndarray]:
+def discounted_returns(
+    rewards: np.ndarray,
+    terminals: np.ndarray,
+    episode_ends: np.ndarray,
+    gamma: float,
+    tolerance: float = 0.01,
+) -> tuple[np.ndarray, np.ndarray]:
     """Monte Carlo return G_i = sum_k gamma^k r_{i+k} to the end of row i's episode, and where it is complete.
 
     ``episode_ends[i]`` marks the last row of an episode (terminal or cut); ``terminals[i]``
@@ -52,7 +57,7 @@ def discounted_returns(rewards: np.ndarray, terminals: np.ndarray, episode_ends:
         g = rewards[i] + gamma * g
         rows_to_end += 1
         returns[i] = g
-        complete[i] = ended_by_terminal or gamma ** rows_to_end <= tolerance
+        complete[i] = ended_by_terminal or gamma**rows_to_end <= tolerance
     return returns, complete
 
 
@@ -79,13 +84,23 @@ def agreement(prediction: np.ndarray, reference: np.ndarray) -> Agreement:
         raise ValueError("prediction or reference contains NaN or inf")
     d = p - r
     constant = np.ptp(p) == 0 or np.ptp(r) == 0
-    return Agreement(float(d.mean()), float(np.sqrt(np.mean(d ** 2))),
-                     np.nan if constant else float(stats.pearsonr(p, r).statistic),
-                     np.nan if constant else float(stats.spearmanr(p, r).statistic), int(p.size))
+    return Agreement(
+        float(d.mean()),
+        float(np.sqrt(np.mean(d**2))),
+        np.nan if constant else float(stats.pearsonr(p, r).statistic),
+        np.nan if constant else float(stats.spearmanr(p, r).statistic),
+        int(p.size),
+    )
 
 
-def nearest_action_distance(query_states: Tensor, query_actions: Tensor, data_states: Tensor, data_actions: Tensor,
-                            k_states: int = 10, chunk: int = 1024) -> Tensor:
+def nearest_action_distance(
+    query_states: Tensor,
+    query_actions: Tensor,
+    data_states: Tensor,
+    data_actions: Tensor,
+    k_states: int = 10,
+    chunk: int = 1024,
+) -> Tensor:
     """Per query: the Euclidean distance from its action to the nearest action among the ``k_states``
     dataset rows whose states are nearest to its state (states standardized by the dataset's std).
 
@@ -98,10 +113,10 @@ def nearest_action_distance(query_states: Tensor, query_actions: Tensor, data_st
     ds = data_states / scale
     out = []
     for i in range(0, query_states.shape[0], chunk):
-        qs = query_states[i:i + chunk] / scale
+        qs = query_states[i : i + chunk] / scale
         idx = torch.cdist(qs, ds).topk(k, largest=False).indices  # (q, k) nearest dataset states
         cand = data_actions[idx]  # (q, k, action_dim)
-        out.append((cand - query_actions[i:i + chunk, None, :]).norm(dim=-1).min(dim=-1).values)
+        out.append((cand - query_actions[i : i + chunk, None, :]).norm(dim=-1).min(dim=-1).values)
     return torch.cat(out)
 
 
@@ -128,12 +143,19 @@ def compare_terms(q_term: Tensor, score_term: Tensor, eps: float = 1e-12) -> Ter
     the policy back from where Q pushes it.
     """
     if q_term.shape != score_term.shape or q_term.ndim != 2:
-        raise ValueError(f"need two (batch, action_dim) tensors of one shape, got {q_term.shape}, {score_term.shape}")
+        raise ValueError(
+            f"need two (batch, action_dim) tensors of one shape, got {q_term.shape}, {score_term.shape}"
+        )
     qn, sn = q_term.norm(dim=-1), score_term.norm(dim=-1)
     cos = (q_term * score_term).sum(-1) / (qn * sn).clamp_min(eps)
     q_mean, s_mean = float(qn.mean()), float(sn.mean())
-    return TermComparison(q_mean, s_mean, s_mean / q_mean if q_mean > 0 else float("inf"), float(cos.mean()),
-                          float((cos < 0).float().mean()))
+    return TermComparison(
+        q_mean,
+        s_mean,
+        s_mean / q_mean if q_mean > 0 else float("inf"),
+        float(cos.mean()),
+        float((cos < 0).float().mean()),
+    )
 
 
 @dataclass(frozen=True)
@@ -153,8 +175,9 @@ def policy_vs_data(q_policy: Tensor, q_data: Tensor) -> PolicyVsData:
     if q_policy.shape != q_data.shape:
         raise ValueError(f"Q values of different shapes: {q_policy.shape} vs {q_data.shape}")
     diff = q_policy - q_data
-    return PolicyVsData(float(q_policy.mean()), float(q_data.mean()), float(diff.mean()),
-                        float((diff > 0).float().mean()))
+    return PolicyVsData(
+        float(q_policy.mean()), float(q_data.mean()), float(diff.mean()), float((diff > 0).float().mean())
+    )
 
 
 def relative_error(estimate: Tensor, truth: Tensor, eps: float = 1e-12) -> Tensor:

@@ -14,7 +14,7 @@ The fast path, beyond batching: a fused optimizer step, the target EMA as one
 ``_foreach`` op, data indexed on the device, metrics kept on the device and read
 once every ``log_every`` steps (one host sync for all seeds and metrics), and on a
 CUDA device each update - draws, forward, backward, optimizer, EMA, metric sums -
-captured once as a CUDA graph and replayed (:mod:`srpo.cuda_graph`; ``cuda_graphs=False``
+captured once as a CUDA graph and replayed (:mod:`srpo.fast.cuda_graph`; ``cuda_graphs=False``
 turns it off). Optionally (``compile=True``) the vmapped losses go through ``torch.compile``,
 which fuses the elementwise work between the matmuls; and each stage runs at its config's
 ``precision`` (:mod:`srpo.precision`: fp32 by default, TF32 or bf16), as the reference loop does.
@@ -44,23 +44,22 @@ from srpo import artifacts, behavior, critic as iql, policy as srpo_policy, prec
 from srpo.behavior import NoisePredictor
 from srpo.config import RunConfig
 from srpo.critic import Critic
-from srpo.cuda_graph import CaptureTurns, DeviceLr, capturable_optimizer, graphed
+from srpo.fast.cuda_graph import CaptureTurns, DeviceLr, capturable_optimizer, graphed
 from srpo.policy import DeterministicPolicy
-from srpo.train import (
+from srpo.stage_loop import (
     STAGES,
     UPSTREAM,
     RunningMeans,
     StageState,
     Upstream,
     discard_stale,
-    load_finished,
     run_loop,
     seeded_global_rng,
-    srpo_loss,
     stage_config,
     stage_seed,
     upstream_dir,
 )
+from srpo.train import load_finished, preprocess_rewards
 from srpo.transitions import Transitions
 
 # ---------------------------------------------------------------------------------------
@@ -84,8 +83,11 @@ class Stacked:
 
     def parameters(self, prefix: str = "", trainable: bool | None = None) -> list[Tensor]:
         """Stacked parameters whose name starts with ``prefix``, in the modules' registration order."""
-        return [p for n, p in self.params.items()
-                if n.startswith(prefix) and (trainable is None or p.requires_grad == trainable)]
+        return [
+            p
+            for n, p in self.params.items()
+            if n.startswith(prefix) and (trainable is None or p.requires_grad == trainable)
+        ]
 
     def tensors(self) -> dict[str, Tensor]:
         return {**self.params, **self.buffers}
@@ -130,6 +132,11 @@ def vmapped(fn: Callable[..., Any], *stacks: Stacked) -> Callable[..., Any]:
     return call
 
 
+def _means(per_sample: Sequence[Tensor]) -> tuple[Tensor, ...]:
+    """Each per-sample loss reduced to its batch mean (inside vmap: per seed)."""
+    return tuple(x.mean() for x in per_sample)
+
+
 def maybe_compiled(loss_fn: Callable[..., Any], enabled: bool) -> Callable[..., Any]:
     """``loss_fn`` through ``torch.compile`` if ``enabled``: its forward and backward become fused kernels.
 
@@ -162,11 +169,15 @@ class _SeedOptimizer:
     def state_dict(self) -> dict[str, Any]:
         sd = self.optimizer.state_dict()
         return {
-            "state": {i: {n: v[self.k].clone() if torch.is_tensor(v) and v.dim() > 0 else v for n, v in s.items()}
-                      for i, s in sd["state"].items()},
+            "state": {
+                i: {n: v[self.k].clone() if torch.is_tensor(v) and v.dim() > 0 else v for n, v in s.items()}
+                for i, s in sd["state"].items()
+            },
             # The reference loop's optimizer picks its own implementation, with a float lr.
-            "param_groups": [{**g, "fused": None, "foreach": None, "capturable": False, "lr": float(g["lr"])}
-                             for g in sd["param_groups"]],
+            "param_groups": [
+                {**g, "fused": None, "foreach": None, "capturable": False, "lr": float(g["lr"])}
+                for g in sd["param_groups"]
+            ],
         }
 
     def load_state_dict(self, sd: dict[str, Any]) -> None:
@@ -176,10 +187,17 @@ class _SeedOptimizer:
 def _load_stacked(optimizer: torch.optim.Optimizer, sds: list[dict]) -> None:
     """Load S single-run optimizer states (one per seed) into the stacked optimizer."""
     first = sds[0]
-    state = {i: {n: torch.stack([sd["state"][i][n] for sd in sds]) if torch.is_tensor(v) and v.dim() > 0 else v
-                 for n, v in s.items()} for i, s in first["state"].items()}
-    groups = [{**g, "fused": mine["fused"], "foreach": mine["foreach"], "capturable": mine["capturable"]}
-              for g, mine in zip(first["param_groups"], optimizer.param_groups)]  # ours keeps its implementation
+    state = {
+        i: {
+            n: torch.stack([sd["state"][i][n] for sd in sds]) if torch.is_tensor(v) and v.dim() > 0 else v
+            for n, v in s.items()
+        }
+        for i, s in first["state"].items()
+    }
+    groups = [
+        {**g, "fused": mine["fused"], "foreach": mine["foreach"], "capturable": mine["capturable"]}
+        for g, mine in zip(first["param_groups"], optimizer.param_groups)
+    ]  # ours keeps its implementation
     lrs = [g["lr"] for g in optimizer.param_groups]
     optimizer.load_state_dict({"state": state, "param_groups": groups})
     for g, lr in zip(optimizer.param_groups, lrs):
@@ -197,7 +215,11 @@ def _recover(paths: Sequence[Path]) -> None:
     if not pending:
         return
     step = artifacts.load_torch(_pending(pending[0]))["step"]
-    committed = [p for p in paths if not _pending(p).exists() and p.exists() and artifacts.load_torch(p)["step"] == step]
+    committed = [
+        p
+        for p in paths
+        if not _pending(p).exists() and p.exists() and artifacts.load_torch(p)["step"] == step
+    ]
     if len(pending) + len(committed) == len(paths):  # every file was written: finish the renames
         for p in pending:
             os.replace(_pending(p), p)
@@ -207,10 +229,15 @@ def _recover(paths: Sequence[Path]) -> None:
 
 
 class SeedGroup:
-    """S :class:`StageState` s that move in lockstep: what :func:`srpo.train.run_loop` drives."""
+    """S :class:`StageState` s that move in lockstep: what :func:`srpo.stage_loop.run_loop` drives."""
 
-    def __init__(self, states: list[StageState], stacks: list[Stacked], optimizer: torch.optim.Optimizer,
-                 loaded: dict[int, dict]) -> None:
+    def __init__(
+        self,
+        states: list[StageState],
+        stacks: list[Stacked],
+        optimizer: torch.optim.Optimizer,
+        loaded: dict[int, dict],
+    ) -> None:
         self.states, self.stacks, self.optimizer, self._loaded = states, stacks, optimizer, loaded
         self.name, self.path = states[0].name, states[0].path
         self.means = RunningMeans()
@@ -230,8 +257,10 @@ class SeedGroup:
         found = [st.path.exists() for st in self.states]
         if any(found) and not all(found):
             missing = [str(st.path) for st, f in zip(self.states, found) if not f]
-            raise ValueError(f"{self.name}: checkpoints of some seeds exist but not of {', '.join(missing)}; "
-                             "resume with the same seeds, or delete the checkpoints to start over")
+            raise ValueError(
+                f"{self.name}: checkpoints of some seeds exist but not of {', '.join(missing)}; "
+                "resume with the same seeds, or delete the checkpoints to start over"
+            )
         cuda = list(range(torch.cuda.device_count()))
         with torch.random.fork_rng(devices=cuda):  # a reference checkpoint restores the global RNG: keep ours
             done = [st.resume() for st in self.states]
@@ -239,8 +268,10 @@ class SeedGroup:
             return False
         steps = {st.step for st in self.states}
         if len(steps) > 1 or len(set(done)) > 1:
-            raise ValueError(f"{self.name}: the seeds' checkpoints are at different steps {sorted(steps)}; "
-                             "they were not written by one batched run. Delete them to start over")
+            raise ValueError(
+                f"{self.name}: the seeds' checkpoints are at different steps {sorted(steps)}; "
+                "they were not written by one batched run. Delete them to start over"
+            )
         for stack in self.stacks:
             stack.reload()
         if self._loaded:
@@ -268,13 +299,30 @@ class SeedGroup:
             os.replace(_pending(st.path), st.path)
 
 
-def _group(name: str, cfgs: Sequence[RunConfig], outs: Sequence[Path], data: Transitions,
-           modules: list[dict[str, nn.Module]], stacks: list[Stacked], optimizer: torch.optim.Optimizer,
-           gens: list[torch.Generator], scheduler: Any = None) -> SeedGroup:
+def _group(
+    name: str,
+    cfgs: Sequence[RunConfig],
+    outs: Sequence[Path],
+    data: Transitions,
+    modules: list[dict[str, nn.Module]],
+    stacks: list[Stacked],
+    optimizer: torch.optim.Optimizer,
+    gens: list[torch.Generator],
+    scheduler: Any = None,
+) -> SeedGroup:
     loaded: dict[int, dict] = {}
-    states = [StageState(name, Path(out) / f"{name}.pt", stage_config(cfg, name, data), mods,
-                         _SeedOptimizer(optimizer, k, loaded), gen, scheduler)  # type: ignore[arg-type]
-              for k, (cfg, out, mods, gen) in enumerate(zip(cfgs, outs, modules, gens))]
+    states = [
+        StageState(
+            name,
+            Path(out) / f"{name}.pt",
+            stage_config(cfg, name, data),
+            mods,
+            _SeedOptimizer(optimizer, k, loaded),
+            gen,
+            scheduler,
+        )  # type: ignore[arg-type]
+        for k, (cfg, out, mods, gen) in enumerate(zip(cfgs, outs, modules, gens))
+    ]
     return SeedGroup(states, stacks, optimizer, loaded)
 
 
@@ -290,12 +338,16 @@ def _shared(cfgs: Sequence[RunConfig], outs: Sequence[Path]) -> RunConfig:
     ref = cfgs[0].to_dict() | {"seed": None}
     for c in cfgs[1:]:
         if c.to_dict() | {"seed": None} != ref:
-            raise ValueError(f"seed-batched runs must share every setting but the seed; seed {c.seed}'s config "
-                             f"differs from seed {cfgs[0].seed}'s")
+            raise ValueError(
+                f"seed-batched runs must share every setting but the seed; seed {c.seed}'s config "
+                f"differs from seed {cfgs[0].seed}'s"
+            )
     return cfgs[0]
 
 
-def _in_seed_context(cfgs: Sequence[RunConfig], stage: str, device: torch.device, build: Callable[[int], Any]) -> list:
+def _in_seed_context(
+    cfgs: Sequence[RunConfig], stage: str, device: torch.device, build: Callable[[int], Any]
+) -> list:
     """``build(seed)`` under each seed's seeded global RNG, as the reference loop builds its modules."""
     out = []
     for cfg in cfgs:
@@ -311,25 +363,50 @@ def _in_seed_context(cfgs: Sequence[RunConfig], stage: str, device: torch.device
 
 
 def _behavior_batch(
-    cfgs: Sequence[RunConfig], data: Transitions, outs: Sequence[Path], device: torch.device,
-    dtype: torch.dtype = torch.float32, progress: bool = True, stop_after: int | None = None,
-    cuda_graphs: bool = True, compile: bool = False, turns: CaptureTurns | None = None,
+    cfgs: Sequence[RunConfig],
+    data: Transitions,
+    outs: Sequence[Path],
+    device: torch.device,
+    dtype: torch.dtype = torch.float32,
+    progress: bool = True,
+    stop_after: int | None = None,
+    cuda_graphs: bool = True,
+    compile: bool = False,
+    turns: CaptureTurns | None = None,
 ) -> tuple[list[NoisePredictor], list[list[dict[str, float]]]]:
     """Stage 1 for S seeds at one step: :func:`srpo.train.train_behavior`'s loop, vmapped over seeds."""
     bc = _shared(cfgs, outs).behavior
-    models = _in_seed_context(cfgs, "behavior", device, lambda seed: NoisePredictor(
-        data.state_dim, data.action_dim, bc.width, bc.n_blocks, bc.dropout, bc.time_features, bc.time_scale,
-        generator=torch.Generator().manual_seed(seed)).to(device=device, dtype=dtype))
+    models = _in_seed_context(
+        cfgs,
+        "behavior",
+        device,
+        lambda seed: NoisePredictor(
+            data.state_dim,
+            data.action_dim,
+            bc.width,
+            bc.n_blocks,
+            bc.dropout,
+            bc.time_features,
+            bc.time_scale,
+            generator=torch.Generator().manual_seed(seed),
+        ).to(device=device, dtype=dtype),
+    )
     gens = [torch.Generator(device=device).manual_seed(stage_seed(c.seed, "behavior")) for c in cfgs]
     stack = Stacked(models)
-    opt = capturable_optimizer(torch.optim.AdamW, stack.parameters(trainable=True), device, cuda_graphs, bc.lr,
-                               weight_decay=bc.weight_decay)
+    opt = capturable_optimizer(
+        torch.optim.AdamW,
+        stack.parameters(trainable=True),
+        device,
+        cuda_graphs,
+        bc.lr,
+        weight_decay=bc.weight_decay,
+    )
     group = _group("behavior", cfgs, outs, data, [{"model": m} for m in models], [stack], opt, gens)
     done = group.resume()
     d = data.to_tensors(device, dtype)
     n, b = len(data), bc.batch_size
     with_dropout = bc.dropout > 0
-    loss_fn = maybe_compiled(vmapped(behavior.dsm_loss, stack), compile)
+    loss_fn = maybe_compiled(vmapped(lambda m, *batch: behavior.dsm_loss(m, *batch).mean(), stack), compile)
 
     def draw(gen: torch.Generator) -> list[Tensor]:
         idx = torch.randint(n, (b,), generator=gen, device=device)
@@ -348,24 +425,40 @@ def _behavior_batch(
 
     if not done:
         with precision.stage(bc.precision, device):
-            run_loop(group, bc.steps, cfgs[0].log_every, cfgs[0].checkpoint_every,
-                     graphed(step, gens, device, cuda_graphs, turns), progress, stop_after)
+            run_loop(
+                group,
+                bc.steps,
+                cfgs[0].log_every,
+                cfgs[0].checkpoint_every,
+                graphed(step, gens, device, cuda_graphs, turns),
+                progress,
+                stop_after,
+            )
     stack.write_back()
     return [m.eval() for m in models], [st.history for st in group.states]
 
 
 def _critic_batch(
-    cfgs: Sequence[RunConfig], data: Transitions, outs: Sequence[Path], device: torch.device,
-    dtype: torch.dtype = torch.float32, progress: bool = True, stop_after: int | None = None,
-    cuda_graphs: bool = True, compile: bool = False, turns: CaptureTurns | None = None,
+    cfgs: Sequence[RunConfig],
+    data: Transitions,
+    outs: Sequence[Path],
+    device: torch.device,
+    dtype: torch.dtype = torch.float32,
+    progress: bool = True,
+    stop_after: int | None = None,
+    cuda_graphs: bool = True,
+    compile: bool = False,
+    turns: CaptureTurns | None = None,
 ) -> tuple[list[Critic], list[list[dict[str, float]]]]:
     """Stage 2 for S seeds at one step: :func:`srpo.train.train_critic`'s loop (IQL), vmapped over seeds."""
-    from srpo.train import preprocess_rewards
-
     cfg0 = _shared(cfgs, outs)
     cc = cfg0.critic
-    critics = _in_seed_context(cfgs, "critic", device, lambda seed: Critic(
-        data.state_dim, data.action_dim, cc.hidden).to(device=device, dtype=dtype))
+    critics = _in_seed_context(
+        cfgs,
+        "critic",
+        device,
+        lambda seed: Critic(data.state_dim, data.action_dim, cc.hidden).to(device=device, dtype=dtype),
+    )
     gens = [torch.Generator(device=device).manual_seed(stage_seed(c.seed, "critic")) for c in cfgs]
     stack = Stacked(critics)
     opt = capturable_optimizer(torch.optim.Adam, stack.parameters(trainable=True), device, cuda_graphs, cc.lr)
@@ -374,14 +467,16 @@ def _critic_batch(
     d = data.to_tensors(device, dtype, rewards=preprocess_rewards(cfg0, data))
     n, b = len(data), cc.batch_size
     targets, online = stack.parameters("q_target."), stack.parameters("q.")
-    loss_fn = maybe_compiled(vmapped(lambda c, *batch: iql.iql_losses(c, *batch, cc.expectile, cc.gamma), stack),
-                             compile)
+    loss_fn = maybe_compiled(
+        vmapped(lambda c, *batch: _means(iql.iql_losses(c, *batch, cc.expectile, cc.gamma)), stack), compile
+    )
 
     def step() -> None:
         idx = torch.stack([torch.randint(n, (b,), generator=g, device=device) for g in gens])
         with precision.forward(cc.precision, device):
-            v_loss, q_loss, q_mean = loss_fn(d["obs"][idx], d["act"][idx], d["rew"][idx], d["next_obs"][idx],
-                                             d["done"][idx])
+            v_loss, q_loss, q_mean = loss_fn(
+                d["obs"][idx], d["act"][idx], d["rew"][idx], d["next_obs"][idx], d["done"][idx]
+            )
         opt.zero_grad(set_to_none=True)
         (v_loss + q_loss).sum().backward()
         opt.step()
@@ -390,16 +485,31 @@ def _critic_batch(
 
     if not done:
         with precision.stage(cc.precision, device):
-            run_loop(group, cc.steps, cfg0.log_every, cfg0.checkpoint_every,
-                     graphed(step, gens, device, cuda_graphs, turns), progress, stop_after)
+            run_loop(
+                group,
+                cc.steps,
+                cfg0.log_every,
+                cfg0.checkpoint_every,
+                graphed(step, gens, device, cuda_graphs, turns),
+                progress,
+                stop_after,
+            )
     stack.write_back()
     return [c.eval() for c in critics], [st.history for st in group.states]
 
 
 def _policy_batch(
-    cfgs: Sequence[RunConfig], data: Transitions, behavior_models: Sequence[nn.Module], critics: Sequence[Critic],
-    outs: Sequence[Path], device: torch.device, dtype: torch.dtype = torch.float32, progress: bool = True,
-    stop_after: int | None = None, cuda_graphs: bool = True, compile: bool = False,
+    cfgs: Sequence[RunConfig],
+    data: Transitions,
+    behavior_models: Sequence[nn.Module],
+    critics: Sequence[Critic],
+    outs: Sequence[Path],
+    device: torch.device,
+    dtype: torch.dtype = torch.float32,
+    progress: bool = True,
+    stop_after: int | None = None,
+    cuda_graphs: bool = True,
+    compile: bool = False,
 ) -> tuple[list[DeterministicPolicy], list[list[dict[str, float]]]]:
     """Stage 3 for S seeds at one step: :func:`srpo.train.train_policy`'s loop (E6), vmapped over seeds.
 
@@ -408,23 +518,35 @@ def _policy_batch(
     cfg0 = _shared(cfgs, outs)
     pc = cfg0.policy
     if not len(behavior_models) == len(critics) == len(cfgs):
-        raise ValueError(f"{len(cfgs)} seeds need as many behavior models and critics, got "
-                         f"{len(behavior_models)} and {len(critics)}")
+        raise ValueError(
+            f"{len(cfgs)} seeds need as many behavior models and critics, got "
+            f"{len(behavior_models)} and {len(critics)}"
+        )
     for m in behavior_models:
         if getattr(m, "action_dim", data.action_dim) != data.action_dim:
-            raise ValueError(f"behavior model predicts {m.action_dim}-dim actions but dataset {data.name!r} has "
-                             f"{data.action_dim}-dim actions; train the behavior model on this dataset")
+            raise ValueError(
+                f"behavior model predicts {m.action_dim}-dim actions but dataset {data.name!r} has "
+                f"{data.action_dim}-dim actions; train the behavior model on this dataset"
+            )
     frozen = [Stacked([m.eval().requires_grad_(False) for m in ms]) for ms in (behavior_models, critics)]
-    policies = _in_seed_context(cfgs, "policy", device, lambda seed: DeterministicPolicy(
-        data.state_dim, data.action_dim, pc.hidden).to(device=device, dtype=dtype))
+    policies = _in_seed_context(
+        cfgs,
+        "policy",
+        device,
+        lambda seed: DeterministicPolicy(data.state_dim, data.action_dim, pc.hidden).to(
+            device=device, dtype=dtype
+        ),
+    )
     gens = [torch.Generator(device=device).manual_seed(stage_seed(c.seed, "policy")) for c in cfgs]
     stack = Stacked(policies)
     graphs = cuda_graphs and device.type == "cuda"
     opt = capturable_optimizer(torch.optim.Adam, stack.parameters(trainable=True), device, graphs, pc.lr)
     sched: Any = None
     if pc.cosine_decay:
+
         def cosine(o: torch.optim.Optimizer) -> Any:
             return torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=max(pc.steps, 1))
+
         sched = DeviceLr(opt, pc.lr, cosine) if graphs else cosine(opt)
     group = _group("policy", cfgs, outs, data, [{"policy": p} for p in policies], [stack], opt, gens, sched)
     done = group.resume()
@@ -432,12 +554,21 @@ def _policy_batch(
         sched.sync_from_optimizer()
     d = data.to_tensors(device, dtype)
     n, b = len(data), pc.batch_size
-    loss_fn = maybe_compiled(vmapped(lambda pi, bm, c, s, t, eps: srpo_loss(pi, bm, c.target_q_mean, s, t, eps, pc),
-                                     stack, *frozen), compile)
+
+    def batch_loss(pi: nn.Module, bm: nn.Module, c: Critic, s: Tensor, t: Tensor, eps: Tensor) -> Any:
+        loss, diag = srpo_policy.srpo_loss(pi, bm, c.target_q_mean, s, t, eps, pc)
+        return loss.mean(), {k: v.mean() for k, v in diag.items()}
+
+    loss_fn = maybe_compiled(vmapped(batch_loss, stack, *frozen), compile)
 
     def draw(gen: torch.Generator) -> list[Tensor]:
         idx = torch.randint(n, (b,), generator=gen, device=device)
-        return [idx, *srpo_policy.sample_e6_noise(b, data.action_dim, pc.t_range, pc.t_fixed, gen, device, dtype)]
+        return [
+            idx,
+            *srpo_policy.sample_surrogate_noise(
+                b, data.action_dim, pc.t_range, pc.t_fixed, gen, device, dtype
+            ),
+        ]
 
     def update() -> None:
         idx, t, eps = (torch.stack(x) for x in zip(*(draw(g) for g in gens)))
@@ -463,7 +594,7 @@ def _policy_batch(
 
 
 def _progress(path: Path, config: dict[str, Any]) -> int | None:
-    """The step of ``path``'s checkpoint if it belongs to this run (-1 if finished), else None (start over)."""
+    """The step of ``path``'s checkpoint if it is this run's (-1: finished), else None (start over)."""
     if not path.exists():
         return None
     ckpt = artifacts.load_torch(path)
@@ -472,8 +603,13 @@ def _progress(path: Path, config: dict[str, Any]) -> int | None:
     return -1 if ckpt["done"] else ckpt["step"]
 
 
-def _in_lockstep(stage: str, cfgs: Sequence[RunConfig], data: Transitions, outs: Sequence[Path],
-                 train_batch: Callable[[list[int]], tuple[list, list]]) -> tuple[list, list]:
+def _in_lockstep(
+    stage: str,
+    cfgs: Sequence[RunConfig],
+    data: Transitions,
+    outs: Sequence[Path],
+    train_batch: Callable[[list[int]], tuple[list, list]],
+) -> tuple[list, list]:
     """Run ``train_batch`` on each set of seeds that can move in lockstep; results in seed order.
 
     Seeds resumed at the same step (or starting together) form one batch; a seed added to
@@ -494,39 +630,107 @@ def _in_lockstep(stage: str, cfgs: Sequence[RunConfig], data: Transitions, outs:
 
 
 def train_behavior(
-    cfgs: Sequence[RunConfig], data: Transitions, outs: Sequence[Path], device: torch.device,
-    dtype: torch.dtype = torch.float32, progress: bool = True, stop_after: int | None = None,
-    cuda_graphs: bool = True, compile: bool = False, turns: CaptureTurns | None = None,
+    cfgs: Sequence[RunConfig],
+    data: Transitions,
+    outs: Sequence[Path],
+    device: torch.device,
+    dtype: torch.dtype = torch.float32,
+    progress: bool = True,
+    stop_after: int | None = None,
+    cuda_graphs: bool = True,
+    compile: bool = False,
+    turns: CaptureTurns | None = None,
 ) -> tuple[list[NoisePredictor], list[list[dict[str, float]]]]:
     """Stage 1 (DSM, E4) for S seeds, vmapped over seeds; resumes each seed from its checkpoint."""
     _shared(cfgs, outs)
-    return _in_lockstep("behavior", cfgs, data, outs, lambda ks: _behavior_batch(
-        [cfgs[k] for k in ks], data, [outs[k] for k in ks], device, dtype, progress, stop_after, cuda_graphs,
-        compile, turns))
+    return _in_lockstep(
+        "behavior",
+        cfgs,
+        data,
+        outs,
+        lambda ks: _behavior_batch(
+            [cfgs[k] for k in ks],
+            data,
+            [outs[k] for k in ks],
+            device,
+            dtype,
+            progress,
+            stop_after,
+            cuda_graphs,
+            compile,
+            turns,
+        ),
+    )
 
 
 def train_critic(
-    cfgs: Sequence[RunConfig], data: Transitions, outs: Sequence[Path], device: torch.device,
-    dtype: torch.dtype = torch.float32, progress: bool = True, stop_after: int | None = None,
-    cuda_graphs: bool = True, compile: bool = False, turns: CaptureTurns | None = None,
+    cfgs: Sequence[RunConfig],
+    data: Transitions,
+    outs: Sequence[Path],
+    device: torch.device,
+    dtype: torch.dtype = torch.float32,
+    progress: bool = True,
+    stop_after: int | None = None,
+    cuda_graphs: bool = True,
+    compile: bool = False,
+    turns: CaptureTurns | None = None,
 ) -> tuple[list[Critic], list[list[dict[str, float]]]]:
     """Stage 2 (IQL) for S seeds, vmapped over seeds; resumes each seed from its checkpoint."""
     _shared(cfgs, outs)
-    return _in_lockstep("critic", cfgs, data, outs, lambda ks: _critic_batch(
-        [cfgs[k] for k in ks], data, [outs[k] for k in ks], device, dtype, progress, stop_after, cuda_graphs,
-        compile, turns))
+    return _in_lockstep(
+        "critic",
+        cfgs,
+        data,
+        outs,
+        lambda ks: _critic_batch(
+            [cfgs[k] for k in ks],
+            data,
+            [outs[k] for k in ks],
+            device,
+            dtype,
+            progress,
+            stop_after,
+            cuda_graphs,
+            compile,
+            turns,
+        ),
+    )
 
 
 def train_policy(
-    cfgs: Sequence[RunConfig], data: Transitions, behavior_models: Sequence[nn.Module], critics: Sequence[Critic],
-    outs: Sequence[Path], device: torch.device, dtype: torch.dtype = torch.float32, progress: bool = True,
-    stop_after: int | None = None, cuda_graphs: bool = True, compile: bool = False,
+    cfgs: Sequence[RunConfig],
+    data: Transitions,
+    behavior_models: Sequence[nn.Module],
+    critics: Sequence[Critic],
+    outs: Sequence[Path],
+    device: torch.device,
+    dtype: torch.dtype = torch.float32,
+    progress: bool = True,
+    stop_after: int | None = None,
+    cuda_graphs: bool = True,
+    compile: bool = False,
 ) -> tuple[list[DeterministicPolicy], list[list[dict[str, float]]]]:
     """Stage 3 (E6) for S seeds, vmapped over seeds: seed k uses seed k's behavior model and critic."""
     _shared(cfgs, outs)
-    return _in_lockstep("policy", cfgs, data, outs, lambda ks: _policy_batch(
-        [cfgs[k] for k in ks], data, [behavior_models[k] for k in ks], [critics[k] for k in ks],
-        [outs[k] for k in ks], device, dtype, progress, stop_after, cuda_graphs, compile))
+    return _in_lockstep(
+        "policy",
+        cfgs,
+        data,
+        outs,
+        lambda ks: _policy_batch(
+            [cfgs[k] for k in ks],
+            data,
+            [behavior_models[k] for k in ks],
+            [critics[k] for k in ks],
+            [outs[k] for k in ks],
+            device,
+            dtype,
+            progress,
+            stop_after,
+            cuda_graphs,
+            compile,
+        ),
+    )
 
 
 @dataclass
@@ -538,10 +742,12 @@ class SeedsResult:
     wall_s: dict[str, float]
 
 
-def side_by_side(jobs: dict[str, Callable[[CaptureTurns], Any]], device: torch.device) -> dict[str, tuple[Any, float]]:
+def side_by_side(
+    jobs: dict[str, Callable[[CaptureTurns], Any]], device: torch.device
+) -> dict[str, tuple[Any, float]]:
     """Run each job in its own thread; per job its result and wall seconds.
 
-    The jobs take turns (:class:`srpo.cuda_graph.CaptureTurns`, passed to the job) from
+    The jobs take turns (:class:`srpo.fast.cuda_graph.CaptureTurns`, passed to the job) from
     their start until their update is captured as a CUDA graph: model construction (which
     draws from the global RNG), compilation and capture happen one job at a time. On a CUDA
     device each thread then replays its graphs on its own stream, beside the other's. On a
@@ -584,9 +790,11 @@ def check_overlap(cfg: RunConfig) -> None:
     """
     pair = {cfg.behavior.precision, cfg.critic.precision}
     if pair == {"fp32", "tf32"}:
-        raise ValueError(f"behavior.precision={cfg.behavior.precision} and critic.precision={cfg.critic.precision} "
-                         "cannot train side by side (TF32 is a process-wide switch that would change the fp32 "
-                         "stage's matmuls); give both the same precision, make one bf16, or train them in turn")
+        raise ValueError(
+            f"behavior.precision={cfg.behavior.precision} and critic.precision={cfg.critic.precision} "
+            "cannot train side by side (TF32 is a process-wide switch that would change the fp32 "
+            "stage's matmuls); give both the same precision, make one bf16, or train them in turn"
+        )
 
 
 def train(
@@ -641,12 +849,23 @@ def train(
     def upstream(stage: str, turns: CaptureTurns | None = None) -> tuple[list, list]:
         fresh(stage)
         trainer = {"behavior": train_behavior, "critic": train_critic}[stage]
-        return trainer(cfgs, data, outs, device, dtype, progress, stop_after.get(stage), cuda_graphs, compile,
-                       turns=turns)
+        return trainer(
+            cfgs,
+            data,
+            outs,
+            device,
+            dtype,
+            progress,
+            stop_after.get(stage),
+            cuda_graphs,
+            compile,
+            turns=turns,
+        )
 
     if overlap:
         for stage, ((mods, hists), seconds) in side_by_side(
-                {st: functools.partial(upstream, st) for st in ("behavior", "critic")}, device).items():
+            {st: functools.partial(upstream, st) for st in ("behavior", "critic")}, device
+        ).items():
             modules[stage], histories[stage], wall[stage] = mods, hists, seconds
     for stage in STAGES:
         if stage not in stages or stage in wall:
@@ -656,11 +875,23 @@ def train(
             fresh(stage)
             for dep in UPSTREAM["policy"]:
                 if dep not in modules:
-                    modules[dep] = [load_finished(dep, c, data, upstream_dir(u, dep), device, dtype)
-                                    for c, u in zip(cfgs, upstreams)]
+                    modules[dep] = [
+                        load_finished(dep, c, data, upstream_dir(u, dep), device, dtype)
+                        for c, u in zip(cfgs, upstreams)
+                    ]
             modules[stage], histories[stage] = train_policy(
-                cfgs, data, modules["behavior"], modules["critic"], outs, device, dtype, progress,
-                stop_after.get(stage), cuda_graphs, compile)
+                cfgs,
+                data,
+                modules["behavior"],
+                modules["critic"],
+                outs,
+                device,
+                dtype,
+                progress,
+                stop_after.get(stage),
+                cuda_graphs,
+                compile,
+            )
         else:
             modules[stage], histories[stage] = upstream(stage)
         wall[stage] = time.perf_counter() - t0

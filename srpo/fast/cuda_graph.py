@@ -3,13 +3,13 @@
 A small-MLP update (random draws, forward, backward, optimizer, target EMA, metric
 sums) is a few hundred kernels of microseconds each, so on a GPU the eager loop is
 bound by the host launching them, not by the arithmetic; batching seeds
-(:mod:`srpo.seed_batch`) gives each launch more work, and a CUDA graph launches the
+(:mod:`srpo.fast.seed_batch`) gives each launch more work, and a CUDA graph launches the
 whole update as one unit.
 
 What capture asks of an update, and how the seed-batched stages provide it:
 
 - fixed addresses: parameters, optimizer state, data and metric sums
-  (:class:`srpo.train.RunningMeans`) are updated in place; gradients are allocated
+  (:class:`srpo.stage_loop.RunningMeans`) are updated in place; gradients are allocated
   once, during capture, in the graph's memory pool, and every replay overwrites them;
 - nothing on the host: no ``.item()``, the optimizer ``capturable`` with its step count
   and learning rate as device tensors (:func:`capturable_optimizer`); a learning-rate
@@ -36,7 +36,7 @@ class CaptureTurns:
     """Warm-up and capture of the updates of several threads, one thread at a time.
 
     Two stages trained side by side, each in its own thread on its own stream
-    (:func:`srpo.seed_batch.side_by_side`), replay their graphs concurrently, but must not
+    (:func:`srpo.fast.seed_batch.side_by_side`), replay their graphs concurrently, but must not
     set up, warm up or capture at the same time: model construction forks the global RNG,
     ``torch.compile`` is not thread-safe while it compiles (the first warm-up call), and a
     capture must not record the other thread's launches. A thread holds its turn
@@ -85,8 +85,13 @@ class GraphedUpdate:
     captured waits for the turn, and the capture is thread-local, on the thread's own stream.
     """
 
-    def __init__(self, update: Callable[[], None], generators: Sequence[torch.Generator], warmup: int = 3,
-                 turns: CaptureTurns | None = None) -> None:
+    def __init__(
+        self,
+        update: Callable[[], None],
+        generators: Sequence[torch.Generator],
+        warmup: int = 3,
+        turns: CaptureTurns | None = None,
+    ) -> None:
         self.update, self.generators, self.warmup, self.turns = update, list(generators), warmup, turns
         self.calls = 0
         self.graph: Any = None
@@ -112,14 +117,19 @@ class GraphedUpdate:
         else:
             graph = torch.cuda.CUDAGraph()
             if self.generators and not hasattr(graph, "register_generator_state"):
-                raise RuntimeError(f"torch {torch.__version__} cannot capture draws from the seeds' own generators "
-                                   "in a CUDA graph; upgrade torch, or train with cuda_graphs=False")
+                raise RuntimeError(
+                    f"torch {torch.__version__} cannot capture draws from the seeds' own generators "
+                    "in a CUDA graph; upgrade torch, or train with cuda_graphs=False"
+                )
             for g in self.generators:
                 graph.register_generator_state(g)
             # Beside other threads: record only this thread's launches, on its own stream (not torch's one
             # shared capture stream).
-            side_by_side = {} if self.turns is None else {"stream": torch.cuda.current_stream(),
-                                                          "capture_error_mode": "thread_local"}
+            side_by_side = (
+                {}
+                if self.turns is None
+                else {"stream": torch.cuda.current_stream(), "capture_error_mode": "thread_local"}
+            )
             with torch.cuda.graph(graph, **side_by_side):
                 self.update()
             self.graph = graph
@@ -127,14 +137,25 @@ class GraphedUpdate:
         self.calls += 1
 
 
-def graphed(update: Callable[[], None], generators: Sequence[torch.Generator], device: torch.device,
-            enabled: bool = True, turns: CaptureTurns | None = None) -> Callable[[], None]:
+def graphed(
+    update: Callable[[], None],
+    generators: Sequence[torch.Generator],
+    device: torch.device,
+    enabled: bool = True,
+    turns: CaptureTurns | None = None,
+) -> Callable[[], None]:
     """``update`` as a :class:`GraphedUpdate` on a CUDA device when ``enabled``, else unchanged."""
     return GraphedUpdate(update, generators, turns=turns) if enabled and device.type == "cuda" else update
 
 
-def capturable_optimizer(kind: type[torch.optim.Optimizer], params: list[Tensor], device: torch.device,
-                         graphs: bool, lr: float, **kwargs: Any) -> torch.optim.Optimizer:
+def capturable_optimizer(
+    kind: type[torch.optim.Optimizer],
+    params: list[Tensor],
+    device: torch.device,
+    graphs: bool,
+    lr: float,
+    **kwargs: Any,
+) -> torch.optim.Optimizer:
     """The fused implementation (one kernel over all tensors) where torch has it for the device.
 
     For a graphed update the optimizer must be ``capturable`` and its learning rate a device
@@ -155,10 +176,16 @@ class DeviceLr:
     value into the device tensor without a sync.
     """
 
-    def __init__(self, optimizer: torch.optim.Optimizer, lr: float,
-                 make_scheduler: Callable[[torch.optim.Optimizer], Any]) -> None:
+    def __init__(
+        self,
+        optimizer: torch.optim.Optimizer,
+        lr: float,
+        make_scheduler: Callable[[torch.optim.Optimizer], Any],
+    ) -> None:
         self.lr: Tensor = optimizer.param_groups[0]["lr"]
-        self.mirror = torch.optim.SGD([torch.zeros(1)], lr=lr)  # the config's float, not the tensor's rounding
+        self.mirror = torch.optim.SGD(
+            [torch.zeros(1)], lr=lr
+        )  # the config's float, not the tensor's rounding
         self.scheduler = make_scheduler(self.mirror)
 
     def step(self) -> None:
