@@ -10,7 +10,7 @@ from hypothesis import given, settings, strategies as st
 
 from srpo import mixture, policy, schedule
 from srpo.config import make_config
-from srpo.train import train_policy
+from srpo.train import train_behavior, train_policy
 from srpo_bench.eval import bandit_tasks
 from srpo_bench.validation import bandits
 
@@ -106,8 +106,6 @@ def test_exact_score_extraction_lands_on_the_optimum(shape, tmp_path):
 
 def _learned_score_distance(shape: str, tmp_path, steps: str) -> dict:
     """Learned eps_psi (real behavior stage) + exact Q: isolates the score's effect on extraction."""
-    from srpo.train import train_behavior
-
     b = bandit_tasks.BANDITS[shape]
     cfg = make_config(
         f"bandit-{shape}",

@@ -4,8 +4,10 @@ import numpy as np
 import pytest
 import torch
 
+from srpo.behavior import sample_actions
 from srpo.config import make_config
 from srpo.train import train
+from srpo.transitions import Transitions
 from srpo_bench.eval import bandit_tasks, baselines
 from srpo_bench.eval.checkpoints import load_behavior, load_critic, load_policy
 from srpo_bench.validation import bandits
@@ -102,7 +104,6 @@ def test_bc_fits_a_deterministic_behavior(tmp_path):
     rng = np.random.default_rng(0)
     obs = rng.standard_normal((2000, 4)).astype(np.float32)
     data = bandit_tasks.make_dataset(bandit_tasks.get_bandit("bandit-ring8"), 2000, 0)
-    from srpo.transitions import Transitions
 
     data = Transitions(
         obs,
@@ -141,7 +142,6 @@ def test_diffusion_selection_picks_the_best_candidate_by_q():
     states = torch.zeros(3, 1)
     pi = baselines.DiffusionSelectionPolicy(model, critic, 16, 4, torch.Generator().manual_seed(5))
     chosen = pi(states)
-    from srpo.behavior import sample_actions
 
     cand = sample_actions(
         model, states.repeat_interleave(16, 0), 4, torch.Generator().manual_seed(5)

@@ -13,7 +13,7 @@ from srpo.behavior import NoisePredictor
 from srpo.config import make_config
 from srpo.critic import Critic
 from srpo.policy import WEIGHTINGS, DeterministicPolicy, srpo_loss
-from srpo.train import train_policy
+from srpo.train import train, train_policy
 from srpo_bench.eval import bandit_tasks
 from srpo_bench.validation import bandits, gradient_variance as gv
 
@@ -339,8 +339,6 @@ def test_measure_bandit_rejects_a_mismatched_config(tmp_path):
 
 def test_measure_task_uses_the_finished_behavior_model_and_critic(tmp_path):
     """The locomotion path (learned eps_psi and IQL critic from an upstream run), on a tiny run."""
-    from srpo.train import train
-
     cfg = tiny_bandit_cfg(
         **{
             "behavior.steps": "20",

@@ -2,6 +2,7 @@
 
 import math
 
+import pytest
 import torch
 from hypothesis import given, strategies as st
 from strategies import mixtures
@@ -65,8 +66,6 @@ def test_exact_eps_is_minus_sigma_score(mix, t, seed):
 
 
 def test_bad_mixtures_rejected():
-    import pytest
-
     with pytest.raises(ValueError, match="sum to 1"):
         mixture.GaussianMixture(torch.tensor([0.5, 0.6]), torch.zeros(2, 2), torch.eye(2).repeat(2, 1, 1))
     with pytest.raises(ValueError, match="covs must have shape"):

@@ -5,6 +5,7 @@ The default test runs the pipeline once and checks the report, then checks that 
 seed's stages (and the report) run again.
 """
 
+import dataclasses
 import json
 import os
 import re
@@ -16,8 +17,18 @@ from pathlib import Path
 import pytest
 import yaml
 
+from srpo import artifacts
+from srpo.config import make_config
 from srpo_bench.params import load_params
+from srpo_bench.pipeline import caching
+from srpo_bench.pipeline.caching import (
+    claim_for_current_code,
+    trained_earlier,
+    training_code_fingerprint,
+    write_stage_metrics,
+)
 from srpo_bench.pipeline.cli import main as pipeline_main
+from tests.test_train import tiny_data
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = "pipelines/smoke/dvc.yaml"
@@ -215,8 +226,6 @@ def test_variants_focus_and_beta_scale_compose_the_run_config():
 
 
 def test_a_checkpoint_made_by_other_training_code_is_retrained_and_one_made_by_this_code_resumes(tmp_path):
-    from srpo_bench.pipeline.caching import claim_for_current_code, training_code_fingerprint
-
     code = training_code_fingerprint()
     assert code == training_code_fingerprint() and len(code) == 16
     out = tmp_path / "seed0"
@@ -242,9 +251,6 @@ def test_a_checkpoint_made_by_other_training_code_is_retrained_and_one_made_by_t
 def test_validation_scratch_is_kept_for_a_resume_and_emptied_when_code_or_params_change(
     tmp_path, monkeypatch
 ):
-    import dataclasses
-
-    from srpo_bench.pipeline import caching
 
     p = dataclasses.replace(load_params(ROOT / "pipelines/smoke/params.yaml"), run_dir="runs/x")
     monkeypatch.chdir(tmp_path)  # the pipeline's paths are relative to the repository root, its working dir
@@ -262,11 +268,6 @@ def test_validation_scratch_is_kept_for_a_resume_and_emptied_when_code_or_params
 
 def test_a_reused_seed_keeps_the_metrics_of_the_run_that_trained_it(tmp_path):
     """Adding a seed reuses the finished ones: their wall time must stay the training's, not the loading's."""
-    from srpo import artifacts
-    from srpo.config import make_config
-    from srpo_bench.pipeline.caching import trained_earlier, write_stage_metrics
-    from tests.test_train import tiny_data
-
     cfg, data, out = make_config("hopper-medium", "smoke"), tiny_data(), tmp_path / "seed0"
     out.mkdir()
     assert not trained_earlier(out, "critic", cfg, data)  # nothing there

@@ -8,6 +8,7 @@ from hypothesis import given, strategies as st
 from strategies import mixtures
 
 from srpo import mixture, policy, schedule
+from srpo.policy import DeterministicPolicy
 
 T = st.floats(min_value=1e-3, max_value=0.999)
 
@@ -83,8 +84,6 @@ def test_baseline_leaves_expected_gradient_unchanged(mix, weighting, seed):
 
 def test_baseline_term_does_not_depend_on_theta():
     """With the same generator, the eps subtracted is identical whatever the policy's parameters."""
-    from srpo.policy import DeterministicPolicy
-
     state = torch.zeros(64, 3)
     grads = []
     for init_seed in (0, 1):

@@ -1,10 +1,23 @@
 """Policy rollouts on Gymnasium MuJoCo vector environments."""
 
+import json
+import sys
+
 import numpy as np
 import pytest
 
-from srpo_bench.eval.references import d4rl_reference
-from srpo_bench.eval.rollout import env_id_for_task, evaluate
+from srpo import artifacts
+from srpo.config import make_config
+from srpo.policy import DeterministicPolicy
+from srpo_bench.cli import main
+from srpo_bench.eval.references import ANTMAZE_REFERENCE, d4rl_reference
+from srpo_bench.eval.rollout import (
+    EnvSpec,
+    EvaluationUnavailable,
+    env_id_for_task,
+    env_spec_for_task,
+    evaluate,
+)
 
 
 def zero_policy(obs):
@@ -46,12 +59,6 @@ def test_bad_arguments():
 
 def test_cli_evaluate_a_trained_policy(tmp_path, capsys):
     """A policy checkpoint shaped for Hopper (11 -> 3) is rolled out and scored by `srpo evaluate`."""
-    import json
-
-    from srpo import artifacts
-    from srpo.config import make_config
-    from srpo.policy import DeterministicPolicy
-    from srpo_bench.cli import main
 
     cfg = make_config("hopper-medium", "smoke", overrides={"policy.hidden": "16,16"})
     pi = DeterministicPolicy(11, 3, (16, 16))
@@ -111,9 +118,6 @@ class _GoalToy:
 def test_success_scoring_counts_an_episode_that_reached_the_goal_once():
     import gymnasium as gym
 
-    from srpo_bench.eval.references import ANTMAZE_REFERENCE
-    from srpo_bench.eval.rollout import EnvSpec
-
     gym.register("SrpoGoalToy-v0", entry_point=_GoalToy.make)
     seen = []
 
@@ -144,13 +148,6 @@ def test_success_scoring_counts_an_episode_that_reached_the_goal_once():
 
 
 def test_antmaze_without_gymnasium_robotics_is_skipped_with_a_clear_message(monkeypatch, tmp_path, capsys):
-    import json
-    import sys
-
-    from srpo import artifacts
-    from srpo.policy import DeterministicPolicy
-    from srpo_bench.cli import main
-    from srpo_bench.eval.rollout import EvaluationUnavailable, env_spec_for_task
 
     monkeypatch.setitem(sys.modules, "gymnasium_robotics", None)  # import now raises ImportError
     with pytest.raises(EvaluationUnavailable, match=r"pip install 'srpo-bench\[antmaze\]'"):
@@ -173,8 +170,6 @@ def test_antmaze_without_gymnasium_robotics_is_skipped_with_a_clear_message(monk
 
 def test_antmaze_rollout_when_gymnasium_robotics_is_installed():
     pytest.importorskip("gymnasium_robotics")
-    from srpo_bench.eval.references import ANTMAZE_REFERENCE
-    from srpo_bench.eval.rollout import env_spec_for_task
 
     spec = env_spec_for_task("antmaze-umaze")
     assert spec.scoring == "success" and spec.max_episode_steps == 700

@@ -12,9 +12,11 @@ import pytest
 import torch
 
 from srpo import artifacts
+from srpo.behavior import NoisePredictor
 from srpo.config import make_config
+from srpo.critic import Critic
 from srpo.stage_loop import Interrupted
-from srpo.train import train
+from srpo.train import train, train_policy
 from srpo_bench.eval import bandit_tasks
 
 TINY = {
@@ -118,10 +120,6 @@ def test_divergence_stops_without_saving_a_bad_state(tmp_path):
 
 
 def test_policy_stage_rejects_mismatched_behavior_model(tmp_path):
-    from srpo.behavior import NoisePredictor
-    from srpo.critic import Critic
-    from srpo.train import train_policy
-
     data = tiny_data()
     with pytest.raises(ValueError, match="3-dim actions"):
         train_policy(
@@ -136,8 +134,6 @@ def test_policy_stage_rejects_mismatched_behavior_model(tmp_path):
 
 
 def test_noise_predictor_rejects_wrong_action_dim():
-    from srpo.behavior import NoisePredictor
-
     model = NoisePredictor(4, 2, 16, 1)
     with pytest.raises(ValueError, match="action dim 2"):
         model(torch.zeros(3, 5), torch.zeros(3, 4), torch.rand(3))
