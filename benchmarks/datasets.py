@@ -31,8 +31,12 @@ D4RL_EXPERT_RETURNS = "D4RL's expert reference returns (method §7)"
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--policies", type=Path, default=Path("data_policies"), help="policy artifacts directory")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--policies", type=Path, default=Path("data_policies"), help="policy artifacts directory"
+    )
     parser.add_argument("--profile", default="default", choices=list(GENERATION_PROFILES))
     parser.add_argument("--env", nargs="+", default=list(ENV_IDS), choices=list(ENV_IDS))
     parser.add_argument("--sac-compare", type=Path, default=Path("reports/bench/sac_compare.json"))
@@ -42,7 +46,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     missing = [e for e in args.env if not (args.policies / e / "card.json").exists()]
     if missing:
-        parser.error(f"no policy artifact for {', '.join(missing)} in {args.policies}: run `make data-policies`")
+        parser.error(
+            f"no policy artifact for {', '.join(missing)} in {args.policies}: run `make data-policies`"
+        )
     per_env = {}
     t_all = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
@@ -61,10 +67,13 @@ def main() -> None:
                 "rollout_wall_s": rollout,
                 "rollout_wall_s_by_part": result["timings_s"],
                 "medium_replay_vs_sac_buffer": cards["medium-replay"]["medium_replay_vs_sac_buffer"],
-                "datasets": {k: {"transitions": c["transitions"], "episodes": c["episodes"]} for k, c in cards.items()},
+                "datasets": {
+                    k: {"transitions": c["transitions"], "episodes": c["episodes"]} for k, c in cards.items()
+                },
             }
             print(
-                f"{env}: expert {card['expert']['mean']:.0f} ({card['expert']['d4rl_normalized']:.1f} normalized), "
+                f"{env}: expert {card['expert']['mean']:.0f} "
+                f"({card['expert']['d4rl_normalized']:.1f} normalized), "
                 f"medium/expert {card['medium_over_expert']:.2f}; rollout {rollout:.0f} s"
             )
     record = {
@@ -82,7 +91,10 @@ def main() -> None:
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
     artifacts.write_json(Path(args.out), record)
-    print(f"all environments: {record['rollout_wall_s_all_envs'] / 60:.1f} min of rollouts; written to {args.out}")
+    print(
+        f"all environments: {record['rollout_wall_s_all_envs'] / 60:.1f} min of rollouts; "
+        f"written to {args.out}"
+    )
 
 
 if __name__ == "__main__":
