@@ -44,7 +44,7 @@ def load_behavior(path: str | Path, device: str | torch.device = "cpu") -> Noise
     """The behavior model eps_psi of a finished ``behavior.pt`` (eval mode)."""
     ckpt = _load_stage(Path(path), "behavior")
     w, bc = ckpt["modules"]["model"], ckpt["config"]["behavior"]
-    action_dim, width = w["out.2.weight"].shape
+    action_dim, width = w["out.1.weight"].shape
     time_hidden, time_features = w["time_embed.1.weight"].shape
     state_dim = w["inp.weight"].shape[1] - action_dim - time_hidden
     model = NoisePredictor(

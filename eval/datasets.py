@@ -81,7 +81,8 @@ def load_d4rl_hdf5(path: Path, env: str) -> OfflineDataset:
 
     Without ``next_observations`` the next state is the following row, and the last
     step of each episode that ended by timeout is dropped (its successor is unknown),
-    as D4RL's ``qlearning_dataset`` does.
+    as D4RL's ``qlearning_dataset`` does; the row before it then ends the episode (its
+    timeout flag is set), so episode boundaries survive the drop.
     """
     import h5py
 
@@ -113,6 +114,13 @@ def load_d4rl_hdf5(path: Path, env: str) -> OfflineDataset:
         next_obs = np.concatenate([obs[1:], obs[-1:]])
         keep = timeouts == 0
         keep[-1] = terminals[-1] > 0  # the final row has no successor unless it is terminal
+        dropped = np.flatnonzero(~keep)
+        before = dropped - 1
+        # The row before a dropped timeout row is now its episode's last: mark the boundary there
+        # (unless that row is itself dropped or already ends an episode).
+        before = before[(before >= 0) & keep[np.maximum(before, 0)] & (terminals[np.maximum(before, 0)] == 0)]
+        timeouts = timeouts.copy()
+        timeouts[before] = 1.0
     transitions = Transitions(
         observations=obs[keep],
         actions=arrays["actions"].astype(np.float32)[keep],

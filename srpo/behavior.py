@@ -20,7 +20,8 @@ class NoisePredictor(nn.Module):
     Time goes through Gaussian Fourier features (64, scale 30) and an MLP
     64 -> 128 -> 128; the result is concatenated with s and a_t, projected to
     ``width``, passed through ``n_blocks`` pre-norm residual blocks (inner width
-    4 x width, LayerNorm, dropout, Mish) and read out linearly. Dropout (rate
+    4 x width, LayerNorm, dropout, Mish) and read out by Mish then Linear, with no
+    LayerNorm in the read-out, as the authors' code does (method §5). Dropout (rate
     ``dropout``) applies only when the caller passes the masks of
     :func:`sample_dropout_masks`, i.e. in the training loss.
     """
@@ -51,7 +52,7 @@ class NoisePredictor(nn.Module):
         )
         self.inp = nn.Linear(action_dim + state_dim + time_hidden, width)
         self.blocks = nn.ModuleList([ResidualBlock(width, 4) for _ in range(n_blocks)])
-        self.out = nn.Sequential(nn.LayerNorm(width), Mish(), nn.Linear(width, action_dim))
+        self.out = nn.Sequential(Mish(), nn.Linear(width, action_dim))
 
     def forward(self, a_t: Tensor, state: Tensor, t: Tensor, dropout_masks: Tensor | None = None) -> Tensor:
         """eps_psi(a_t | s, t); ``dropout_masks`` (n_blocks, batch, width) applies dropout."""

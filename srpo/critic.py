@@ -73,8 +73,9 @@ def td_target(reward: Tensor, done: Tensor, v_next: Tensor, gamma: float) -> Ten
 
 
 def q_loss(q1: Tensor, q2: Tensor, target: Tensor) -> Tensor:
-    """sum_i (target - Q_i(s, a))^2 per sample, L_Q its mean   (method §4)."""
-    return (q1 - target) ** 2 + (q2 - target) ** 2
+    """(1/2) sum_i (target - Q_i(s, a))^2 per sample, L_Q its mean: the two heads' squared errors
+    averaged, as the authors' code does (method §4)."""
+    return 0.5 * ((q1 - target) ** 2 + (q2 - target) ** 2)
 
 
 def iql_losses(
@@ -109,28 +110,51 @@ def ema_update(target: nn.Module, online: nn.Module, rate: float) -> None:
     ema_(list(target.parameters()), list(online.parameters()), rate)
 
 
-def episode_returns(rewards: np.ndarray, episode_ends: np.ndarray) -> np.ndarray:
-    """Undiscounted return of each episode; ``episode_ends`` marks terminal or timeout steps.
+def segment_returns(rewards: np.ndarray, terminals: np.ndarray, max_episode_steps: int = 1000) -> np.ndarray:
+    """Returns of the segments the authors' reward scale is computed over (method §4).
 
-    A trailing incomplete episode counts as an episode, as in D4RL's IQL preprocessing.
+    Scanning the rows in order, a segment ends at a terminal or when it reaches
+    ``max_episode_steps`` rows; timeouts are not consulted, and a trailing segment that
+    ends neither way is not counted.
     """
-    ends = np.flatnonzero(episode_ends)
-    if len(ends) == 0 or ends[-1] != len(rewards) - 1:
-        ends = np.append(ends, len(rewards) - 1)
-    cums = np.cumsum(rewards)[ends]
-    return np.diff(np.concatenate([[0.0], cums]))
+    rewards = np.asarray(rewards, dtype=np.float64)
+    returns, start = [], 0
+    for stop in np.flatnonzero(np.asarray(terminals) > 0):  # a stretch [start, stop] ends at a terminal
+        while stop - start + 1 > max_episode_steps:  # ... after its full chunks have closed
+            returns.append(rewards[start : start + max_episode_steps].sum())
+            start += max_episode_steps
+        returns.append(rewards[start : stop + 1].sum())
+        start = stop + 1
+    while len(rewards) - start >= max_episode_steps:  # after the last terminal: full chunks only
+        returns.append(rewards[start : start + max_episode_steps].sum())
+        start += max_episode_steps
+    return np.asarray(returns)
 
 
-def scale_rewards_locomotion(rewards: np.ndarray, episode_ends: np.ndarray) -> np.ndarray:
-    """r <- r * 1000 / (max episode return - min episode return)   (method §4, locomotion)."""
-    ret = episode_returns(rewards, episode_ends)
+def locomotion_reward_scale(
+    rewards: np.ndarray, terminals: np.ndarray, max_episode_steps: int = 1000
+) -> float:
+    """1000 / (max - min segment return), the authors' locomotion reward scale (method §4)."""
+    ret = segment_returns(rewards, terminals, max_episode_steps)
+    if len(ret) == 0:
+        raise ValueError(
+            f"cannot scale rewards: no episode ends at a terminal or reaches {max_episode_steps} rows; "
+            "use reward_mode='none' for such a dataset"
+        )
     spread = float(ret.max() - ret.min())
     if spread <= 0:
         raise ValueError(
             "cannot scale rewards: every episode has the same return "
             f"({float(ret[0]):.3f}); use reward_mode='none' for such a dataset"
         )
-    return rewards * (1000.0 / spread)
+    return 1000.0 / spread
+
+
+def scale_rewards_locomotion(
+    rewards: np.ndarray, terminals: np.ndarray, max_episode_steps: int = 1000
+) -> np.ndarray:
+    """r <- r * 1000 / (max segment return - min segment return)   (method §4, locomotion)."""
+    return rewards * locomotion_reward_scale(rewards, terminals, max_episode_steps)
 
 
 def shift_rewards_antmaze(rewards: np.ndarray) -> np.ndarray:

@@ -93,7 +93,7 @@ def train_behavior(
 def preprocess_rewards(cfg: RunConfig, data: Transitions) -> np.ndarray:
     """Reward preprocessing of method §4, chosen by the task's reward mode."""
     if cfg.reward_mode == "locomotion":
-        return iql.scale_rewards_locomotion(data.rewards, data.episode_ends)
+        return iql.scale_rewards_locomotion(data.rewards, data.terminals)
     if cfg.reward_mode == "antmaze":
         return iql.shift_rewards_antmaze(data.rewards)
     return data.rewards

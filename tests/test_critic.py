@@ -47,20 +47,57 @@ def test_ema_update():
     assert torch.allclose(a.weight, 0.75 * before + 0.25 * b.weight)
 
 
-def test_reward_scaling_uses_episode_return_spread():
-    rewards = np.array([1.0, 1.0, 1.0, 5.0, 5.0], dtype=np.float32)
-    ends = np.array([0, 0, 1, 0, 1], dtype=bool)  # episodes: returns 3 and 10
-    assert np.allclose(critic.episode_returns(rewards, ends), [3.0, 10.0])
-    assert np.allclose(critic.scale_rewards_locomotion(rewards, ends), rewards * 1000 / 7)
+def test_q_loss_averages_the_two_heads():
+    # (1/2) [(q1 - y)^2 + (q2 - y)^2] per sample: (1/2)(1 + 9) = 5 and (1/2)(4 + 0) = 2.
+    q1, q2, y = torch.tensor([1.0, 2.0]), torch.tensor([3.0, 0.0]), torch.tensor([0.0, 0.0])
+    assert torch.allclose(critic.q_loss(q1, q2, y), torch.tensor([5.0, 2.0]))
 
 
-def test_trailing_partial_episode_counts():
-    assert np.allclose(critic.episode_returns(np.ones(5), np.array([0, 1, 0, 0, 0], bool)), [2.0, 3.0])
+def _d4rl_like() -> tuple[np.ndarray, np.ndarray, float, float]:
+    """Five stretches, built so that the authors' segments differ from the true episodes.
+
+    A: 1000 rows of reward 1, cut by a timeout      -> return 1000
+    B: 300 rows of reward 2, ending at a terminal   -> return 600
+    D: 700 rows of reward 1, cut by a timeout
+    E: 500 rows of reward 1, ending at a terminal
+    tail: 120 rows of reward 10, cut by the end of the data
+    The authors' scan ignores timeouts: D and E's first 300 rows reach 1000 rows (return 1000),
+    E's remaining 200 rows end at its terminal (return 200), the tail is incomplete and dropped.
+    Segment returns 1000, 600, 1000, 200: scale 1000 / 800 = 1.25. Counting the true episodes and
+    the tail instead (1000, 600, 700, 500, 1200) would give 1000 / 1000 = 1.0.
+    """
+    parts = [(1000, 1.0, False), (300, 2.0, True), (700, 1.0, False), (500, 1.0, True), (120, 10.0, False)]
+    rewards = np.concatenate([np.full(n, r) for n, r, _ in parts]).astype(np.float32)
+    terminals = np.zeros(len(rewards), bool)
+    for end, (n, _, term) in zip(np.cumsum([n for n, _, _ in parts]) - 1, parts):
+        terminals[end] = term
+    return rewards, terminals, 1.25, 1.0
 
 
-def test_constant_returns_rejected():
+def test_reward_scale_is_the_authors_on_a_hand_built_dataset():
+    rewards, terminals, theirs, _ = _d4rl_like()
+    assert np.allclose(critic.segment_returns(rewards, terminals), [1000.0, 600.0, 1000.0, 200.0])
+    assert critic.locomotion_reward_scale(rewards, terminals) == pytest.approx(theirs)
+    assert np.allclose(critic.scale_rewards_locomotion(rewards, terminals), rewards * theirs)
+
+
+def test_a_stretch_of_exactly_the_episode_length_ending_at_a_terminal_is_one_segment():
+    rewards = np.ones(8)
+    terminals = np.zeros(8, bool)
+    terminals[3] = True  # 4 rows then a terminal; then 4 rows with none: one full chunk of 4
+    assert np.allclose(critic.segment_returns(rewards, terminals, max_episode_steps=4), [4.0, 4.0])
+    terminals[3], terminals[5] = (
+        False,
+        True,
+    )  # 6 rows to a terminal: a chunk of 4, then 2; 2 trailing rows dropped
+    assert np.allclose(critic.segment_returns(rewards, terminals, max_episode_steps=4), [4.0, 2.0])
+
+
+def test_constant_returns_and_no_complete_episode_are_refused():
     with pytest.raises(ValueError, match="same return"):
         critic.scale_rewards_locomotion(np.ones(4), np.array([0, 1, 0, 1], bool))
+    with pytest.raises(ValueError, match="no episode ends"):
+        critic.scale_rewards_locomotion(np.ones(10), np.zeros(10, bool))
 
 
 def test_antmaze_shift():

@@ -53,6 +53,21 @@ def test_hdf5_without_next_observations_drops_timeout_steps(tmp_path):
     assert t.terminals.sum() == 1
 
 
+def test_both_hdf5_layouts_keep_the_episode_boundaries(tmp_path):
+    # Episodes of 10 rows, ended by timeouts at rows 9, 19, ..., 49; a terminal at row 24 splits the
+    # third: boundaries at 9, 19, 24, 29, 39, 49 -> 6 episodes in either layout.
+    arrays = d4rl_arrays()
+    arrays["terminals"][24] = True
+    with_next = {**arrays, "next_observations": np.roll(arrays["observations"], -1, 0)}
+    full = load_d4rl_hdf5(write_hdf5(tmp_path / "a.hdf5", with_next), env="hopper").transitions
+    dropped = load_d4rl_hdf5(write_hdf5(tmp_path / "b.hdf5", arrays), env="hopper").transitions
+    assert full.episode_ends.sum() == 6 and dropped.episode_ends.sum() == 6
+    # Without next_observations each timeout row goes, and the row before it now ends the episode:
+    # kept rows 0-8 (end at 8), 10-18 (end), 20-24 (terminal), 25-28 (end), 30-38 (end), 40-48 (end).
+    assert np.flatnonzero(dropped.episode_ends).tolist() == [8, 17, 22, 26, 35, 44]
+    assert np.flatnonzero(dropped.terminals).tolist() == [22]
+
+
 def test_d4rl_normalized_score():
     ref = d4rl_reference("halfcheetah-medium-v2")
     lo, hi = D4RL_LOCOMOTION["halfcheetah"]

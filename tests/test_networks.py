@@ -44,3 +44,20 @@ def test_one_exp_mish_tails_are_finite_and_right():
 def test_mish_module_is_torchs_kernel_when_eager():
     x = torch.randn(1000) * 10
     assert torch.equal(Mish()(x), F.mish(x))
+
+
+def test_behavior_read_out_is_mish_then_linear_with_no_layernorm():
+    # The authors' noise predictor ends its residual trunk with Mish -> Linear (method §5): with the
+    # trunk's output h, eps = W mish(h) + b, where mish(x) = x tanh(softplus(x)).
+    from srpo.behavior import NoisePredictor
+
+    g = torch.Generator().manual_seed(0)
+    model = NoisePredictor(state_dim=5, action_dim=3, generator=g).eval()
+    a_t, s, t = torch.randn(4, 3, generator=g), torch.randn(4, 5, generator=g), torch.rand(4, generator=g)
+    h = model.inp(torch.cat([a_t, s, model.time_embed(t)], dim=-1))
+    for block in model.blocks:
+        h = block(h, None)
+    linear = model.out[-1]
+    expected = (h * torch.tanh(F.softplus(h))) @ linear.weight.T + linear.bias
+    assert torch.allclose(model(a_t, s, t), expected, atol=1e-6)
+    assert not any(isinstance(m, torch.nn.LayerNorm) for m in model.out.modules())
