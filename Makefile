@@ -14,7 +14,7 @@ help:
 	@echo "make test       lint, then the default test suite (under 10 minutes on 2 CPU cores)"
 	@echo "make test-slow  the slow tests (learned-score bandit accuracy on every shape, real SIGKILL resume)"
 	@echo "make smoke      the whole DVC pipeline, smoke profile (minutes) -> reports/smoke/report.md"
-	@echo "make repro      the whole DVC pipeline, default profile (under 2 hours on 2 cores) -> reports/report.md"
+	@echo "make repro      the whole DVC pipeline, default profile (about 2 h 40 min on 2 cores) -> reports/report.md"
 	@echo "make data-policies  train the data-generating SAC policies (hours; resumable) -> data_policies/<env>/"
 	@echo "make bench      benchmarks -> reports/bench/*.json (training throughput, action-sampling latency; dataset generation: make bench-datasets)"
 
