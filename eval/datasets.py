@@ -144,8 +144,8 @@ def load_minari(dataset_id: str) -> OfflineDataset:
         near = difflib.get_close_matches(dataset_id, ours, n=1)
         raise ValueError(
             f"no dataset {dataset_id!r} in the local store ({minari_root()})"
-            + (f"; did you mean {near[0]!r}?" if near else "")
-            + f" Our own datasets here: {', '.join(ours) or 'none'}; make them with `srpo data make`"
+            + (f"; did you mean {near[0]!r}?" if near else ".")
+            + f" Our own datasets there: {', '.join(ours) or 'none'}; make them with `srpo data make`"
         )
     if dataset_id not in local:
         raise ValueError(

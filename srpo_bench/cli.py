@@ -178,7 +178,9 @@ def _check_writable(path: Path, flag: str) -> None:
         with tempfile.TemporaryFile(dir=probe):
             pass
     except OSError as exc:
-        raise ValueError(f"{flag} {path}: cannot write in {probe} ({exc.strerror or exc})") from None
+        raise ValueError(
+            f"{flag} {path}: cannot create files in {probe} ({exc.strerror or exc}); choose a writable place"
+        ) from None
 
 
 def _set_threads(threads: int) -> None:

@@ -106,7 +106,9 @@ CASES = {
         untouched="{ckpt}",
     ),
     "out-read-only": Case(
-        [*BANDIT, "--out", "/proc/self/srpo-run"], 2, ["--out /proc/self/srpo-run: cannot write in /proc"]
+        [*BANDIT, "--out", "/proc/self/srpo-run"],
+        2,
+        ["--out /proc/self/srpo-run: cannot create files in /proc"],
     ),
     "device-cuda-without-cuda": Case(
         [*BANDIT, "--device", "cuda", "--out", "{tmp}/out"],
