@@ -26,6 +26,7 @@ from srpo_bench.eval.bandit_tasks import get_bandit
 from srpo_bench.eval.checkpoints import load_policy, policy_path
 from srpo_bench.eval.datasets import check_task_dims, load_dataset, load_minari, minari_root
 from srpo_bench.eval.generate import finished_cards, generate_env
+from srpo_bench.eval.observations import flatten_observation
 from srpo_bench.eval.references import ANTMAZE_REFERENCE, d4rl_reference
 from srpo_bench.eval.rollout import EnvSpec, EvaluationUnavailable, env_spec_for_task, evaluate, torch_policy
 from srpo_bench.validation import bandits
@@ -308,7 +309,8 @@ def _check_env(spec: EnvSpec, meta: dict) -> None:
     except gym.error.Error as exc:  # NameNotFound and friends: their message carries the suggestion
         raise ValueError(f"--env {spec.env_id}: {exc}") from None
     try:
-        env_dims = (gym.spaces.flatdim(env.observation_space), gym.spaces.flatdim(env.action_space))
+        obs, _ = env.reset(seed=0)  # the vector the policy sees in evaluate (dict observations flattened)
+        env_dims = (flatten_observation(obs).shape[-1], gym.spaces.flatdim(env.action_space))
     finally:
         env.close()
     policy_dims = (meta.get("state_dim"), meta.get("action_dim"))
