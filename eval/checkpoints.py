@@ -105,6 +105,7 @@ def load_policy(
     weights = ckpt["modules"]["policy"]
     linear = [k for k in weights if k.endswith(".weight")]
     state_dim, action_dim = weights[linear[0]].shape[1], weights[linear[-1]].shape[0]
+    meta.update(state_dim=int(state_dim), action_dim=int(action_dim))
     pi = DeterministicPolicy(state_dim, action_dim, tuple(ckpt["config"]["policy"]["hidden"]))
     pi.load_state_dict(weights)
     return pi.to(device).eval(), meta

@@ -12,6 +12,7 @@ Three sources, one entry point (:func:`load_dataset`):
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +28,8 @@ GENERATED = "generated"  # --dataset value: our own D4RL-style dataset of the ta
 NAMESPACE = "srpo"  # Minari namespace of the datasets that eval/generate.py writes
 KINDS = ("random", "medium", "medium-replay", "expert", "medium-expert")
 D4RL_REQUIRED_KEYS = ("observations", "actions", "rewards", "terminals", "timeouts")
+# (observation size, action size) of each locomotion family's environment (Gymnasium MuJoCo v5 and D4RL)
+TASK_DIMS = {"hopper": (11, 3), "halfcheetah": (17, 6), "walker2d": (17, 6)}
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,11 @@ def load_dataset(task: str, dataset: str | None = None, seed: int = 0) -> Offlin
         )
     if dataset == GENERATED:
         return load_minari(generated_dataset_id(task))
+    if Path(dataset).is_dir():
+        raise ValueError(
+            f"--dataset {dataset} is a directory; pass a D4RL-format .hdf5 file, a Minari dataset id "
+            "(e.g. srpo/hopper/medium-v0), or 'generated'; a Minari store directory goes to --minari-root"
+        )
     if dataset.endswith((".hdf5", ".h5")) or Path(dataset).is_file():
         return load_d4rl_hdf5(Path(dataset), env=task)
     return load_minari(dataset)
@@ -139,6 +147,14 @@ def load_minari(dataset_id: str) -> OfflineDataset:
     import minari
 
     local = sorted(minari.list_local_datasets())
+    if dataset_id not in local and dataset_id.startswith(NAMESPACE + "/"):
+        ours = [d for d in local if d.startswith(NAMESPACE + "/")]
+        near = difflib.get_close_matches(dataset_id, ours, n=1)
+        raise ValueError(
+            f"no dataset {dataset_id!r} in the local store ({minari_root()})"
+            + (f"; did you mean {near[0]!r}?" if near else ".")
+            + f" Our own datasets there: {', '.join(ours) or 'none'}; make them with `srpo data make`"
+        )
     if dataset_id not in local:
         raise ValueError(
             f"Minari dataset {dataset_id!r} is not in the local store ({minari_root()}). "
@@ -173,6 +189,18 @@ def load_minari(dataset_id: str) -> OfflineDataset:
         info={"source": "minari", "dataset_id": dataset_id, "episodes": int(ds.total_episodes)},
     )
     return OfflineDataset(transitions, ref)
+
+
+def check_task_dims(task: str, data: Transitions) -> None:
+    """Refuse a dataset whose observation or action size is not the task environment's."""
+    want = TASK_DIMS.get(task.split("-")[0])
+    got = (data.state_dim, data.action_dim)
+    if want is not None and got != want:
+        raise ValueError(
+            f"dataset {data.name} has observations of size {got[0]} and actions of size {got[1]}, but "
+            f"{task} needs {want[0]} and {want[1]}; pass the task's dataset "
+            "(--allow-dim-mismatch trains on it anyway)"
+        )
 
 
 def minari_root() -> Path:

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field, replace
@@ -131,8 +132,8 @@ def _check_budget(stage: str, steps: int, batch_size: int, lr: float) -> None:
         raise ValueError(f"{stage}.steps must be >= 0, got {steps}")
     if batch_size < 1:
         raise ValueError(f"{stage}.batch_size must be >= 1, got {batch_size}")
-    if not lr > 0:
-        raise ValueError(f"{stage}.lr must be > 0, got {lr}")
+    if not 0 < lr <= 1:  # also refuses NaN and inf; a step size above 1 only ever diverges
+        raise ValueError(f"{stage}.lr must be in (0, 1], got {lr}")
 
 
 @dataclass(frozen=True)
@@ -268,6 +269,10 @@ def apply_overrides(cfg: RunConfig, overrides: dict[str, str]) -> RunConfig:
     return replace(cfg, **top)
 
 
+# What the non-finite refusal of a float override names as the allowed values (by field name).
+_FLOAT_RANGES = {"lr": "in (0, 1]", "beta": "finite and > 0", "beta_scale": "finite and > 0"}
+
+
 def _parse(raw: str, hint: Any, key: str) -> Any:
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin in (typing.Union, types.UnionType):
@@ -285,7 +290,11 @@ def _parse(raw: str, hint: Any, key: str) -> Any:
         if hint is int:
             return int(raw)
         if hint is float:
-            return float(raw)
+            value = float(raw)
+            if not math.isfinite(value):
+                allowed = _FLOAT_RANGES.get(key.rpartition(".")[2], "a finite number")
+                raise ValueError(f"{key}={raw!r} refused: {key} must be {allowed}")
+            return value
         if origin is tuple:
             elem = args[0]
             return tuple(_parse(x.strip(), elem, key) for x in raw.split(",") if x.strip())
@@ -294,5 +303,7 @@ def _parse(raw: str, hint: Any, key: str) -> Any:
                 raise ValueError(raw)
             return raw
         return raw
-    except ValueError:
+    except ValueError as exc:
+        if str(exc).startswith(f"{key}="):
+            raise
         raise ValueError(f"cannot parse {key}={raw!r} as {hint}") from None

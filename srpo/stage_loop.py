@@ -31,6 +31,10 @@ class Interrupted(RuntimeError):
     """Raised when ``stop_after`` ends a stage early: a simulated kill (later steps lost)."""
 
 
+class StageInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a stage; its message says where training stopped and what resumes it."""
+
+
 def stage_seed(seed: int, stage: str) -> int:
     """A distinct, stable 63-bit seed per (run seed, stage)."""
     return (seed * 1_000_003 + zlib.crc32(stage.encode())) % (2**63)
@@ -153,9 +157,14 @@ class StageState:
         """Append one history entry, refusing non-finite values (the last good checkpoint stays)."""
         bad = [k for k, v in entry.items() if not math.isfinite(v)]
         if bad:
+            kept = (
+                f"the last good checkpoint is kept in {self.path}"
+                if self.path.exists()
+                else "no checkpoint of this stage was written before it"
+            )
             raise FloatingPointError(
-                f"{self.name}: {', '.join(bad)} became non-finite by step {self.step}; the last good "
-                f"checkpoint is kept in {self.path}. Check the data's scale or lower the learning rate."
+                f"{self.name}: {', '.join(bad)} became non-finite by step {self.step}; {kept}. "
+                "Check the data's scale or lower the learning rate."
             )
         self.history.append(entry)
         return entry
@@ -187,21 +196,34 @@ def run_loop(
     bar = tqdm(
         total=total, initial=st.step, desc=st.name, disable=not progress, dynamic_ncols=True, leave=False
     )
-    while st.step < total:
-        if stop_after is not None and st.step >= stop_after:
-            bar.close()
-            raise Interrupted(f"{st.name} stopped at step {st.step} (last checkpoint kept)")
-        step_fn()
-        st.step += 1
-        bar.update(1)
-        ckpt_due = st.step % checkpoint_every == 0 or st.step == total
-        if st.step % log_every == 0 or ckpt_due:
-            # Flushing before every checkpoint keeps the saved history exact, and the
-            # finiteness check below guarantees that no diverged state is ever saved.
-            entry = st.flush()
-            bar.set_postfix({k: f"{v:.4g}" for k, v in entry.items() if k != "step"})
-        if ckpt_due:
-            st.save(done=st.step == total)
+    try:
+        while st.step < total:
+            if stop_after is not None and st.step >= stop_after:
+                bar.close()
+                raise Interrupted(f"{st.name} stopped at step {st.step} (last checkpoint kept)")
+            step_fn()
+            st.step += 1
+            bar.update(1)
+            ckpt_due = st.step % checkpoint_every == 0 or st.step == total
+            if st.step % log_every == 0 or ckpt_due:
+                # Flushing before every checkpoint keeps the saved history exact, and the
+                # finiteness check below guarantees that no diverged state is ever saved.
+                entry = st.flush()
+                bar.set_postfix({k: f"{v:.4g}" for k, v in entry.items() if k != "step"})
+            if ckpt_due:
+                st.save(done=st.step == total)
+    except KeyboardInterrupt:
+        bar.close()
+        saved = st.step // checkpoint_every * checkpoint_every
+        kept = (
+            f"its checkpoint {st.path} holds step {saved}"
+            if st.path.exists() and saved > 0
+            else "no checkpoint of it was written yet"
+        )
+        raise StageInterrupted(
+            f"interrupted in the {st.name} stage at step {st.step} of {total}; {kept} (earlier stages "
+            "are finished). Run the same command again to resume"
+        ) from None
     bar.close()
     if total == 0 or not st.path.exists():
         st.save(done=True)
@@ -245,6 +267,30 @@ class TrainResult:
     @property
     def policy(self) -> nn.Module:
         return self.modules["policy"]
+
+
+def check_device_available(device: torch.device) -> None:
+    """Refuse, before anything is written, a device this torch cannot use (a CPU-only build and cuda)."""
+    if device.type == "cuda" and not torch.cuda.is_available():
+        why = "was built without CUDA" if torch.version.cuda is None else "sees no CUDA device"
+        raise ValueError(f"device {device} is not available: this torch ({torch.__version__}) {why}; use cpu")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device {device} is not available on this machine; use cpu")
+
+
+def check_resumable(out: Path, cfg: RunConfig, stages: tuple[str, ...], data: Transitions) -> None:
+    """Refuse a run directory whose checkpoints another config made, before anything in it is rewritten.
+
+    The same check as :meth:`StageState.resume`, done up front so that a refused run leaves the
+    directory (its ``config.json`` included) byte for byte as it was.
+    """
+    for stage in stages:
+        path = Path(out) / f"{stage}.pt"
+        if path.exists() and artifacts.load_torch(path).get("config") != stage_config(cfg, stage, data):
+            raise ValueError(
+                f"{path} was written by a run with a different {stage} config; "
+                "use another --out directory or delete the checkpoint to start over"
+            )
 
 
 def discard_stale(path: Path, config: dict[str, Any]) -> None:

@@ -29,6 +29,8 @@ from srpo.stage_loop import (
     StageState,
     TrainResult,
     Upstream,
+    check_device_available,
+    check_resumable,
     discard_stale,
     run_loop,
     seeded_global_rng,
@@ -277,9 +279,12 @@ def train(
     if unknown:
         raise ValueError(f"unknown stage(s) {', '.join(unknown)}; choose from {', '.join(STAGES)}")
     device = torch.device(device)
+    check_device_available(device)
     for stage in stages:  # before any work: a stage the device cannot run must not fail hours in
         precision.check_device(getattr(cfg, stage).precision, device, f"{stage}.precision")
     out = Path(out)
+    if not restart_on_change:
+        check_resumable(out, cfg, stages, data)
     out.mkdir(parents=True, exist_ok=True)
     artifacts.write_json(out / "config.json", cfg.to_dict())
     stop_after = stop_after or {}

@@ -11,6 +11,7 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -19,16 +20,21 @@ import torch
 from srpo import artifacts
 from srpo.config import PROFILES, TASKS, make_config
 from srpo.fast import seed_batch
-from srpo.stage_loop import STAGES
+from srpo.stage_loop import STAGES, check_device_available
 from srpo.train import train
 from srpo_bench.eval.bandit_tasks import get_bandit
 from srpo_bench.eval.checkpoints import load_policy, policy_path
-from srpo_bench.eval.datasets import load_dataset, load_minari, minari_root
+from srpo_bench.eval.datasets import check_task_dims, load_dataset, load_minari, minari_root
 from srpo_bench.eval.generate import finished_cards, generate_env
+from srpo_bench.eval.observations import flatten_observation
 from srpo_bench.eval.references import ANTMAZE_REFERENCE, d4rl_reference
 from srpo_bench.eval.rollout import EnvSpec, EvaluationUnavailable, env_spec_for_task, evaluate, torch_policy
 from srpo_bench.validation import bandits
 from srpo_bench.validation.bandit_suite import run_suite
+
+# torch CPU threads when --threads is not given: one, which does not collapse when other processes keep
+# the cores busy (torch's default, one per core, was 3-4x slower there; docs/usage.md has the numbers).
+DEFAULT_THREADS = 1
 
 _POLICY_OPTIONS_HELP = """\
 E6 options (set with --set policy.FIELD=VALUE):
@@ -104,13 +110,17 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         outs = [Path(args.out or f"runs/{args.task}/{args.profile}/seed{args.seed}")]
         upstreams = [Path(args.upstream)] if args.upstream else None
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    check_device_available(_device(args.device))
+    for out in outs:
+        _check_writable(out, "--out")
+    _set_threads(args.threads)
     if args.minari_root:
         _minari_root(args.minari_root)
     stages = tuple(s for s in STAGES if s in (args.stages or STAGES))
     offline = load_dataset(cfgs[0].task, args.dataset, cfgs[0].seed)
     data = offline.transitions
+    if not args.allow_dim_mismatch:
+        check_task_dims(cfgs[0].task, data)
     t0 = time.perf_counter()
     common = dict(
         device=args.device,
@@ -151,6 +161,33 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _device(name: str) -> torch.device:
+    try:
+        return torch.device(name)
+    except RuntimeError as exc:
+        raise ValueError(f"--device {name!r} is not a torch device, e.g. cpu or cuda ({exc})") from None
+
+
+def _check_writable(path: Path, flag: str) -> None:
+    """Refuse, before any work, an output place that cannot be written (read-only, a file, no rights)."""
+    probe = Path(path).absolute()
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        raise ValueError(f"{flag} {path}: {probe} is a file, not a directory")
+    try:
+        with tempfile.TemporaryFile(dir=probe):
+            pass
+    except OSError as exc:
+        raise ValueError(
+            f"{flag} {path}: cannot create files in {probe} ({exc.strerror or exc}); choose a writable place"
+        ) from None
+
+
+def _set_threads(threads: int) -> None:
+    torch.set_num_threads(threads or DEFAULT_THREADS)
+
+
 def _write_train_metrics(
     cfg, out: Path, stages: tuple[str, ...], offline, modules: dict, histories: dict, wall: dict
 ) -> None:
@@ -180,13 +217,30 @@ def _write_train_metrics(
     # stage).
     name = "metrics.json" if stages == STAGES else "_".join(stages) + "_metrics.json"
     artifacts.write_json(out / name, metrics)
-    summary = {k: v for k, v in metrics.items() if k not in ("history",)}
-    print(json.dumps(summary, indent=2))
+    print(_summary(metrics, out / name))
+
+
+def _summary(metrics: dict, path: Path) -> str:
+    """A few lines for the terminal: the headline numbers and where the files are (all of it in ``path``)."""
+    n = metrics["dataset"]["transitions"]
+    lines = [f"{metrics['task']} seed {metrics['seed']} ({metrics['profile']}), {n} transitions"]
+    for stage, last in metrics["final"].items():
+        numbers = ", ".join(f"{k} {v:.4g}" for k, v in last.items() if k != "step")
+        lines.append(f"  {stage:8s} step {last.get('step', 0):>7}  {numbers}")
+    if "bandit" in metrics:
+        b = metrics["bandit"]
+        numbers = ", ".join(
+            f"{k} {v:.4g}" for k, v in b.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
+        )
+        lines.append(f"  bandit   {numbers}")
+    lines.append(f"  metrics: {path}; checkpoints: {path.parent}")
+    return "\n".join(lines)
 
 
 def cmd_bandit_suite(args: argparse.Namespace) -> int:
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    _check_writable(Path(args.out).parent, "--out")
+    _check_writable(Path(args.work), "--work")
+    _set_threads(args.threads)
     report = run_suite(
         args.profile,
         args.seeds,
@@ -220,12 +274,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             f"{task} is scored against its exact optimum in the run's metrics.json, not by rollouts"
         )
     out = Path(args.out) if args.out else ckpt_path.parent / "evaluation.json"
+    _check_writable(out.parent, "--out")
     try:
         spec = EnvSpec(args.env) if args.env else env_spec_for_task(task)
     except EvaluationUnavailable as exc:
         artifacts.write_json(out, {"checkpoint": str(ckpt_path), "task": task, "skipped": str(exc)})
         print(str(exc), file=sys.stderr)
         return 0
+    _check_env(spec, meta)
     if args.env:
         reference = None
     else:
@@ -244,6 +300,28 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_env(spec: EnvSpec, meta: dict) -> None:
+    """Make the environment once: an unknown id, or sizes the policy was not trained for, get one line."""
+    import gymnasium as gym
+
+    try:
+        env = gym.make(spec.env_id, **spec.kwargs)
+    except gym.error.Error as exc:  # NameNotFound and friends: their message carries the suggestion
+        raise ValueError(f"--env {spec.env_id}: {exc}") from None
+    try:
+        obs, _ = env.reset(seed=0)  # the vector the policy sees in evaluate (dict observations flattened)
+        env_dims = (flatten_observation(obs).shape[-1], gym.spaces.flatdim(env.action_space))
+    finally:
+        env.close()
+    policy_dims = (meta.get("state_dim"), meta.get("action_dim"))
+    if None not in policy_dims and policy_dims != env_dims:
+        raise ValueError(
+            f"the policy was trained on observations of size {policy_dims[0]} and actions of size "
+            f"{policy_dims[1]}, but {spec.env_id} has observations of size {env_dims[0]} and actions of "
+            f"size {env_dims[1]}; pass the --env it was trained for"
+        )
+
+
 def _minari_root(arg: str | None) -> Path:
     """Point Minari at --root when given (it reads the variable on every call); return the store."""
 
@@ -254,8 +332,8 @@ def _minari_root(arg: str | None) -> Path:
 
 def cmd_data_make(args: argparse.Namespace) -> int:
     root = _minari_root(args.root)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    _check_writable(root, "--root")
+    _set_threads(args.threads)
     for env in args.env:
         if not args.force and finished_cards(env, args.profile, args.seed, root, args.policies):
             print(
@@ -343,6 +421,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="Minari store (default: $MINARI_DATASETS_PATH or ~/.minari/datasets)",
     )
     p.add_argument(
+        "--allow-dim-mismatch",
+        action="store_true",
+        help="train on a dataset whose observation or action size differs from the task's environment "
+        "(default: refuse)",
+    )
+    p.add_argument(
         "--seeds",
         type=int,
         nargs="+",
@@ -398,7 +482,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --seeds: train the behavior model and the critic at the same time, each on its own "
         "CUDA stream (they are independent; same results; on a CPU no faster)",
     )
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: 1)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.set_defaults(func=cmd_train)
 
@@ -422,13 +506,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", default="reports/bandit_suite.json", help="JSON report (default: %(default)s)")
     p.add_argument("--work", default="runs/bandit-suite", help="checkpoint directory (default: %(default)s)")
-    p.add_argument(
-        "--overlap",
-        action="store_true",
-        help="with --seeds: train the behavior model and the critic at the same time, each on its own "
-        "CUDA stream (they are independent; same results; on a CPU no faster)",
-    )
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: 1)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.set_defaults(func=cmd_bandit_suite)
 
@@ -476,13 +554,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--root", default=None, help="Minari store (default: $MINARI_DATASETS_PATH or ~/.minari/datasets)"
     )
-    p.add_argument(
-        "--overlap",
-        action="store_true",
-        help="with --seeds: train the behavior model and the critic at the same time, each on its own "
-        "CUDA stream (they are independent; same results; on a CPU no faster)",
-    )
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: 1)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.set_defaults(func=cmd_data_make)
     p = dsub.add_parser("list", help="datasets in the local Minari store")
@@ -511,9 +583,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError) as exc:
+    except (ValueError, FileNotFoundError, NotADirectoryError) as exc:
         print(f"srpo: error: {exc}", file=sys.stderr)
         return 2
+    except FloatingPointError as exc:  # training diverged: not the input's form, the run itself
+        print(f"srpo: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt as exc:
+        print(f"srpo: {exc or 'interrupted; run the same command again to resume'}", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

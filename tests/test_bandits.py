@@ -74,6 +74,47 @@ def test_quadrature_objective_gradient_is_the_mean_e6_direction(shape, weighting
     assert torch.all((draws.mean(0) - grad_j[0]).abs() < 5 * se + 1e-6), (draws.mean(0), grad_j)
 
 
+def _quadrature_e6_gradient(b, a, pc, n_t=16, n_eps=6):
+    """The library's mean E6 direction, beta grad Q - E[w (eps*)], on the oracle's quadrature nodes."""
+    ts, wt = bandits._t_quadrature(pc, n_t)
+    eps, we = bandits._eps_quadrature(n_eps)
+    t = ts.repeat_interleave(len(eps))
+    e = eps.repeat(len(ts), 1)
+    a_t = schedule.diffuse(a.expand(len(t), 2), t, e)
+    reg = policy.behavior_direction(mixture.exact_eps(b.behavior, a_t, t), e, t, pc.weighting, False)
+    mean_reg = ((wt.repeat_interleave(len(eps)) * we.repeat(len(ts)))[:, None] * reg).sum(0)
+    return pc.beta * b.reward_grad(a)[0] - mean_reg
+
+
+def _oracle_gradient(b, a, pc, n_t=16, n_eps=6):
+    a = a.clone().requires_grad_(True)
+    (g,) = torch.autograd.grad(bandits.surrogate_objective(b, a, pc, n_t=n_t, n_eps=n_eps).sum(), a)
+    return g[0]
+
+
+@pytest.mark.parametrize("weighting", ["sigma2", "one", "score"])
+def test_library_e6_gradient_equals_the_oracle_gradient(weighting):
+    """Same quadrature nodes on both sides: equal up to rounding, for every weighting (deterministic)."""
+    b = bandit_tasks.BANDITS["ring8"]
+    pc = make_config("bandit-ring8", "smoke", overrides={"policy.weighting": weighting}).policy
+    for a in ([[0.3, -0.2]], [[-0.6, 0.5]], [[0.0, 0.8]]):
+        a = torch.tensor(a, dtype=torch.float64)
+        assert torch.allclose(_quadrature_e6_gradient(b, a, pc), _oracle_gradient(b, a, pc), atol=1e-9)
+
+
+def test_oracle_catches_a_wrong_library_weighting(monkeypatch):
+    """weight("sigma2") returning sigma instead of sigma^2 must break the agreement with the oracle."""
+    b = bandit_tasks.BANDITS["ring8"]
+    pc = make_config("bandit-ring8", "smoke", overrides={"policy.weighting": "sigma2"}).policy
+    a = torch.tensor([[0.3, -0.2]], dtype=torch.float64)
+    right = _quadrature_e6_gradient(b, a, pc)
+    monkeypatch.setattr(policy, "weight", lambda t, kind: schedule.sigma(t))
+    wrong = _quadrature_e6_gradient(b, a, pc)
+    oracle = _oracle_gradient(b, a, pc)
+    assert torch.allclose(right, oracle, atol=1e-9)
+    assert (wrong - oracle).norm() > 1e-2 * oracle.norm(), (wrong, oracle)
+
+
 @pytest.mark.parametrize("shape", SHAPES)
 def test_optimum_is_a_stationary_maximum(shape):
     b, opt = bandit_tasks.BANDITS[shape], optimum(shape)

@@ -1,6 +1,7 @@
 """The `srpo` command line."""
 
 import json
+import math
 import subprocess
 import sys
 
@@ -77,7 +78,13 @@ def test_smoke_train_writes_checkpoints_and_metrics(tmp_path):
     for stage in ("behavior", "critic", "policy"):
         assert (tmp_path / f"{stage}.pt").exists()
     metrics = json.loads((tmp_path / "metrics.json").read_text())
-    assert metrics["bandit"]["distance_to_optimum"] >= 0
+    bandit = metrics["bandit"]
+    # the optimum is the surrogate's maximum, and the global optimum is one of the local ones
+    assert bandit["policy_surrogate"] <= bandit["optimum_surrogate"] + 1e-6 * abs(bandit["optimum_surrogate"])
+    assert bandit["distance_to_nearest_local_optimum"] <= bandit["distance_to_optimum"] + 1e-12
+    assert bandit["distance_to_optimum"] == pytest.approx(
+        math.dist(bandit["policy_action"], bandit["optimum_action"]), abs=1e-9
+    )
     assert set(metrics["history"]) == {"behavior", "critic", "policy"}
     assert metrics["final"]["policy"]["step"] == 500
 

@@ -79,9 +79,39 @@ def _ran(output: str) -> set[str]:
     return set(re.findall(r"Running stage '(?:[^']*:)?([^']+)'", output))
 
 
+# The smoke profile cut down for the test: the same data, every stage, table and figure, fewer
+# training steps, evaluation episodes and validation draws. `make smoke` runs the real profile.
+TEST_SIZES = {
+    "train": {
+        "overrides": {
+            "behavior.steps": 60,
+            "critic.steps": 80,
+            "policy.steps": 60,
+            "log_every": 20,
+            "checkpoint_every": 40,
+        }
+    },
+    "validation": {
+        "bandit_overrides": {"behavior.steps": 60, "policy.steps": 60},
+        "score_accuracy": {"n_train": 1000, "n_heldout": 256, "draws_per_bin": 500},
+        "gradient_variance": {"n_samples": 128, "bootstrap_reps": 50},
+    },
+    "evaluation": {"episodes": 2, "num_envs": 2},
+}
+
+
+def _shrink(params: Path) -> None:
+    p = yaml.safe_load(params.read_text())
+    for section, values in TEST_SIZES.items():
+        for key, value in values.items():
+            p[section][key] = {**p[section][key], **value} if isinstance(value, dict) else value
+    params.write_text(yaml.safe_dump(p, sort_keys=False))
+
+
 @pytest.fixture(scope="module")
 def smoke_repo(tmp_path_factory):
     repo = _copy_repo(tmp_path_factory.mktemp("repo"))
+    _shrink(repo / "pipelines/smoke/params.yaml")
     out = _dvc(repo, "repro", SMOKE)
     return repo, out
 

@@ -13,12 +13,25 @@ from srpo.policy import DeterministicPolicy
 T = st.floats(min_value=1e-3, max_value=0.999)
 
 
-@given(T)
-def test_weightings(t):
-    tt = torch.tensor([t], dtype=torch.float64)
-    assert torch.allclose(policy.weight(tt, "sigma2"), schedule.sigma(tt) ** 2)
-    assert torch.allclose(policy.weight(tt, "one"), torch.ones_like(tt))
-    assert torch.allclose(policy.weight(tt, "score"), schedule.alpha(tt) / schedule.sigma(tt))
+def _documented_weight(t: float, kind: str) -> float:
+    """w(t) from docs/method.md §2-§3 in plain floats: log alpha_t = -(20 - 0.1) t^2 / 4 - 0.1 t / 2."""
+    alpha = math.exp(-(20 - 0.1) * t * t / 4 - 0.1 * t / 2)
+    sigma = math.sqrt(1 - alpha * alpha)
+    return {"sigma2": sigma**2, "one": 1.0, "score": alpha / sigma}[kind]
+
+
+@pytest.mark.parametrize("kind", ["sigma2", "one", "score"])
+def test_weightings_match_the_documented_formula(kind):
+    ts = [0.02, 0.1, 0.3, 0.5, 0.7, 0.98]
+    got = policy.weight(torch.tensor(ts, dtype=torch.float64), kind).tolist()
+    assert got == pytest.approx([_documented_weight(t, kind) for t in ts], rel=1e-9)
+
+
+def test_weightings_pinned_at_t_half():
+    """Literal values (computed once by hand from the formula): a change of schedule shows here too."""
+    half = torch.tensor([0.5], dtype=torch.float64)
+    assert float(policy.weight(half, "sigma2")) == pytest.approx(0.9209361875468395, rel=1e-12)
+    assert float(policy.weight(half, "score")) == pytest.approx(0.2930043761500848, rel=1e-12)
 
 
 def test_unknown_weighting():

@@ -27,8 +27,34 @@ def test_the_timed_configs_take_the_profiles_batch_sizes_and_the_paths_precision
     assert tt._configs("behavior", 1, 1, profile="default")[0].behavior.batch_size == 256
 
 
-def test_a_runner_trains_the_fast_path_and_the_reference_at_the_default_profile():
+def test_a_runner_trains_the_fast_path_and_the_reference_at_the_default_profile(monkeypatch):
+    """Each runner trains its stage for the steps asked, on as many seeds, at the profile's batch size."""
+    calls = []
+
+    def recording(module, name):
+        original = getattr(module, name)
+
+        def wrapped(cfgs, *args, **kwargs):
+            result = original(cfgs, *args, **kwargs)
+            calls.append((name, cfgs, result))
+            return result
+
+        monkeypatch.setattr(module, name, wrapped)
+
+    for stage in tt.STAGES:
+        recording(tt.reference, f"train_{stage}")
+        recording(tt.seed_batch, f"train_{stage}")
     data = tt.synthetic_dataset()
+    expected = make_config(tt.TASK, "default")
     for stage in tt.STAGES:
         for path, seeds in (("reference", 1), ("fast", 2)):
+            calls.clear()
             tt._runner(stage, path, seeds, data, torch.device("cpu"), profile="default")(2)
+            [(name, cfgs, (modules, histories))] = calls
+            assert name == f"train_{stage}"
+            cfgs = [cfgs] if path == "reference" else cfgs
+            histories = [histories] if path == "reference" else histories
+            assert len(cfgs) == seeds == len(histories)
+            assert getattr(cfgs[0], stage).batch_size == getattr(expected, stage).batch_size
+            for history in histories:  # two steps taken, the last one logged
+                assert history[-1]["step"] == 2

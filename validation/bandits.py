@@ -12,6 +12,11 @@ expectation of E6 (the baseline term has mean zero). :func:`surrogate_objective`
 evaluates J by Gauss-Legendre quadrature over t and Gauss-Hermite quadrature over
 eps, so it is deterministic, and :func:`surrogate_optimum` maximizes it from many
 starts.
+
+The ground truth shares no code with what it checks: the schedule alpha_t, sigma_t and the
+weighting w(t) of J are computed here from their formulas (method §2-§3, :func:`oracle_alpha_sigma`,
+:func:`oracle_weight`), not taken from :mod:`srpo.schedule` or :func:`srpo.policy.weight`, so a wrong
+weighting in the library moves the policy away from this optimum instead of moving both.
 """
 
 from __future__ import annotations
@@ -23,9 +28,29 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from srpo import mixture, policy as srpo_policy, schedule
+from srpo import mixture
 from srpo.config import PolicyConfig
 from srpo_bench.eval.bandit_tasks import STATE_DIM, Bandit
+
+# The VP-SDE schedule of method §2: log alpha_t = -(beta_max - beta_min) t^2 / 4 - beta_min t / 2.
+ORACLE_BETA_MIN, ORACLE_BETA_MAX = 0.1, 20.0
+
+
+def oracle_alpha_sigma(t: Tensor) -> tuple[Tensor, Tensor]:
+    """alpha_t and sigma_t = sqrt(1 - alpha_t^2) from method §2's formula, in float64."""
+    t = t.double()
+    log_alpha = -(ORACLE_BETA_MAX - ORACLE_BETA_MIN) * t**2 / 4 - ORACLE_BETA_MIN * t / 2
+    alpha = torch.exp(log_alpha)
+    return alpha, torch.sqrt(1 - alpha**2)
+
+
+def oracle_weight(t: Tensor, kind: str) -> Tensor:
+    """w(t) of method §3: sigma_t^2 ("sigma2"), 1 ("one"), alpha_t / sigma_t ("score"); float64."""
+    alpha, sigma = oracle_alpha_sigma(t)
+    table = {"sigma2": sigma**2, "one": torch.ones_like(sigma), "score": alpha / sigma}
+    if kind not in table:
+        raise ValueError(f"unknown weighting {kind!r}; the oracle knows {', '.join(table)}")
+    return table[kind]
 
 
 def _t_quadrature(pc: PolicyConfig, n_t: int) -> tuple[Tensor, Tensor]:
@@ -54,11 +79,11 @@ def surrogate_objective(
     mix = bandit.behavior.to(dtype=actions.dtype)
     ts, wt = (q.to(actions.dtype) for q in _t_quadrature(pc, n_t))
     eps, we = (q.to(actions.dtype) for q in _eps_quadrature(n_eps))
-    a_t, s_t = schedule.alpha(ts), schedule.sigma(ts)
+    a_t, s_t = (q.to(actions.dtype) for q in oracle_alpha_sigma(ts))
     # Points (T, M, E, 2): every action diffused to every t node with every eps node.
     x = a_t[:, None, None, None] * actions[None, :, None, :] + s_t[:, None, None, None] * eps[None, None]
     logp = mixture.log_prob_grid(mix, x.reshape(len(ts), -1, 2), ts).reshape(x.shape[:3])
-    scale = srpo_policy.weight(ts, pc.weighting) * s_t / a_t
+    scale = oracle_weight(ts, pc.weighting).to(actions.dtype) * s_t / a_t
     smoothed = (logp * we).sum(-1)  # E_eps log mu_t(alpha_t a + sigma_t eps), (T, M)
     return pc.beta * bandit.reward(actions) + ((wt * scale)[:, None] * smoothed).sum(0)
 

@@ -52,6 +52,8 @@ from srpo.stage_loop import (
     RunningMeans,
     StageState,
     Upstream,
+    check_device_available,
+    check_resumable,
     discard_stale,
     run_loop,
     seeded_global_rng,
@@ -826,6 +828,7 @@ def train(
         raise ValueError(f"unknown stage(s) {', '.join(unknown)}; choose from {', '.join(STAGES)}")
     _shared(cfgs, outs)
     device = torch.device(device)
+    check_device_available(device)
     for stage in stages:  # before any work: a stage the device cannot run must not fail hours in
         precision.check_device(getattr(cfgs[0], stage).precision, device, f"{stage}.precision")
     overlap = overlap and {"behavior", "critic"} <= set(stages)
@@ -833,6 +836,9 @@ def train(
         check_overlap(cfgs[0])
     outs = [Path(o) for o in outs]
     upstreams = list(upstreams) if upstreams is not None else outs
+    if not restart_on_change:
+        for cfg, out in zip(cfgs, outs):
+            check_resumable(out, cfg, stages, data)
     for cfg, out in zip(cfgs, outs):
         out.mkdir(parents=True, exist_ok=True)
         artifacts.write_json(out / "config.json", cfg.to_dict())

@@ -58,13 +58,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add("bandit-ablation", "SRPO focus variants on the bandits against their exact-surrogate optima")
     add("report", "statistics, tables and figures over every run -> report.md")
+    add("check", "validate a params file and say what it describes, in seconds; runs nothing")
     return parser
+
+
+def describe(p) -> str:
+    """One line: what a params file trains (what `check` prints)."""
+    return (
+        f"profile {p.profile}: envs {', '.join(p.envs)} x kinds {', '.join(p.kinds)}, seeds "
+        f"{', '.join(map(str, p.seeds))}, variants {', '.join(p.variants)}; outputs in {p.run_dir}, "
+        f"{p.report_dir}"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         p = load_params(args.params)
+        if args.step == "check":
+            print(f"{args.params}: valid; {describe(p)}")
+            return 0
         steps.setup(p)
         kwargs = {k: v for k, v in vars(args).items() if k not in ("step", "params")}
         {
