@@ -191,15 +191,19 @@ def load_minari(dataset_id: str) -> OfflineDataset:
     return OfflineDataset(transitions, ref)
 
 
-def check_task_dims(task: str, data: Transitions) -> None:
-    """Refuse a dataset whose observation or action size is not the task environment's."""
+def check_task_dims(
+    task: str, data: Transitions, override: str = "(--allow-dim-mismatch trains on it anyway)"
+) -> None:
+    """Refuse a dataset whose observation or action size is not the task environment's.
+
+    ``override`` ends the message: how the caller lets a user train on it anyway.
+    """
     want = TASK_DIMS.get(task.split("-")[0])
     got = (data.state_dim, data.action_dim)
     if want is not None and got != want:
         raise ValueError(
             f"dataset {data.name} has observations of size {got[0]} and actions of size {got[1]}, but "
-            f"{task} needs {want[0]} and {want[1]}; pass the task's dataset "
-            "(--allow-dim-mismatch trains on it anyway)"
+            f"{task} needs {want[0]} and {want[1]}; pass the task's dataset {override}"
         )
 
 

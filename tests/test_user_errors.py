@@ -145,6 +145,13 @@ CASES = {
         ["observations of size 5 and actions of size 2", "needs 11 and 3", "--allow-dim-mismatch"],
         absent="{tmp}/out",
     ),
+    "pipeline-dataset-other-sizes": Case(
+        ["train", "--params", "{mapped}", "--stage", "behavior", "--task", "hopper-medium"],
+        2,
+        ["observations of size 5 and actions of size 2", "needs 11 and 3", "datasets:"],
+        main=pipeline,
+        absent="{piperuns}",
+    ),
     "params-check-valid": Case(
         ["check", "--params", "pipelines/smoke/params.yaml"], 0, [], main=pipeline
     ),  # prints its line on stdout
@@ -182,13 +189,23 @@ def places(tmp_path_factory):
         },
     )
     bad = base / "params.yaml"
-    bad.write_text(Path("pipelines/smoke/params.yaml").read_text().replace("seeds:", "seedz:", 1))
+    smoke = Path("pipelines/smoke/params.yaml").read_text()
+    bad.write_text(smoke.replace("seeds:", "seedz:", 1))
+    small = hdf5(base / "small.hdf5", obs_dim=5, act_dim=2)
+    mapped = base / "mapped.yaml"  # the smoke profile with hopper-medium mapped to a 5-d/2-d file
+    mapped.write_text(
+        smoke.replace("datasets: {}", f"datasets: {{hopper-medium: {small}}}", 1).replace(
+            "run_dir: runs/smoke", f"run_dir: {base / 'pipe-runs'}", 1
+        )
+    )
     return {
         "run": str(base / "run"),
         "ckpt": str(ckpt),
         "huge": hdf5(base / "huge.hdf5", reward=3e38),
-        "small": hdf5(base / "small.hdf5", obs_dim=5, act_dim=2),
+        "small": small,
         "badparams": str(bad),
+        "mapped": str(mapped),
+        "piperuns": str(base / "pipe-runs"),
     }
 
 

@@ -15,7 +15,7 @@ from srpo.fast import seed_batch
 from srpo.train import load_finished
 from srpo_bench.eval import baselines
 from srpo_bench.eval.checkpoints import load_policy
-from srpo_bench.eval.datasets import GENERATED, load_dataset
+from srpo_bench.eval.datasets import GENERATED, check_task_dims, load_dataset
 from srpo_bench.eval.generate import finished_cards, generate_env
 from srpo_bench.eval.latency import TimedPolicy
 from srpo_bench.eval.references import ANTMAZE_REFERENCE
@@ -42,7 +42,10 @@ def setup(p: PipelineParams) -> None:
 
 
 def dataset(p: PipelineParams, task: str):
-    return load_dataset(task, p.datasets.get(task, GENERATED))
+    """The task's dataset, refused (one line) if its sizes are not the task environment's."""
+    ds = load_dataset(task, p.datasets.get(task, GENERATED))
+    check_task_dims(task, ds.transitions, f"(the params file's datasets: maps {task} to it)")
+    return ds
 
 
 def step_datasets(p: PipelineParams, env: str) -> None:
