@@ -1,6 +1,8 @@
 """Bad input gets a clear error that says what is wrong, and leaves no half-written output."""
 
 import json
+import os
+import signal
 
 import numpy as np
 import pytest
@@ -124,6 +126,25 @@ def test_atomic_write_leaves_nothing_on_failure(tmp_path):
         artifacts.write_json(target, {"bad": object()})
     assert target.read_text() == '{\n  "ok": 1\n}\n'
     assert [p.name for p in tmp_path.iterdir()] == ["out.json"]
+
+
+def test_ctrl_c_during_a_write_finishes_the_file_then_interrupts(tmp_path):
+    """A Ctrl-C inside a writer (torch's zip writer turns one into a RuntimeError) is held until
+    the file is complete and renamed into place, then raised as a KeyboardInterrupt."""
+    target = tmp_path / "plot.png"
+    handler = signal.getsignal(signal.SIGINT)
+
+    class Figure:  # stands in for matplotlib: interrupted halfway through writing its bytes
+        def savefig(self, f, format, dpi, bbox_inches):
+            f.write(b"first half,")
+            os.kill(os.getpid(), signal.SIGINT)
+            f.write(b"second half")
+
+    with pytest.raises(KeyboardInterrupt):
+        artifacts.save_figure(Figure(), target)
+    assert target.read_bytes() == b"first half,second half"
+    assert [p.name for p in tmp_path.iterdir()] == ["plot.png"]
+    assert signal.getsignal(signal.SIGINT) is handler
 
 
 def test_json_is_strict_nonfinite_become_null(tmp_path):
