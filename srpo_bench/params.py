@@ -336,7 +336,11 @@ def load_params(path: str | Path) -> PipelineParams:
     try:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
-        raise ValueError(f"{path} is not valid YAML: {exc}") from exc
+        # One line: where the parser stopped and why (PyYAML's own message spans several lines).
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ValueError(f"{path} is not valid YAML{where}: {problem}; fix the file and rerun") from exc
     if not isinstance(raw, dict):
         raise ValueError(f"{path} must be a YAML mapping of pipeline parameters")
     raw = {k: v for k, v in raw.items() if k not in ("root", "params_file")}  # DVC's, not the pipeline's

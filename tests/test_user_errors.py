@@ -162,6 +162,13 @@ CASES = {
         main=pipeline,
         untouched="{badparams}",
     ),
+    "params-check-invalid-yaml": Case(
+        ["check", "--params", "{badyaml}"],
+        2,
+        ["is not valid YAML at line 2, column 4", "expected ',' or ']'"],
+        main=pipeline,
+        untouched="{badyaml}",
+    ),
 }
 
 
@@ -191,6 +198,8 @@ def places(tmp_path_factory):
     bad = base / "params.yaml"
     smoke = Path("pipelines/smoke/params.yaml").read_text()
     bad.write_text(smoke.replace("seeds:", "seedz:", 1))
+    badyaml = base / "broken.yaml"  # an unclosed list: the parser stops at line 2, column 4
+    badyaml.write_text("seeds: [0, 1\nfoo: : bar\n")
     small = hdf5(base / "small.hdf5", obs_dim=5, act_dim=2)
     mapped = base / "mapped.yaml"  # the smoke profile with hopper-medium mapped to a 5-d/2-d file
     mapped.write_text(
@@ -204,6 +213,7 @@ def places(tmp_path_factory):
         "huge": hdf5(base / "huge.hdf5", reward=3e38),
         "small": small,
         "badparams": str(bad),
+        "badyaml": str(badyaml),
         "mapped": str(mapped),
         "piperuns": str(base / "pipe-runs"),
     }
