@@ -207,6 +207,19 @@ def test_sign_flip_test_accepts_a_zero_mean_and_detects_a_shift():
     assert res["unbiasedness"]["z"] > 3
 
 
+def test_noise_floor_is_the_standard_error_of_the_mean_difference_relative_to_the_gradient():
+    """sqrt(tr Cov d / M) / ||E g_off||: with d ~ N(0, I_p) and ||E g_off|| = 2, sqrt(40 / 1000) / 2 = 0.1."""
+    p, m = 40, 1000
+    mean = torch.zeros(p, dtype=F64)
+    mean[0] = 2.0
+    off = gaussian_rows(m, mean, 0.5 * torch.eye(p, dtype=F64), 1)
+    d = gaussian_rows(m, torch.zeros(p, dtype=F64), torch.eye(p, dtype=F64), 0)
+    res = gv.compare_baseline(off + d, off, 8, reps=200, seed=0)
+    assert res["noise_floor"] == pytest.approx(0.1, rel=0.05)
+    # A relative difference of pure noise is of the floor's order, not near zero.
+    assert 0.2 * res["noise_floor"] < res["relative_mean_diff"]["high"] < 5 * res["noise_floor"]
+
+
 def test_baseline_keeps_the_mean_on_an_exact_bandit():
     bandit = bandit_tasks.get_bandit("bandit-ring8")
     bm, critic = bandits.ExactNoisePredictor(bandit), bandits.ExactCritic(bandit)
@@ -327,7 +340,13 @@ def test_measure_bandit_summary_figure_and_report(tmp_path):
     assert "#### bandit-ring8" in text and "| step | weighting | baseline | tr Cov g_B | SNR |" in text
     assert sum(line.startswith("| 40 | ") for line in lines) == 2 * len(WEIGHTINGS) + len(WEIGHTINGS)
     for w in WEIGHTINGS:
-        assert any(line.startswith(f"- **{w}**: the means") for line in lines)
+        verdicts = [line for line in lines if line.startswith(f"- **{w}**: ")]
+        assert len(verdicts) == 1 and (
+            "no difference between the means" in verdicts[0] or "the means differ" in verdicts[0]
+        ), verdicts
+        if "no difference" in verdicts[0]:  # not detecting a difference is not shown to be none
+            assert "does not show the means are equal" in verdicts[0]
+            assert "noise floor" in verdicts[0] or "is not resolved from sampling noise" in verdicts[0]
 
 
 def test_measure_bandit_rejects_a_mismatched_config(tmp_path):

@@ -336,6 +336,12 @@ def _compare(
         "variance_ratio": _est(
             float(_ratio(e[0]["tv"], e[1]["tv"])), _ratio(b[0]["tv"], b[1]["tv"]), confidence, m
         ),
+        # The standard error of mean(d) in norm, sqrt(tr Cov d / M), in units of ||E g_off||: a
+        # difference of the means much below it cannot be told from noise with M draws, and a
+        # relative_mean_diff of that order is what noise alone produces.
+        "noise_floor": float(
+            rel(e[2]["tv"] * batch_size / m, e[1]["ms"]) if np.isfinite(e[2]["tv"]) else np.nan
+        ),
     }
 
 
@@ -353,6 +359,8 @@ def compare_baseline(
       estimated positive).
     - ``variance_ratio``: tr Cov g_on / tr Cov g_off (B cancels), with a paired bootstrap CI:
       the same rows are resampled for both, so their correlation is kept.
+    - ``noise_floor``: sqrt(tr Cov d / M) / ||E g_off||, the standard error of the mean
+      difference relative to the gradient: what the test can resolve with M draws.
     """
     _check_rows(g_on, batch_size)
     if g_off.shape != g_on.shape:

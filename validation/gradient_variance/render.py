@@ -175,9 +175,27 @@ def markdown(summary: dict[str, Any]) -> list[str]:
             unresolved = [ck["step"] for ck, r in zip(cks, ratios) if not (r["high"] < 1 or r["low"] > 1)]
             differ = [ck["step"] for ck in cks if not ck["baseline"][w]["agree"]]
             steps = lambda xs: ", ".join(map(str, xs))  # noqa: E731
+            rels = [ck["baseline"][w]["relative_mean_diff"] for ck in cks]
+            floors = [ck["baseline"][w].get("noise_floor", float("nan")) for ck in cks]
+            worst = max(
+                range(len(cks)), key=lambda i: rels[i]["high"] if np.isfinite(rels[i]["high"]) else -1
+            )
+            # What the test could not rule out: the largest upper CI end of the relative difference,
+            # set against the noise floor sqrt(tr Cov d / M) / ||E g_off|| at that checkpoint.
+            power = (
+                f"; this does not show the means are equal: at step {cks[worst]['step']} the CI of "
+                f"‖E(g_on - g_off)‖ / ‖E g_off‖ reaches {rels[worst]['high']:.3g}, and its estimate "
+                f"{rels[worst]['value']:.3g} is of the order of the noise floor "
+                f"sqrt(tr Cov d / M) / ‖E g_off‖ = {floors[worst]:.3g} (d = g_on - g_off), i.e. what "
+                "sampling noise alone gives when ‖E g_off‖ is barely resolved"
+                if np.isfinite(rels[worst]["high"]) and np.isfinite(floors[worst])
+                else "; this does not show the means are equal: ‖E g_off‖ is not resolved from sampling "
+                "noise here (its unbiased estimate is not positive), so the test's power relative to "
+                "the gradient is unknown"
+            )
             means = (
-                f"the means with and without the baseline agree at every checkpoint (sign-flip test, "
-                f"smallest p = {min(ps):.3g} >= {alpha:.3g})"
+                f"no difference between the means with and without the baseline was detected at any "
+                f"checkpoint (sign-flip test, smallest p = {min(ps):.3g} >= {alpha:.3g}){power}"
                 if not differ
                 else f"the means differ (p < {alpha:.3g}) at step(s) {steps(differ)}"
             )

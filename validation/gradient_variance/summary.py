@@ -85,6 +85,8 @@ def summarize(
                 baseline[w] = {
                     "variance_ratio": _across([c["variance_ratio"] for c in comps], confidence, seed),
                     "relative_mean_diff": _across([c["relative_mean_diff"] for c in comps], confidence, seed),
+                    # the median over seeds: a scale for reading relative_mean_diff, not an estimate
+                    "noise_floor": float(np.nanmedian([c.get("noise_floor", np.nan) for c in comps])),
                     "p_value": p,
                     "p_values": ps,
                     "agree": bool(p >= 1 - confidence),
