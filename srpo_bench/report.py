@@ -337,48 +337,47 @@ def focus_study(p: PipelineParams, scores: pd.DataFrame, conf: float, reps: int,
 
 
 def latency_table(p: PipelineParams, scores: pd.DataFrame, aggs: dict, focus: dict | None) -> pd.DataFrame:
-    """Per variant: median action-selection latency over its runs, beside its score with CI.
+    """Per variant: median action-selection latency over its runs, beside its score and interval.
 
     Main variants are scored by their IQM over all tasks; focus variants (and, for
     comparison, the reference) by their mean over the focus tasks, so each point's score
-    and latency come from the same runs.
+    and latency come from the same runs. ``x_reference`` divides by the reference variant's
+    latency over the same group of runs (all tasks, or the focus tasks): like for like.
     """
     ok = scores[scores["skipped"].isna()]
     rows = []
+
+    def row(v: str, group: str, est: stats.Estimate, stat: str, runs: pd.DataFrame) -> dict:
+        return {
+            "variant": v,
+            "method": p.variant_spec(v).method,
+            "tasks": group,
+            "score": est.value,
+            "low": est.low,
+            "high": est.high,
+            "score_text": f"{stat} {est.format()}",
+            "score_stat": stat,
+            "n_runs": est.n_runs,
+            "episodes": sorted({int(e) for e in runs["episodes"]}),
+            "latency_ms": float(runs["latency_ms"].median()),
+            "batch": runs["latency_batch"].iloc[0] if len(runs) else None,
+        }
+
     for v in p.variants:
-        e = aggs[v]["iqm"]
-        lat = ok[ok["variant"] == v]["latency_ms"]
-        rows.append(
-            {
-                "variant": v,
-                "method": p.variant_spec(v).method,
-                "tasks": "all",
-                "score": e.value,
-                "low": e.low,
-                "high": e.high,
-                "score_stat": "IQM",
-                "latency_ms": float(lat.median()),
-                "batch": ok[ok["variant"] == v]["latency_batch"].iloc[0] if len(lat) else None,
-            }
-        )
+        rows.append(row(v, "all", aggs[v]["iqm"], "IQM", ok[ok["variant"] == v]))
     if focus and focus["tasks"]:
         for v in focus["variants"]:
-            e = focus["aggregate"][v]["mean"]
             sel = ok[(ok["variant"] == v) & ok["task"].isin(focus["tasks"])]
-            rows.append(
-                {
-                    "variant": v,
-                    "method": p.variant_spec(v).method,
-                    "tasks": "focus",
-                    "score": e["value"],
-                    "low": e["low"],
-                    "high": e["high"],
-                    "score_stat": "mean",
-                    "latency_ms": float(sel["latency_ms"].median()),
-                    "batch": sel["latency_batch"].iloc[0] if len(sel) else None,
-                }
-            )
-    return pd.DataFrame(rows)
+            rows.append(row(v, "focus", stats.Estimate.from_dict(focus["aggregate"][v]["mean"]), "mean", sel))
+    table = pd.DataFrame(rows)
+    ref = p.report.reference_variant
+    for group in table["tasks"].unique() if len(table) else []:
+        at = table["tasks"] == group
+        base = table[at & (table["variant"] == ref)]["latency_ms"]
+        table.loc[at, "x_reference"] = (
+            table.loc[at, "latency_ms"] / float(base.iloc[0]) if len(base) else np.nan
+        )
+    return table
 
 
 def plot_latency(table: pd.DataFrame, path: Path) -> None:
@@ -485,8 +484,14 @@ def render_markdown(p, per_task, aggs, poi, tasks, cards, wall, skipped, focus, 
     L += [
         f"Budgets: training profile `{p.train.profile}` with overrides "
         f"`{json.dumps(p.train.overrides)}`; {n} seeds ({', '.join(map(str, p.seeds))}) per task; "
-        f"{p.evaluation.episodes} evaluation episodes per run. A run's score is the mean normalized score "
-        f"of its episodes; intervals are {conf:.0f}% bootstrap CIs over runs.",
+        f"{p.evaluation.episodes} evaluation episodes per run"
+        + "".join(
+            f", {v} {p.variant_spec(v).episodes}"
+            for v in dict.fromkeys([*p.variants, *p.focus.variants])
+            if p.variant_spec(v).episodes != p.evaluation.episodes
+        )
+        + ". A run's score is the mean normalized score of its episodes; the intervals each table uses "
+        "are stated beside it.",
         "",
     ]
 
@@ -567,7 +572,7 @@ def render_markdown(p, per_task, aggs, poi, tasks, cards, wall, skipped, focus, 
         L += [f"Probability of improvement needs two variants; this profile has only `{ref}`.", ""]
 
     L += _focus_markdown(p, focus, conf)
-    L += _latency_markdown(latency)
+    L += _latency_markdown(latency, p.report.reference_variant)
     if validation is not None:
         L += validation["lines"]
     L += [
@@ -676,25 +681,25 @@ def _focus_markdown(p: PipelineParams, focus: dict | None, conf: float) -> list[
     return L
 
 
-def _latency_markdown(latency: pd.DataFrame) -> list[str]:
+def _latency_markdown(latency: pd.DataFrame, reference: str) -> list[str]:
     L = [
         "## Action-selection latency vs score",
         "",
         "Latency: wall time of one policy call for a batch of states (one per parallel environment), "
-        "median over "
-        "every step of the variant's evaluation rollouts, median over runs; measured in the same runs as the "
-        "scores. `make bench` (reports/bench/sampling.json) times each method in isolation at batch 1 and "
-        "256.",
+        "median over every step of the variant's evaluation rollouts, median over runs; measured in the "
+        f"same runs as the scores. The ratio divides by {reference}'s latency over the same runs (all "
+        "tasks, or the focus tasks). `make bench` (reports/bench/sampling.json) times each method in "
+        "isolation at batch 1 and 256.",
         "",
-        "| variant | method | tasks | score [interval] | latency (ms) | × SRPO latency |",
-        "|---|---|---|---|---|---|",
+        f"| variant | method | tasks | runs | episodes per run | score [interval] | latency (ms) | "
+        f"× {reference} latency |",
+        "|---|---|---|---|---|---|---|---|",
     ]
-    base = latency[(latency["method"] == "srpo") & (latency["tasks"] == "all")]["latency_ms"]
-    base = float(base.iloc[0]) if len(base) else float("nan")
     for _, r in latency.iterrows():
+        episodes = ", ".join(map(str, r["episodes"]))
         L.append(
-            f"| {r['variant']} | {r['method']} | {r['tasks']} | {r['score_stat']} {r['score']:.1f} "
-            f"[{r['low']:.1f}, {r['high']:.1f}] | {r['latency_ms']:.3f} | {r['latency_ms'] / base:.1f} |"
+            f"| {r['variant']} | {r['method']} | {r['tasks']} | {r['n_runs']} | {episodes} | {r['score_text']} "
+            f"| {r['latency_ms']:.3f} | {r['x_reference']:.1f} |"
         )
     L += ["", "![latency vs score](figures/latency_vs_score.png)", ""]
     return L

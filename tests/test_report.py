@@ -1,0 +1,60 @@
+"""Report tables from hand-built run records: what each number is divided by, and what is printed."""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from srpo_bench import report
+from srpo_bench.eval import stats
+from srpo_bench.params import load_params
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_latency_ratio_is_like_for_like_and_episodes_are_per_variant():
+    """A focus variant's latency is divided by the reference's latency on the focus runs, not on all runs.
+
+    SRPO takes 1 ms on the other tasks and 3 ms on the focus task; a focus variant taking 6 ms is
+    2.0x SRPO like for like (6 / 3), not 6 / median(all SRPO runs) = 6.0.
+    """
+    p = load_params(ROOT / "params.yaml")
+    focus_task = p.focus_tasks[0]
+    rows = []
+    for task in p.tasks:
+        for seed in (0, 1):
+            for v in p.variants_of(task):
+                latency = {"srpo": 3.0 if task == focus_task else 1.0, "diffusion-n32-k15": 6.0}.get(v, 2.0)
+                episodes = p.variant_spec(v).episodes
+                rows.append(
+                    {
+                        "task": task,
+                        "seed": seed,
+                        "variant": v,
+                        "score": 50.0,
+                        "episodes": episodes,
+                        "skipped": None,
+                        "latency_ms": latency,
+                        "latency_batch": 10,
+                    }
+                )
+    scores = pd.DataFrame(rows)
+    two_runs = stats.Estimate(50.0, np.nan, np.nan, 2, 0.95, stats.NO_INTERVAL)
+    aggs = {v: {"iqm": two_runs} for v in p.variants}
+    focus = {
+        "tasks": [focus_task],
+        "variants": ["srpo", *p.focus.variants],
+        "aggregate": {v: {"mean": two_runs.to_dict()} for v in ["srpo", *p.focus.variants]},
+    }
+    table = report.latency_table(p, scores, aggs, focus)
+    at = table.set_index(["variant", "tasks"])
+    assert at.loc[("diffusion-n32-k15", "focus"), "x_reference"] == pytest.approx(2.0)
+    assert at.loc[("srpo", "focus"), "x_reference"] == pytest.approx(1.0)
+    # Over all tasks SRPO's median is 1 ms (8 of 9 tasks), so BC's 2 ms is 2.0x there.
+    assert at.loc[("bc", "all"), "x_reference"] == pytest.approx(2.0)
+    assert at.loc[("diffusion-n32-k15", "focus"), "episodes"] == [5]
+    assert at.loc[("srpo", "all"), "episodes"] == [p.evaluation.episodes]
+    text = "\n".join(report._latency_markdown(table, "srpo"))
+    assert "nan" not in text  # two runs: the estimate alone, no "[nan, nan]"
+    assert "| diffusion-n32-k15 | diffusion | focus | 2 | 5 | mean 50.0 | 6.000 | 2.0 |" in text
