@@ -698,8 +698,8 @@ def _latency_markdown(latency: pd.DataFrame, reference: str) -> list[str]:
     for _, r in latency.iterrows():
         episodes = ", ".join(map(str, r["episodes"]))
         L.append(
-            f"| {r['variant']} | {r['method']} | {r['tasks']} | {r['n_runs']} | {episodes} | {r['score_text']} "
-            f"| {r['latency_ms']:.3f} | {r['x_reference']:.1f} |"
+            f"| {r['variant']} | {r['method']} | {r['tasks']} | {r['n_runs']} | {episodes} "
+            f"| {r['score_text']} | {r['latency_ms']:.3f} | {r['x_reference']:.1f} |"
         )
     L += ["", "![latency vs score](figures/latency_vs_score.png)", ""]
     return L
