@@ -82,6 +82,7 @@ def _ran(output: str) -> set[str]:
 # The smoke profile cut down for the test: the same data, every stage, table and figure, fewer
 # training steps, evaluation episodes and validation draws. `make smoke` runs the real profile.
 TEST_SIZES = {
+    "generation": {"profile": "tiny"},  # seconds of SAC instead of the smoke profile's minute
     "train": {
         "overrides": {
             "behavior.steps": 60,
