@@ -20,7 +20,7 @@ import torch
 from srpo import artifacts
 from srpo.config import PROFILES, TASKS, make_config
 from srpo.fast import seed_batch
-from srpo.stage_loop import STAGES, check_device_available
+from srpo.stage_loop import SNAPSHOT_DIR, STAGES, check_device_available
 from srpo.train import train
 from srpo_bench.eval.bandit_tasks import get_bandit
 from srpo_bench.eval.checkpoints import load_policy, policy_path
@@ -273,7 +273,7 @@ def cmd_bandit_suite(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     ckpt_path = policy_path(args.checkpoint)
     pi, meta = load_policy(ckpt_path)
-    if not meta["done"]:
+    if not meta["done"] and ckpt_path.parent.name != SNAPSHOT_DIR:
         print(f"warning: {ckpt_path} is an unfinished policy (step {meta['step']})", file=sys.stderr)
     task = meta["config"]["task"]
     if task.startswith("bandit-"):
@@ -312,11 +312,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def _dataset_source(ckpt_path: Path) -> str | None:
     """Where the run's dataset came from (d4rl-hdf5, minari), as its metrics file beside the policy says.
 
-    `srpo train` writes metrics.json (every stage) or policy_metrics.json (the policy stage alone);
-    None when neither names a source (then ``auto`` evaluates on v5).
+    `srpo train` writes metrics.json (every stage) or policy_metrics.json (the policy stage alone)
+    in the run directory, above a snapshot's ``snapshots/``; None when neither names a source
+    (then ``auto`` evaluates on v5).
     """
+    run_dir = ckpt_path.parent.parent if ckpt_path.parent.name == SNAPSHOT_DIR else ckpt_path.parent
     for name in ("metrics.json", "policy_metrics.json"):
-        path = ckpt_path.parent / name
+        path = run_dir / name
         if path.exists():
             try:
                 source = json.loads(path.read_text()).get("dataset", {}).get("source")

@@ -1,5 +1,6 @@
 """The evaluation environment version follows the dataset's provenance (method §5), or is set."""
 
+import json
 import warnings
 from pathlib import Path
 
@@ -73,3 +74,15 @@ def test_v4_walker2d_keeps_the_right_foot_friction_of_gym_v3():
 
     assert foot_friction("v4") == pytest.approx(0.9)
     assert foot_friction("v5") == pytest.approx(1.9)
+
+
+def test_srpo_evaluate_reads_the_runs_provenance_also_for_a_snapshot(tmp_path, capsys):
+    from srpo_bench.cli import _dataset_source, main
+
+    (tmp_path / "metrics.json").write_text(json.dumps({"dataset": {"source": "d4rl-hdf5"}}))
+    assert _dataset_source(tmp_path / "policy.pt") == "d4rl-hdf5"
+    assert _dataset_source(tmp_path / "snapshots" / "step0000100.pt") == "d4rl-hdf5"
+    assert _dataset_source(tmp_path / "elsewhere" / "policy.pt") is None
+    with pytest.raises(SystemExit):
+        main(["evaluate", "--checkpoint", str(tmp_path), "--env-version", "v3"])
+    assert "invalid choice: 'v3'" in capsys.readouterr().err

@@ -243,6 +243,7 @@ def evaluation_curve(p: PipelineParams, run_dir: Path, env_spec, reference, seed
             {
                 "step": step,
                 "episodes": ev.curve_episodes,
+                "seed": curve_seed,  # episode i: curve_seed + i
                 "mean_normalized": None if norm is None else float(norm.mean()),
                 "std_normalized": None if norm is None else float(norm.std()),
                 "mean_return": float(res.returns.mean()),
