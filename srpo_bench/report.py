@@ -172,7 +172,7 @@ def plot_evaluation_curves(bands: pd.DataFrame, path: Path) -> None:
     colors = dict(zip(variants, sns.color_palette("colorblind", len(variants))))
     cols = min(len(tasks), 3)
     rows = -(-len(tasks) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols + 1.2, 2.6 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(max(3.4 * cols + 1.2, 6.0), 2.6 * rows), squeeze=False)
     for ax, task in zip(axes.flat, tasks):
         for variant in variants:
             d = bands[(bands["task"] == task) & (bands["variant"] == variant)]
