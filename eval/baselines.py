@@ -154,7 +154,9 @@ def train_regression_policy(
 
     if not done:
         with precision.stage(pc.precision, device):
-            run_loop(st, pc.steps, cfg.log_every, cfg.checkpoint_every, step, progress, None)
+            run_loop(
+                st, pc.steps, cfg.log_every, cfg.checkpoint_every, step, progress, None, pc.snapshot_every
+            )
     pi.eval()
     return pi, st.history
 

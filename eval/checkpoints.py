@@ -6,6 +6,7 @@ with them), so a checkpoint is enough: no dataset or run config is needed to loa
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import torch
@@ -15,7 +16,7 @@ from srpo import artifacts
 from srpo.behavior import NoisePredictor
 from srpo.critic import Critic
 from srpo.policy import DeterministicPolicy
-from srpo.stage_loop import upstream_dir
+from srpo.stage_loop import SNAPSHOT_DIR, upstream_dir
 from srpo_bench.eval.baselines import DiffusionSelectionPolicy
 
 
@@ -27,6 +28,24 @@ def policy_path(checkpoint: str | Path) -> Path:
     if not path.exists():
         raise FileNotFoundError(f"no policy checkpoint at {path}; train first with `srpo train`")
     return path
+
+
+_SNAPSHOT_NAME = re.compile(r"step(\d+)\.pt")
+
+
+def list_snapshots(run_dir: str | Path) -> list[tuple[int, Path]]:
+    """The policy snapshots of a run, ``[(step, path), ...]`` sorted by step ([] if it kept none).
+
+    ``run_dir`` is a run (seed) directory or its ``policy.pt``; the snapshots are
+    ``<run_dir>/snapshots/step<NNNNNNN>.pt`` (:func:`srpo.stage_loop.snapshot_path`), written
+    every ``policy.snapshot_every`` steps and at the last, each loadable by :func:`load_policy`.
+    """
+    path = Path(run_dir)
+    directory = (path.parent if path.suffix == ".pt" else path) / SNAPSHOT_DIR
+    if not directory.is_dir():
+        return []
+    found = [(_SNAPSHOT_NAME.fullmatch(f.name), f) for f in directory.iterdir()]
+    return sorted((int(m.group(1)), f) for m, f in found if m is not None)
 
 
 def _load_stage(path: Path, stage: str) -> dict:

@@ -40,6 +40,40 @@ class OfflineDataset:
     reference: Reference | None
 
 
+# Where a dataset came from (``Transitions.info["source"]``) -> the locomotion environment version
+# closest to the one it was collected on (method §5, evaluation paragraph). D4RL's hdf5 files were
+# collected on gym's v3 MuJoCo environments, whose models Gymnasium's v4 keeps; Minari's datasets
+# (its `mujoco/...` ids and ours, `srpo/...`) are recorded on v5.
+COLLECTION_ENV_VERSION = {"d4rl-hdf5": "v4", "minari": "v5"}
+ENV_VERSION_CHOICES = ("auto", "v4", "v5")  # auto: COLLECTION_ENV_VERSION of the dataset's source
+
+
+def collection_env_version(source: str) -> str:
+    """The evaluation environment version for a dataset of this provenance (``d4rl-hdf5`` -> ``v4``)."""
+    if source not in COLLECTION_ENV_VERSION:
+        raise ValueError(f"unknown dataset source {source!r}; known: {', '.join(COLLECTION_ENV_VERSION)}")
+    return COLLECTION_ENV_VERSION[source]
+
+
+def resolve_env_version(choice: str, source: str | None, where: str = "env_version") -> tuple[str, str]:
+    """The version to evaluate on and why: ``choice`` (auto, v4, v5) against the dataset's ``source``.
+
+    Returns ``(version, reason)``; ``reason`` says whether it came from the provenance or was set.
+    ``source`` None (unknown provenance) with ``auto`` falls back to v5, the version our data uses.
+    """
+    if choice not in ENV_VERSION_CHOICES:
+        raise ValueError(f"{where} must be one of {', '.join(ENV_VERSION_CHOICES)}, got {choice!r}")
+    if choice != "auto":
+        return choice, f"set by {where}"
+    if source is None:
+        return "v5", "auto: dataset provenance unknown, v5 (the version of generated and Minari data)"
+    version = collection_env_version(source)
+    return (
+        version,
+        f"auto: a {source} dataset; {version} is the closest to the environment it was collected on",
+    )
+
+
 def dataset_id(env: str, kind: str) -> str:
     """The Minari id of one of our generated datasets: ``srpo/<env>/<kind>-v0``."""
     return f"{NAMESPACE}/{env}/{kind}-v0"

@@ -20,12 +20,15 @@ import numpy as np
 from srpo_bench.eval.observations import flatten_observation
 from srpo_bench.eval.references import Reference
 
-# Task family -> Gymnasium environment id (MuJoCo v5: what Minari's regenerated datasets use).
-GYM_ENV_IDS: dict[str, str] = {
-    "halfcheetah": "HalfCheetah-v5",
-    "hopper": "Hopper-v5",
-    "walker2d": "Walker2d-v5",
-}
+# Task family -> Gymnasium MuJoCo environment name; the version is appended (env_id_for_task).
+GYM_ENV_NAMES: dict[str, str] = {"halfcheetah": "HalfCheetah", "hopper": "Hopper", "walker2d": "Walker2d"}
+# The locomotion environment versions an evaluation can use (method §5, evaluation paragraph):
+# v4 keeps the MuJoCo models of gym's v3, on which D4RL's -v2 datasets were collected; v5 changes
+# them (Walker2d's foot friction, for example) and is what Minari's `mujoco/...` datasets and our
+# generated ones are recorded on.
+ENV_VERSIONS: tuple[str, ...] = ("v4", "v5")
+# Task family -> the Gymnasium id our datasets are generated on (v5).
+GYM_ENV_IDS: dict[str, str] = {family: f"{name}-v5" for family, name in GYM_ENV_NAMES.items()}
 
 # AntMaze task -> (Gymnasium-Robotics id, episode length). v4 keeps D4RL's 27-dim ant
 # observation; the maze layouts and horizons (700 steps for umaze, 1000 otherwise) are D4RL's.
@@ -93,19 +96,30 @@ class EvaluationResult:
         }
 
 
-def env_id_for_task(task: str) -> str:
-    """The Gymnasium id evaluating a locomotion task (``hopper-medium`` -> ``Hopper-v5``)."""
+def check_env_version(version: str, where: str = "env_version") -> str:
+    """``version`` if it is a known locomotion environment version, else one line saying which are."""
+    if version not in ENV_VERSIONS:
+        raise ValueError(f"{where} must be one of {', '.join(ENV_VERSIONS)}, got {version!r}")
+    return version
+
+
+def env_id_for_task(task: str, version: str = "v5") -> str:
+    """The Gymnasium id evaluating a locomotion task (``hopper-medium``, ``v4`` -> ``Hopper-v4``)."""
     family = task.split("-")[0]
-    if family not in GYM_ENV_IDS:
+    if family not in GYM_ENV_NAMES:
         raise ValueError(
             f"no evaluation environment for task {task!r}; known families: "
-            f"{', '.join(GYM_ENV_IDS)} and the AntMaze tasks {', '.join(ANTMAZE_ENV_IDS)}"
+            f"{', '.join(GYM_ENV_NAMES)} and the AntMaze tasks {', '.join(ANTMAZE_ENV_IDS)}"
         )
-    return GYM_ENV_IDS[family]
+    return f"{GYM_ENV_NAMES[family]}-{check_env_version(version)}"
 
 
-def env_spec_for_task(task: str) -> EnvSpec:
-    """The evaluation environment of a task; AntMaze checks that gymnasium-robotics is importable."""
+def env_spec_for_task(task: str, version: str = "v5") -> EnvSpec:
+    """The evaluation environment of a task; AntMaze checks that gymnasium-robotics is importable.
+
+    ``version`` (v4 or v5) picks the locomotion environment; AntMaze's ids are fixed (v4 of
+    Gymnasium-Robotics, D4RL's observation and layouts) and ignore it.
+    """
     if task in ANTMAZE_ENV_IDS:
         env_id, horizon = ANTMAZE_ENV_IDS[task]
         try:
@@ -121,7 +135,7 @@ def env_spec_for_task(task: str) -> EnvSpec:
         gym.register_envs(gymnasium_robotics)
         # The goal stays put and reaching it does not end the episode, as in D4RL's AntMaze.
         return EnvSpec(env_id, "success", horizon, {"continuing_task": True, "reset_target": False})
-    return EnvSpec(env_id_for_task(task))
+    return EnvSpec(env_id_for_task(task, version))
 
 
 def evaluate(

@@ -261,3 +261,47 @@ def performance_profile(
         )
         out[m] = {"tau": taus, "fraction": points[m], "low": intervals[m][0], "high": intervals[m][1]}
     return out
+
+
+@dataclass(frozen=True)
+class Flatness:
+    """Whether an evaluation curve has flattened (:func:`curve_flattened`), with the numbers behind it.
+
+    ``flattened`` is None when it cannot be judged: fewer than 2 curve points in the last quarter
+    of the policy stage, or fewer than 2 seeds (no spread over seeds to compare with).
+    """
+
+    flattened: bool | None
+    movement: float  # max - min of the seed-mean curve over the window (NaN with < 2 points)
+    seed_std: float  # std over seeds (ddof 1) of the score at the window's last point
+    window_start: float  # first step of the window, 0.75 of the policy stage's steps
+    points: int  # curve points in the window
+    n_seeds: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def curve_flattened(steps, scores, total_steps: int) -> Flatness:
+    """Has the evaluation curve flattened? Over the last quarter of the policy stage (steps
+    >= 0.75 ``total_steps``), the mean over seeds moves (max - min) by less than the std over
+    seeds at the last point (a curve that does not move at all counts as flattened).
+
+    ``steps``: the curve's policy steps, shape (P,); ``scores``: (seeds, P) normalized scores,
+    each a run's mean over its curve episodes. The criterion asks whether longer training would
+    still change the mean by more than the seed-to-seed spread the tables already carry.
+    """
+    steps = np.asarray(steps, dtype=np.float64)
+    scores = np.atleast_2d(np.asarray(scores, dtype=np.float64))
+    if scores.shape[-1] != steps.shape[0]:
+        raise ValueError(f"scores have {scores.shape[-1]} curve points but steps has {steps.shape[0]}")
+    start = 0.75 * total_steps
+    window = steps >= start
+    n_seeds, points = scores.shape[0], int(window.sum())
+    mean = scores[:, window].mean(axis=0)
+    movement = float(mean.max() - mean.min()) if points >= 2 else float("nan")
+    std = float(scores[:, window][:, -1].std(ddof=1)) if points and n_seeds >= 2 else float("nan")
+    judged = points >= 2 and n_seeds >= 2
+    # A curve that does not move at all has flattened, even when the seeds agree exactly (std 0).
+    flat = bool(movement < std or movement == 0.0) if judged else None
+    return Flatness(flat, movement, std, start, points, n_seeds)

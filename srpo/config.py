@@ -88,9 +88,17 @@ class PolicyConfig:
     normalize_q_grad: bool = False  # public code: on for AntMaze ("regq")
     cosine_decay: bool = True
     precision: Precision = "fp32"  # paper: fp32; tf32 / bf16: srpo/precision.py
+    # Keep the policy's weights every this many steps (and at the last), for an evaluation curve;
+    # 0: none. The public code evaluates every 20k steps. Part of the checkpoint's config: a
+    # finished run cannot grow snapshots afterwards, so a change retrains the policy.
+    snapshot_every: int = 0
 
     def __post_init__(self) -> None:
         _check_budget("policy", self.steps, self.batch_size, self.lr)
+        if self.snapshot_every < 0:
+            raise ValueError(
+                f"policy.snapshot_every must be >= 0 steps (0: no snapshots), got {self.snapshot_every}"
+            )
         check_precision(self.precision, "policy.precision")
         if not self.beta > 0:
             raise ValueError(f"policy.beta must be > 0, got {self.beta}")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import shutil
 import time
 import zlib
 from dataclasses import dataclass, field
@@ -25,6 +26,20 @@ from tqdm.auto import tqdm
 from srpo import artifacts
 from srpo.config import RunConfig
 from srpo.transitions import Transitions
+
+# Policy snapshots for the evaluation curve: <run dir>/snapshots/step<NNNNNNN>.pt, beside the stage's
+# checkpoint, each loadable like the final policy.pt (srpo_bench.eval.checkpoints.load_policy).
+SNAPSHOT_DIR = "snapshots"
+
+
+def snapshot_path(directory: Path, step: int) -> Path:
+    """Where the snapshot of ``step`` lives: ``directory/snapshots/step0020000.pt`` (7 digits)."""
+    return Path(directory) / SNAPSHOT_DIR / f"step{step:07d}.pt"
+
+
+def snapshot_due(step: int, total: int, every: int) -> bool:
+    """Every ``every`` steps and at the last step (0: never)."""
+    return every > 0 and (step % every == 0 or step == total)
 
 
 class Interrupted(RuntimeError):
@@ -141,6 +156,28 @@ class StageState:
             },
         )
 
+    def snapshot(self, total: int) -> None:
+        """Write this step's modules (no optimizer, no generator) to :func:`snapshot_path`.
+
+        Nothing random is drawn or advanced, so snapshots leave the run's trajectory unchanged; a
+        resumed run rewrites the snapshots after its checkpoint with the same contents.
+        """
+        artifacts.save_torch(
+            snapshot_path(self.path.parent, self.step),
+            {
+                "stage": self.name,
+                "snapshot": True,
+                "config": self.config,
+                "step": self.step,
+                "done": self.step == total,
+                "modules": {k: m.state_dict() for k, m in self.modules.items()},
+            },
+        )
+
+    def clear_snapshots(self) -> None:
+        """Delete the snapshots of an earlier run: called when the stage starts from step 0."""
+        shutil.rmtree(self.path.parent / SNAPSHOT_DIR, ignore_errors=True)
+
     @property
     def elapsed(self) -> float:
         return self._elapsed_before + time.perf_counter() - self._t0
@@ -187,12 +224,20 @@ def run_loop(
     step_fn,
     progress: bool,
     stop_after: int | None,
+    snapshot_every: int | None = None,
 ) -> None:
     """Drive ``step_fn`` from the resumed step to ``total`` with logging and checkpoints.
 
     ``st`` is a :class:`StageState` or anything with its ``name``, ``path``, ``step``,
-    ``flush`` and ``save`` (the seed-batched stages pass a group of them).
+    ``flush``, ``save``, ``snapshot`` and ``clear_snapshots`` (the seed-batched stages pass a
+    group of them). A stage that keeps snapshots (the policy stages: ``snapshot_every`` not
+    None) owns the run directory's ``snapshots/``: starting from step 0 it first deletes those of
+    an earlier run, then with ``snapshot_every`` > 0 keeps its modules every that many steps and
+    at the last (:meth:`StageState.snapshot`). ``None``: the stage leaves ``snapshots/`` alone (the
+    behavior and critic stages, which may share the policy's run directory).
     """
+    if snapshot_every is not None and st.step == 0:
+        st.clear_snapshots()
     bar = tqdm(
         total=total, initial=st.step, desc=st.name, disable=not progress, dynamic_ncols=True, leave=False
     )
@@ -204,6 +249,8 @@ def run_loop(
             step_fn()
             st.step += 1
             bar.update(1)
+            if snapshot_every and snapshot_due(st.step, total, snapshot_every):
+                st.snapshot(total)
             ckpt_due = st.step % checkpoint_every == 0 or st.step == total
             if st.step % log_every == 0 or ckpt_due:
                 # Flushing before every checkpoint keeps the saved history exact, and the

@@ -195,7 +195,16 @@ def train_policy(
 
     if not done:
         with precision.stage(pc.precision, device):
-            run_loop(st, pc.steps, cfg.log_every, cfg.checkpoint_every, step, progress, stop_after)
+            run_loop(
+                st,
+                pc.steps,
+                cfg.log_every,
+                cfg.checkpoint_every,
+                step,
+                progress,
+                stop_after,
+                pc.snapshot_every,
+            )
     pi.eval()
     return pi, st.history
 

@@ -20,11 +20,18 @@ import torch
 from srpo import artifacts
 from srpo.config import PROFILES, TASKS, make_config
 from srpo.fast import seed_batch
-from srpo.stage_loop import STAGES, check_device_available
+from srpo.stage_loop import SNAPSHOT_DIR, STAGES, check_device_available
 from srpo.train import train
 from srpo_bench.eval.bandit_tasks import get_bandit
 from srpo_bench.eval.checkpoints import load_policy, policy_path
-from srpo_bench.eval.datasets import check_task_dims, load_dataset, load_minari, minari_root
+from srpo_bench.eval.datasets import (
+    ENV_VERSION_CHOICES,
+    check_task_dims,
+    load_dataset,
+    load_minari,
+    minari_root,
+    resolve_env_version,
+)
 from srpo_bench.eval.generate import finished_cards, generate_env
 from srpo_bench.eval.observations import flatten_observation
 from srpo_bench.eval.references import ANTMAZE_REFERENCE, d4rl_reference
@@ -266,7 +273,7 @@ def cmd_bandit_suite(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     ckpt_path = policy_path(args.checkpoint)
     pi, meta = load_policy(ckpt_path)
-    if not meta["done"]:
+    if not meta["done"] and ckpt_path.parent.name != SNAPSHOT_DIR:
         print(f"warning: {ckpt_path} is an unfinished policy (step {meta['step']})", file=sys.stderr)
     task = meta["config"]["task"]
     if task.startswith("bandit-"):
@@ -275,8 +282,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         )
     out = Path(args.out) if args.out else ckpt_path.parent / "evaluation.json"
     _check_writable(out.parent, "--out")
+    version, why = resolve_env_version(args.env_version, _dataset_source(ckpt_path), "--env-version")
     try:
-        spec = EnvSpec(args.env) if args.env else env_spec_for_task(task)
+        spec = EnvSpec(args.env) if args.env else env_spec_for_task(task, version)
     except EvaluationUnavailable as exc:
         artifacts.write_json(out, {"checkpoint": str(ckpt_path), "task": task, "skipped": str(exc)})
         print(str(exc), file=sys.stderr)
@@ -287,8 +295,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     else:
         reference = ANTMAZE_REFERENCE if spec.scoring == "success" else d4rl_reference(task)
     result = evaluate(torch_policy(pi), spec, args.episodes, args.seed, args.num_envs, reference)
+    versions = {} if args.env else {"env_version": version, "env_version_reason": why}
     artifacts.write_json(
-        out, {"checkpoint": str(ckpt_path), "task": task, "seed": args.seed, **result.to_dict()}
+        out, {"checkpoint": str(ckpt_path), "task": task, "seed": args.seed, **versions, **result.to_dict()}
     )
     norm = result.to_dict()["mean_normalized"]
     print(
@@ -298,6 +307,26 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         + f"; written to {out}"
     )
     return 0
+
+
+def _dataset_source(ckpt_path: Path) -> str | None:
+    """Where the run's dataset came from (d4rl-hdf5, minari), as its metrics file beside the policy says.
+
+    `srpo train` writes metrics.json (every stage) or policy_metrics.json (the policy stage alone)
+    in the run directory, above a snapshot's ``snapshots/``; None when neither names a source
+    (then ``auto`` evaluates on v5).
+    """
+    run_dir = ckpt_path.parent.parent if ckpt_path.parent.name == SNAPSHOT_DIR else ckpt_path.parent
+    for name in ("metrics.json", "policy_metrics.json"):
+        path = run_dir / name
+        if path.exists():
+            try:
+                source = json.loads(path.read_text()).get("dataset", {}).get("source")
+            except (OSError, ValueError):
+                continue
+            if source is not None:
+                return source
+    return None
 
 
 def _check_env(spec: EnvSpec, meta: dict) -> None:
@@ -520,7 +549,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--seed", type=int, default=0, help="episode i is reset with seed SEED + i (default: %(default)s)"
     )
     p.add_argument("--num-envs", type=int, default=8, help="parallel environments (default: %(default)s)")
-    p.add_argument("--env", default=None, help="Gymnasium id (default: from the task, e.g. Hopper-v5)")
+    p.add_argument(
+        "--env", default=None, help="Gymnasium id (default: from the task and --env-version, e.g. Hopper-v5)"
+    )
+    p.add_argument(
+        "--env-version",
+        default="auto",
+        choices=ENV_VERSION_CHOICES,
+        help="locomotion environment version: auto (default) picks the one closest to where the run's "
+        "dataset was collected, v4 for a D4RL hdf5 file, v5 for Minari and generated data",
+    )
     p.add_argument("--out", default=None, help="JSON output (default: evaluation.json beside the checkpoint)")
     p.set_defaults(func=cmd_evaluate)
 

@@ -21,6 +21,7 @@ from srpo.config import PROFILES, TASKS, make_config
 from srpo.precision import check_device
 from srpo_bench.eval.bandit_tasks import BANDITS
 from srpo_bench.eval.baselines import METHODS, BaselineConfig
+from srpo_bench.eval.datasets import ENV_VERSION_CHOICES
 from srpo_bench.eval.generate import GENERATION_PROFILES
 
 
@@ -54,17 +55,41 @@ class TrainParams:
             raise ValueError(f"train.profile must be one of {', '.join(PROFILES)}")
 
 
+# Curve episodes are seeded in their own block, apart from the final evaluation's (see EvaluationParams).
+CURVE_SEED_OFFSET = 1_000_000
+
+
 @dataclass(frozen=True)
 class EvaluationParams:
-    """Rollouts of every policy: episode i of run seed S is reset with seed + 1000 S + i."""
+    """Rollouts of every policy: episode i of run seed S is reset with seed + 1000 S + i.
+
+    ``env_version``: the locomotion environment version, ``auto`` (from the dataset's provenance:
+    v4 for D4RL hdf5 files, v5 for Minari and generated data), ``v4`` or ``v5``.
+    ``every``: policy steps between the policy snapshots that the evaluation curve is measured
+    on (0: no curve); ``curve_episodes`` episodes per snapshot, episode i of run seed S reset
+    with seed + 1,000,000 + 1000 S + i, apart from the final evaluation's. The tables use the
+    final evaluation (``episodes``, of the finished policy).
+    """
 
     episodes: int
     seed: int
     num_envs: int = 8  # environments stepped together (at most the episodes)
+    env_version: str = "auto"
+    every: int = 0
+    curve_episodes: int = 1
 
     def __post_init__(self) -> None:
-        if self.episodes < 1:
-            raise ValueError("evaluation.episodes must be >= 1")
+        if not 1 <= self.episodes <= 1000:
+            raise ValueError(f"evaluation.episodes must be in [1, 1000], got {self.episodes}")
+        if self.env_version not in ENV_VERSION_CHOICES:
+            raise ValueError(
+                f"evaluation.env_version must be one of {', '.join(ENV_VERSION_CHOICES)}, "
+                f"got {self.env_version!r}"
+            )
+        if self.every < 0:
+            raise ValueError(f"evaluation.every must be >= 0 policy steps (0: no curve), got {self.every}")
+        if not 1 <= self.curve_episodes <= 1000:
+            raise ValueError(f"evaluation.curve_episodes must be in [1, 1000], got {self.curve_episodes}")
 
 
 @dataclass(frozen=True)
@@ -278,8 +303,15 @@ class PipelineParams:
         )
 
     def run_config(self, task: str, seed: int, variant: str | None = None):
-        """The RunConfig of a run: task preset, training profile, then profile and variant overrides."""
-        return make_config(task, self.train.profile, seed, self.overrides(variant))
+        """The RunConfig of a run: task preset, training profile, then profile and variant overrides.
+
+        A policy variant's run also keeps a snapshot every ``evaluation.every`` steps (the
+        evaluation curve's), unless the overrides set ``policy.snapshot_every`` themselves.
+        """
+        sets = self.overrides(variant)
+        if variant is not None:
+            sets = {"policy.snapshot_every": str(self.evaluation.every)} | sets
+        return make_config(task, self.train.profile, seed, sets)
 
     def stage_path(self, task: str, seed: int, stage: str) -> Path:
         """Run directory of one seed's ``behavior`` or ``critic`` stage."""

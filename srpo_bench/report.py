@@ -80,6 +80,8 @@ def collect_scores(p: PipelineParams) -> pd.DataFrame:
                         "skipped": None,
                         "latency_ms": latency.get("median_ms", np.nan),
                         "latency_batch": latency.get("batch"),
+                        "env_id": ev.get("env_id"),
+                        "env_version_reason": ev.get("env_version_reason"),
                     }
                 )
     return pd.DataFrame(rows)
@@ -108,6 +110,97 @@ def collect_curves(p: PipelineParams) -> pd.DataFrame:
                             }
                         )
     return pd.DataFrame(rows)
+
+
+def collect_evaluation_curves(p: PipelineParams) -> pd.DataFrame:
+    """Long table of the evaluation curves: task, variant, seed, step, score (the snapshots' evaluations)."""
+    rows = []
+    for task in p.tasks:
+        for seed in p.seeds:
+            for variant in p.variants_of(task):
+                ev = _read_json(p.evaluation_path(task, seed, variant))
+                for point in ev.get("curve") or []:
+                    if point.get("mean_normalized") is not None:
+                        rows.append(
+                            {
+                                "task": task,
+                                "variant": variant,
+                                "seed": seed,
+                                "step": point["step"],
+                                "score": point["mean_normalized"],
+                            }
+                        )
+    return pd.DataFrame(rows, columns=["task", "variant", "seed", "step", "score"])
+
+
+def curve_bands(curves: pd.DataFrame, confidence: float) -> pd.DataFrame:
+    """Per task, variant and step: the mean over seeds and its interval (stats.task_estimate's rules)."""
+    rows = []
+    for (task, variant, step), d in curves.groupby(["task", "variant", "step"], sort=True):
+        est, std = stats.task_estimate(d.sort_values("seed")["score"].to_numpy(), confidence)
+        rows.append(
+            {
+                "task": task,
+                "variant": variant,
+                "step": step,
+                "mean": est.value,
+                "low": est.low,
+                "high": est.high,
+                "kind": est.kind,
+                "std": std,
+                "n_seeds": est.n_runs,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def curve_flatness(p: PipelineParams, curves: pd.DataFrame) -> list[dict]:
+    """Per task x variant with a curve: has it flattened over the last quarter (stats.curve_flattened)?"""
+    out = []
+    for (task, variant), d in curves.groupby(["task", "variant"], sort=False):
+        wide = d.pivot(index="seed", columns="step", values="score").dropna(axis=1)
+        total = p.run_config(task, p.seeds[0], variant).policy.steps
+        flat = stats.curve_flattened(wide.columns.to_numpy(), wide.to_numpy(), total)
+        out.append({"task": task, "variant": variant, "policy_steps": total, **flat.to_dict()})
+    return out
+
+
+def plot_evaluation_curves(bands: pd.DataFrame, path: Path) -> None:
+    """Normalized score against policy step, one panel per task, one line per variant, band over seeds."""
+    tasks = list(dict.fromkeys(bands["task"]))
+    variants = list(dict.fromkeys(bands["variant"]))
+    colors = dict(zip(variants, sns.color_palette("colorblind", len(variants))))
+    cols = min(len(tasks), 3)
+    rows = -(-len(tasks) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(max(3.4 * cols + 1.2, 6.0), 2.6 * rows), squeeze=False)
+    for ax, task in zip(axes.flat, tasks):
+        for variant in variants:
+            d = bands[(bands["task"] == task) & (bands["variant"] == variant)]
+            if d.empty:
+                continue
+            ax.plot(d["step"], d["mean"], marker=".", color=colors[variant], label=variant)
+            if np.isfinite(d["low"]).any():
+                ax.fill_between(d["step"], d["low"], d["high"], color=colors[variant], alpha=0.2, lw=0)
+        ax.set_title(task, fontsize=9)
+        ax.set_xlabel("policy step", fontsize=8)
+        ax.set_ylabel("normalized score", fontsize=8)
+        ax.tick_params(labelsize=7)
+    for ax in list(axes.flat)[len(tasks) :]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=7)
+    kinds = set(bands["kind"])
+    band = (
+        "Student-t CI of the mean over seeds"
+        if kinds == {stats.STUDENT_T}
+        else "range of the seeds (too few for a CI)"
+        if kinds <= {stats.RANGE}
+        else "interval over seeds"
+    )
+    fig.suptitle(f"Evaluation curves: mean over seeds, band = {band}", fontsize=10)
+    sns.despine(fig)
+    fig.tight_layout()
+    artifacts.save_figure(fig, path)
+    plt.close(fig)
 
 
 def score_matrices(scores: pd.DataFrame, tasks: list[str], variants) -> dict[str, np.ndarray]:
@@ -215,9 +308,9 @@ def _wall_times(p: PipelineParams) -> dict[str, float]:
             for v in p.variants_of(task):
                 d = p.variant_path(task, seed, v)
                 total["policy"] = total.get("policy", 0.0) + _read_json(d / "policy_metrics.json")["wall_s"]
-                total["evaluate"] = total.get("evaluate", 0.0) + _read_json(
-                    p.evaluation_path(task, seed, v)
-                ).get("wall_s", 0.0)
+                ev = _read_json(p.evaluation_path(task, seed, v))
+                total["evaluate"] = total.get("evaluate", 0.0) + ev.get("wall_s", 0.0)
+                total["evaluation curve"] = total.get("evaluation curve", 0.0) + ev.get("curve_wall_s", 0.0)
     return total
 
 
@@ -255,12 +348,16 @@ def write_report(p: PipelineParams) -> Path:
     focus = focus_study(p, scores, conf, reps, seed) if p.focus else None
     latency = latency_table(p, scores, aggs, focus)
     validation = validation_study(p, out / "figures", conf, min(reps, 2000), seed) if p.validation else None
+    eval_curves = collect_evaluation_curves(p)
+    flatness = curve_flatness(p, eval_curves) if len(eval_curves) else []
 
     figs = out / "figures"
     plot_learning_curves(curves, figs / "learning_curves.png", conf)
     plot_profiles(profiles, figs / "performance_profiles.png", n_runs, len(tasks))
     plot_aggregates(aggs, figs / "aggregate_intervals.png")
     plot_latency(latency, figs / "latency_vs_score.png")
+    if len(eval_curves):
+        plot_evaluation_curves(curve_bands(eval_curves, conf), figs / "evaluation_curves.png")
 
     plots = out / "plots"
     curve_means = curves.groupby(["stage", "metric", "step", "task"])["value"].mean().reset_index()
@@ -283,6 +380,7 @@ def write_report(p: PipelineParams) -> Path:
         "focus": focus,
         "latency_vs_score": latency.to_dict("records"),
         "validation": None if validation is None else validation["summaries"],
+        "evaluation_curves": flatness,
         "skipped": scores[scores["skipped"].notna()][["task", "seed", "variant", "skipped"]].to_dict(
             "records"
         ),
@@ -300,6 +398,8 @@ def write_report(p: PipelineParams) -> Path:
         focus,
         latency,
         validation,
+        _environments(scores),
+        flatness,
     )
     artifacts.write_text(out / "report.md", text)
     return out / "report.md"
@@ -461,7 +561,19 @@ def validation_study(p: PipelineParams, figs: Path, conf: float, reps: int, seed
     }
 
 
-def render_markdown(p, per_task, aggs, poi, tasks, cards, wall, skipped, focus, latency, validation) -> str:
+def _environments(scores: pd.DataFrame) -> dict[str, str]:
+    """Task -> the evaluation environment(s) its runs used and why (evaluation.env_version)."""
+    ok = scores[scores["skipped"].isna()]
+    out = {}
+    for task, d in ok.groupby("task", sort=False):
+        pairs = sorted({(str(e), str(r)) for e, r in zip(d["env_id"], d["env_version_reason"])})
+        out[task] = "; ".join(f"{e} ({r})" for e, r in pairs)
+    return out
+
+
+def render_markdown(
+    p, per_task, aggs, poi, tasks, cards, wall, skipped, focus, latency, validation, envs, flatness
+) -> str:
     ref = p.report.reference_variant
     n = len(p.seeds)
     generated = any(c.get("generated") for c in cards)
@@ -492,6 +604,19 @@ def render_markdown(p, per_task, aggs, poi, tasks, cards, wall, skipped, focus, 
         )
         + ". A run's score is the mean normalized score of its episodes; the intervals each table uses "
         "are stated beside it.",
+        "",
+        "The tables use the final evaluation: the finished policy (the last policy step), "
+        f"{p.evaluation.episodes} episodes per run unless a variant sets its own. "
+        + (
+            f"The evaluation curves (*Evaluation curves* below) are separate evaluations of policy "
+            f"snapshots taken every {p.evaluation.every} policy steps, {p.evaluation.curve_episodes} "
+            "episode(s) each, seeded apart from the final evaluation."
+            if p.evaluation.every > 0
+            else "No evaluation curve was measured (evaluation.every is 0)."
+        ),
+        "",
+        "Evaluation environments (evaluation.env_version = "
+        f"`{p.evaluation.env_version}`): " + "; ".join(f"{t}: {e}" for t, e in envs.items()) + ".",
         "",
     ]
 
@@ -573,6 +698,7 @@ def render_markdown(p, per_task, aggs, poi, tasks, cards, wall, skipped, focus, 
 
     L += _focus_markdown(p, focus, conf)
     L += _latency_markdown(latency, p.report.reference_variant)
+    L += _curves_markdown(p, flatness)
     if validation is not None:
         L += validation["lines"]
     L += [
@@ -702,6 +828,33 @@ def _latency_markdown(latency: pd.DataFrame, reference: str) -> list[str]:
             f"| {r['score_text']} | {r['latency_ms']:.3f} | {r['x_reference']:.1f} |"
         )
     L += ["", "![latency vs score](figures/latency_vs_score.png)", ""]
+    return L
+
+
+def _curves_markdown(p: PipelineParams, flatness: list[dict]) -> list[str]:
+    if not flatness:
+        return []
+    L = [
+        "## Evaluation curves",
+        "",
+        f"Normalized score against policy step: each run's policy snapshot every {p.evaluation.every} "
+        f"steps (and the last), {p.evaluation.curve_episodes} episode(s) each; mean over seeds with a band "
+        "over seeds. The tables above use the final evaluation, not these points. Flattened: over the last "
+        "quarter of the policy stage the mean over seeds moves (max − min) by less than the standard "
+        "deviation over seeds at the last point (eval/stats.py `curve_flattened`); — when the window has "
+        "fewer than 2 points or there are fewer than 2 seeds.",
+        "",
+        "| task | variant | points in the last quarter | movement of the mean | std over seeds | flattened |",
+        "|---|---|---|---|---|---|",
+    ]
+    for f in flatness:
+        verdict = {True: "yes", False: "no", None: "—"}[f["flattened"]]
+        num = lambda x: "—" if x is None or not np.isfinite(x) else f"{x:.1f}"  # noqa: E731
+        L.append(
+            f"| {f['task']} | {f['variant']} | {f['points']} | {num(f['movement'])} | {num(f['seed_std'])} "
+            f"| {verdict} |"
+        )
+    L += ["", "![evaluation curves](figures/evaluation_curves.png)", ""]
     return L
 
 

@@ -97,7 +97,8 @@ TEST_SIZES = {
         "score_accuracy": {"n_train": 1000, "n_heldout": 256, "draws_per_bin": 500},
         "gradient_variance": {"n_samples": 128, "bootstrap_reps": 50},
     },
-    "evaluation": {"episodes": 2, "num_envs": 2},
+    # The evaluation curve at two snapshots (policy steps 30 and 60) of one episode each.
+    "evaluation": {"episodes": 2, "num_envs": 2, "every": 30, "curve_episodes": 1},
 }
 
 
@@ -146,7 +147,13 @@ def test_smoke_pipeline_writes_the_report_with_every_table_and_figure(smoke_repo
         "not** comparable",
     ):
         assert section in text, section
-    for fig in ("learning_curves", "performance_profiles", "aggregate_intervals", "latency_vs_score"):
+    for fig in (
+        "learning_curves",
+        "performance_profiles",
+        "aggregate_intervals",
+        "latency_vs_score",
+        "evaluation_curves",
+    ):
         assert (rep / "figures" / f"{fig}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert f"figures/{fig}.png" in text
     metrics = json.loads((rep / "metrics.json").read_text())
@@ -162,6 +169,18 @@ def test_smoke_pipeline_writes_the_report_with_every_table_and_figure(smoke_repo
     lat = {(r["variant"], r["tasks"]): r["latency_ms"] for r in metrics["latency_vs_score"]}
     assert all(v > 0 for v in lat.values()) and ("t-fixed-0p3", "focus") in lat
     assert (rep / "plots" / "performance_profile.csv").exists()
+    # The tables use the final evaluation; the curve is the snapshots', seeded apart from it.
+    assert "## Evaluation curves" in text and "The tables use the final evaluation" in text
+    ev = json.loads((repo / "runs/smoke/hopper-medium/evaluation/srpo/seed1.json").read_text())
+    assert ev["env_id"] == "Hopper-v5" and ev["env_version"] == "v5" and ev["policy_step"] == 60
+    assert [(c["step"], c["episodes"]) for c in ev["curve"]] == [(30, 1), (60, 1)]
+    assert ev["seeds"] == [101000, 101001]  # final: seed + 1000 S + i; the curve's are apart from them
+    assert [c["seed"] for c in ev["curve"]] == [1_101_000, 1_101_000]
+    assert {(f["task"], f["variant"]) for f in metrics["evaluation_curves"]} >= {("hopper-medium", "srpo")}
+    diffusion = json.loads(
+        (repo / "runs/smoke/hopper-medium/evaluation/diffusion-n32-k5/seed0.json").read_text()
+    )
+    assert diffusion["curve"] == []  # it trains nothing, so it has no snapshots
     shown = _dvc(repo, "metrics", "show", "--json")
     assert "reports/smoke/metrics.json" in shown
 

@@ -147,3 +147,27 @@ def test_bad_scores_are_refused_with_a_reason():
         stats.task_estimate([])
     one, std = stats.task_estimate([3.0])
     assert one.value == 3.0 and np.isnan(one.low) and np.isnan(std) and one.format() == "3.0"
+
+
+def test_curve_flattened_by_hand():
+    """Window: steps >= 75 of 100. Earlier points (wild here) do not count."""
+    steps = [0, 25, 50, 75, 100]
+    early = [[-50.0, 90.0, 0.0]] * 3
+    # Seed means 12 (step 75) and 14 (step 100): movement 2. Last point 11, 13, 18: mean 14,
+    # squared deviations 9 + 1 + 16 = 26, std = sqrt(26 / 2) = 3.606 > 2: flattened.
+    wide = np.array([e + [a, b] for e, a, b in zip(early, [10, 12, 14], [11, 13, 18])])
+    f = stats.curve_flattened(steps, wide, 100)
+    assert f.flattened is True and f.points == 2 and f.window_start == 75
+    assert f.movement == pytest.approx(2.0) and f.seed_std == pytest.approx(np.sqrt(13.0))
+    # Last point 13, 14, 15: std 1 < movement 2: still moving.
+    wide[:, -1] = [13, 14, 15]
+    f = stats.curve_flattened(steps, wide, 100)
+    assert f.flattened is False and f.seed_std == pytest.approx(1.0)
+
+
+def test_curve_flattened_cannot_judge_one_point_or_one_seed_and_a_still_curve_is_flat():
+    assert stats.curve_flattened([50, 100], [[1.0, 2.0], [3.0, 4.0]], 100).flattened is None  # 1 point
+    assert stats.curve_flattened([80, 100], [[1.0, 2.0]], 100).flattened is None  # 1 seed
+    assert stats.curve_flattened([80, 100], [[5.0, 5.0], [5.0, 5.0]], 100).flattened is True
+    with pytest.raises(ValueError, match="3 curve points but steps has 2"):
+        stats.curve_flattened([80, 100], [[1.0, 2.0, 3.0]], 100)

@@ -292,6 +292,17 @@ class SeedGroup:
             st.log({"step": self.step, **{n: row[k] for n, row in table.items()}})
         return {"step": self.step, **{n: sum(r) / len(r) for n, r in table.items()}}  # the progress bar's
 
+    def snapshot(self, total: int) -> None:
+        """Every seed's :meth:`StageState.snapshot` (the stacked weights copied to the modules first)."""
+        for stack in self.stacks:
+            stack.write_back()
+        for st in self.states:
+            st.snapshot(total)
+
+    def clear_snapshots(self) -> None:
+        for st in self.states:
+            st.clear_snapshots()
+
     def save(self, done: bool) -> None:
         for stack in self.stacks:
             stack.write_back()
@@ -590,7 +601,16 @@ def _policy_batch(
 
     if not done:
         with precision.stage(pc.precision, device):
-            run_loop(group, pc.steps, cfg0.log_every, cfg0.checkpoint_every, step, progress, stop_after)
+            run_loop(
+                group,
+                pc.steps,
+                cfg0.log_every,
+                cfg0.checkpoint_every,
+                step,
+                progress,
+                stop_after,
+                pc.snapshot_every,
+            )
     stack.write_back()
     return [p.eval() for p in policies], [st.history for st in group.states]
 

@@ -43,7 +43,12 @@ def write_stage_metrics(
             "stage": stage,
             **extra,
             "config": cfg.to_dict(),
-            "dataset": {"name": data.name, "transitions": len(data), "fingerprint": data.fingerprint()},
+            "dataset": {
+                "name": data.name,
+                "transitions": len(data),
+                "fingerprint": data.fingerprint(),
+                "source": data.info.get("source"),  # its provenance: the evaluation environment version
+            },
             # Seeds trained together share the wall time: each records its share, so that sums are totals.
             "wall_s": wall_s / batched_seeds,
             "batched_seeds": batched_seeds,

@@ -14,13 +14,13 @@ from srpo.config import make_config
 from srpo.fast import seed_batch
 from srpo.train import load_finished
 from srpo_bench.eval import baselines
-from srpo_bench.eval.checkpoints import load_policy
-from srpo_bench.eval.datasets import GENERATED, check_task_dims, load_dataset
+from srpo_bench.eval.checkpoints import list_snapshots, load_policy
+from srpo_bench.eval.datasets import GENERATED, check_task_dims, load_dataset, resolve_env_version
 from srpo_bench.eval.generate import finished_cards, generate_env
 from srpo_bench.eval.latency import TimedPolicy
 from srpo_bench.eval.references import ANTMAZE_REFERENCE
 from srpo_bench.eval.rollout import EvaluationUnavailable, env_spec_for_task, evaluate, torch_policy
-from srpo_bench.params import PipelineParams, as_override
+from srpo_bench.params import CURVE_SEED_OFFSET, PipelineParams, as_override
 from srpo_bench.pipeline.caching import (
     claim_for_current_code,
     drop_other_seeds,
@@ -168,14 +168,14 @@ def step_policy(p: PipelineParams, task: str, variant: str) -> None:
 
 
 def step_evaluate(p: PipelineParams, task: str, seed: int, variant: str) -> None:
+    """The final evaluation of one run (the tables'), and its evaluation curve over the policy's snapshots."""
     ev = p.evaluation
     spec = p.variant_spec(variant)
     # Evaluation episodes are seeded apart from training: run seed S uses seeds base + 1000 S + i
     # (the diffusion baseline's candidate draws too).
     eval_seed = ev.seed + 1000 * seed
-    pi, meta = load_policy(
-        p.variant_path(task, seed, variant), p.device, upstream=p.upstream(task, seed), seed=eval_seed
-    )
+    run_dir = p.variant_path(task, seed, variant)
+    pi, meta = load_policy(run_dir, p.device, upstream=p.upstream(task, seed), seed=eval_seed)
     record = {
         "task": task,
         "seed": seed,
@@ -183,26 +183,73 @@ def step_evaluate(p: PipelineParams, task: str, seed: int, variant: str) -> None
         "method": spec.method,
         "policy_step": meta["step"],
     }
+    ds = dataset(p, task)
+    version, why = resolve_env_version(
+        ev.env_version, ds.transitions.info.get("source"), "evaluation.env_version"
+    )
+    record |= {"env_version": version, "env_version_reason": why}
     try:
-        env_spec = env_spec_for_task(task)
+        env_spec = env_spec_for_task(task, version)
     except EvaluationUnavailable as exc:
         artifacts.write_json(p.evaluation_path(task, seed, variant), {**record, "skipped": str(exc)})
         print(exc, file=sys.stderr)
         return
-    reference = dataset(p, task).reference
-    if env_spec.scoring == "success":
-        reference = ANTMAZE_REFERENCE
+    reference = ANTMAZE_REFERENCE if env_spec.scoring == "success" else ds.reference
     t0 = time.perf_counter()
     timed = TimedPolicy(torch_policy(pi))
     num_envs = min(ev.num_envs, spec.episodes)
     result = evaluate(timed, env_spec, spec.episodes, eval_seed, num_envs, reference)
     # The latency of one action-selection call for num_envs states, over every step of the rollouts.
     latency = {**timed.summary(), "batch": num_envs}
+    wall = time.perf_counter() - t0
+    curve = evaluation_curve(p, run_dir, env_spec, reference, seed) if ev.every > 0 else []
     artifacts.write_json(
         p.evaluation_path(task, seed, variant),
-        {**record, **result.to_dict(), "wall_s": time.perf_counter() - t0, "action_latency": latency},
+        {
+            **record,
+            **result.to_dict(),
+            "wall_s": wall,
+            "action_latency": latency,
+            "curve": curve,
+            "curve_wall_s": time.perf_counter() - t0 - wall,
+        },
     )
-    print(f"{task} seed {seed} {variant}: normalized {result.to_dict()['mean_normalized']}")
+    print(
+        f"{task} seed {seed} {variant} on {env_spec.env_id}: normalized {result.to_dict()['mean_normalized']}"
+    )
+
+
+def evaluation_curve(p: PipelineParams, run_dir: Path, env_spec, reference, seed: int) -> list[dict]:
+    """Normalized score against policy step: each snapshot of the run, ``evaluation.curve_episodes`` each.
+
+    Curve episode i of run seed S is reset with seed + 1,000,000 + 1000 S + i, apart from the final
+    evaluation's episodes, and the same for every snapshot (only the policy changes along the curve).
+    """
+    ev = p.evaluation
+    curve_seed = ev.seed + CURVE_SEED_OFFSET + 1000 * seed
+    points = []
+    for step, path in list_snapshots(run_dir):
+        pi, _ = load_policy(path, p.device)
+        res = evaluate(
+            torch_policy(pi),
+            env_spec,
+            ev.curve_episodes,
+            curve_seed,
+            min(ev.num_envs, ev.curve_episodes),
+            reference,
+        )
+        norm = res.normalized
+        points.append(
+            {
+                "step": step,
+                "episodes": ev.curve_episodes,
+                "seed": curve_seed,  # episode i: curve_seed + i
+                "mean_normalized": None if norm is None else float(norm.mean()),
+                "std_normalized": None if norm is None else float(norm.std()),
+                "mean_return": float(res.returns.mean()),
+            }
+        )
+    return points
 
 
 def bandit_config(p: PipelineParams, shape: str, seed: int, variant: str | None = None):
