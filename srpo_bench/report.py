@@ -29,6 +29,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 import yaml  # noqa: E402
+from scipy import stats as scipy_stats  # noqa: E402
 
 from srpo import artifacts  # noqa: E402
 from srpo_bench.eval import stats  # noqa: E402
@@ -222,20 +223,24 @@ def plot_learning_curves(curves: pd.DataFrame, path: Path, confidence: float) ->
         squeeze=False,
         sharex="row",
     )
+    # The same rule as the tables: a Student-t band from MIN_RUNS_FOR_TASK_INTERVAL seeds, else
+    # the range of the seeds (a bootstrap band over 2-3 seeds would claim coverage it does not have).
+    n_seeds = curves["seed"].nunique() if len(curves) else 0
+    if n_seeds >= stats.MIN_RUNS_FOR_TASK_INTERVAL:
+        t_crit = float(scipy_stats.t.ppf(0.5 + confidence / 2, n_seeds - 1))
+        errorbar, band = ("se", t_crit), f"{100 * confidence:.0f}% Student-t bands over {n_seeds} seeds"
+    else:
+        errorbar, band = ("pi", 100), f"bands = range of the {n_seeds} seeds (too few for a CI)"
     for r, (stage, metric, label) in enumerate(CURVES):
         for c, task in enumerate(tasks):
             ax = axes[r][c]
             d = curves[(curves["task"] == task) & (curves["stage"] == stage) & (curves["metric"] == metric)]
-            sns.lineplot(
-                d, x="step", y="value", ax=ax, errorbar=("ci", 100 * confidence), n_boot=1000, seed=0
-            )
+            sns.lineplot(d, x="step", y="value", ax=ax, errorbar=errorbar)
             ax.set_title(task if r == 0 else "", fontsize=9)
             ax.set_ylabel(label if c == 0 else "", fontsize=8)
             ax.set_xlabel("step" if r == len(CURVES) - 1 else "")
             ax.tick_params(labelsize=7)
-    fig.suptitle(
-        f"Training curves: mean over seeds with {100 * confidence:.0f}% bootstrap CI bands", fontsize=10
-    )
+    fig.suptitle(f"Training curves: mean over seeds, {band}", fontsize=10)
     fig.tight_layout()
     artifacts.save_figure(fig, path)
     plt.close(fig)

@@ -58,3 +58,36 @@ def test_latency_ratio_is_like_for_like_and_episodes_are_per_variant():
     text = "\n".join(report._latency_markdown(table, "srpo"))
     assert "nan" not in text  # two runs: the estimate alone, no "[nan, nan]"
     assert "| diffusion-n32-k15 | diffusion | focus | 2 | 5 | mean 50.0 | 6.000 | 2.0 |" in text
+
+
+@pytest.mark.parametrize("n_seeds", [2, 5])
+def test_training_curve_bands_follow_the_interval_rule(tmp_path, n_seeds, monkeypatch):
+    """2 seeds: the band is their range (min to max); 5 seeds: mean ± t(0.975, 4) · s / sqrt(5)."""
+    rng = np.random.default_rng(0)
+    rows = [
+        {"task": "hopper-medium", "seed": s, "stage": stage, "metric": metric, "step": step, "value": v}
+        for stage, metric, _ in report.CURVES
+        for s in range(n_seeds)
+        for step, v in zip((10, 20), rng.normal(size=2))
+    ]
+    curves = pd.DataFrame(rows)
+    figs = []
+    save = report.artifacts.save_figure
+    monkeypatch.setattr(
+        report.artifacts, "save_figure", lambda fig, path: (figs.append(fig), save(fig, path))
+    )
+    monkeypatch.setattr(report.plt, "close", lambda fig: None)
+    report.plot_learning_curves(curves, tmp_path / "c.png", 0.95)
+    assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
+    expected = "range of the 2 seeds" if n_seeds == 2 else "95% Student-t bands over 5 seeds"
+    assert expected in figs[0]._suptitle.get_text()
+    # The band of the first panel (behavior loss) at step 10, against the hand formula.
+    x = curves[(curves["stage"] == "behavior") & (curves["step"] == 10)]["value"].to_numpy()
+    if n_seeds == 2:
+        low, high = x.min(), x.max()
+    else:
+        half = 2.776445105 * x.std(ddof=1) / np.sqrt(5)  # t(0.975, 4) = 2.7764
+        low, high = x.mean() - half, x.mean() + half
+    verts = figs[0].axes[0].collections[0].get_paths()[0].vertices
+    at10 = verts[np.isclose(verts[:, 0], 10)][:, 1]
+    assert at10.min() == pytest.approx(low) and at10.max() == pytest.approx(high)
