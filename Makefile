@@ -3,6 +3,8 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
+# `make test` workers (pytest-xdist, whole test files per worker, 1 torch thread each).
+TEST_WORKERS ?= 2
 # DVC stages call `python`: put the venv first on PATH.
 DVC    := PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/dvc
 
@@ -11,7 +13,7 @@ DVC    := PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/dvc
 help:
 	@echo "make setup      create $(VENV): torch==2.13.0 (CPU wheel) first, then the project with dev extras"
 	@echo "make lint       import layers (lint-imports, contracts in pyproject.toml), ruff check, ruff format --check"
-	@echo "make test       lint, then the default test suite (under 10 minutes on 2 CPU cores)"
+	@echo "make test       lint, then the default test suite in $(TEST_WORKERS) processes (under 8 minutes on 2 CPU cores)"
 	@echo "make test-slow  the slow tests (learned-score bandit accuracy on every shape, real SIGKILL resume)"
 	@echo "make smoke      the whole DVC pipeline, smoke profile (minutes) -> reports/smoke/report.md"
 	@echo "make repro      the whole DVC pipeline, default profile (about 2 h 40 min on 2 cores) -> reports/report.md"
@@ -33,7 +35,7 @@ lint: setup
 	$(VENV)/bin/ruff format --check .
 
 test: lint
-	$(PY) -m pytest -m "not slow" --durations=25 $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not slow" -n $(TEST_WORKERS) --dist loadfile --durations=25 $(PYTEST_ARGS)
 
 test-slow: setup
 	$(PY) -m pytest -m slow $(PYTEST_ARGS)

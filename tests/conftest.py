@@ -12,4 +12,6 @@ settings.register_profile(
     suppress_health_check=[HealthCheck.too_slow],
 )
 settings.load_profile("default")
-torch.set_num_threads(min(2, torch.get_num_threads()))
+# One torch thread per pytest-xdist worker (`make test` runs one worker per core): two workers
+# of two threads each on two cores would oversubscribe them, and small ops then crawl.
+torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else min(2, torch.get_num_threads()))

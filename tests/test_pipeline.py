@@ -107,6 +107,7 @@ def _shrink(params: Path) -> None:
     for section, values in TEST_SIZES.items():
         for key, value in values.items():
             p[section][key] = {**p[section][key], **value} if isinstance(value, dict) else value
+    p["threads"] = 1  # each stage on one core: the test suite's other worker has the other
     params.write_text(yaml.safe_dump(p, sort_keys=False))
 
 
