@@ -119,6 +119,29 @@ def task_estimate(scores, confidence: float = 0.95) -> tuple[Estimate, float]:
     return Estimate(mean, mean - half, mean + half, x.size, confidence, STUDENT_T), std
 
 
+def task_interval_rule(confidence: float) -> str:
+    """The per-task interval rule of :func:`task_estimate` in words, for tables that use it."""
+    return (
+        f"a {100 * confidence:.0f}% Student-t CI of the mean from {MIN_RUNS_FOR_TASK_INTERVAL} runs, "
+        f"the range of the runs (min to max) for 2 to {MIN_RUNS_FOR_TASK_INTERVAL - 1}, the value alone for 1"
+    )
+
+
+def format_sig(e: Mapping | None, digits: int = 3) -> str:
+    """An estimate dict as ``0.0123 [0.0101, 0.015]``, ``0.0123 (range 0.01 to 0.015)`` or ``0.0123``,
+    with ``digits`` significant digits; ``n/a`` when missing or not finite. Dicts without a
+    ``kind`` (a bootstrap over draws) print their bounds as a CI."""
+    if e is None or e.get("value") is None or not np.isfinite(e["value"]):
+        return "n/a"
+    v = f"{e['value']:.{digits}g}"
+    low, high = e.get("low"), e.get("high")
+    if low is None or high is None or not (np.isfinite(low) and np.isfinite(high)):
+        return v
+    if e.get("kind") == RANGE:
+        return f"{v} (range {low:.{digits}g} to {high:.{digits}g})"
+    return f"{v} [{low:.{digits}g}, {high:.{digits}g}]"
+
+
 def iqm(scores) -> float:
     """Interquartile mean of all scores pooled: the mean of the middle 50% (rliable's aggregate_iqm)."""
     return float(stats.trim_mean(np.asarray(scores, dtype=np.float64).ravel(), proportiontocut=0.25))

@@ -362,9 +362,9 @@ def test_markdown_states_the_measured_comparison_and_plot_writes_atomically(tmp_
         line.startswith("## ") for line in lines
     )
     ratio = summ["bandit"]["bandit-ring8"]["near_zero_vs_mid"]["rel_error_ratio"]["value"]
-    assert f"is {ratio:.3g} [" in text and "times that at t = 0.5" in text  # computed, not hard-coded
+    assert f"is {ratio:.3g} (range " in text and "times that at t = 0.5" in text  # computed, not hard-coded
     ds_ratio = summ["dataset"]["walker2d-medium"]["near_zero_vs_mid"]["heldout_loss_ratio"]["value"]
-    assert f"is {ds_ratio:.3g} [" in text
+    assert f"is {ds_ratio:.3g} (range " in text
     assert "90%" in text and "| hopper-medium | [0.001, 0.05) |" in text
     path = tmp_path / "fig" / "score_accuracy.png"
     sa.plot(summ, path)

@@ -171,3 +171,13 @@ def test_curve_flattened_cannot_judge_one_point_or_one_seed_and_a_still_curve_is
     assert stats.curve_flattened([80, 100], [[5.0, 5.0], [5.0, 5.0]], 100).flattened is True
     with pytest.raises(ValueError, match="3 curve points but steps has 2"):
         stats.curve_flattened([80, 100], [[1.0, 2.0, 3.0]], 100)
+
+
+def test_format_sig_names_ranges_and_prints_no_interval_it_does_not_have():
+    two = {"value": 0.0123, "low": 0.01, "high": 0.015, "kind": stats.RANGE}
+    assert stats.format_sig(two) == "0.0123 (range 0.01 to 0.015)"
+    assert stats.format_sig({**two, "kind": stats.STUDENT_T}) == "0.0123 [0.01, 0.015]"
+    assert stats.format_sig({"value": 0.0123, "low": None, "high": None}) == "0.0123"
+    assert stats.format_sig({"value": float("nan"), "low": 0, "high": 1}) == "n/a"
+    assert stats.format_sig(None) == "n/a"
+    assert "Student-t" in stats.task_interval_rule(0.95) and "range" in stats.task_interval_rule(0.95)

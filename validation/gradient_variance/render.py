@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from srpo import artifacts
+from srpo_bench.eval import stats
 
 
 def _y_scale(all_values: np.ndarray, points: np.ndarray) -> tuple[str, dict[str, float]]:
@@ -84,12 +85,7 @@ def plot(summary: dict[str, Any], path: Path) -> None:
 
 
 def _fmt(e: dict[str, float], digits: int = 3) -> str:
-    if not np.isfinite(e["value"]):
-        return "n/a"
-    v = f"{e['value']:.{digits}g}"
-    if not (np.isfinite(e["low"]) and np.isfinite(e["high"])):
-        return f"{v} [n/a]"
-    return f"{v} [{e['low']:.{digits}g}, {e['high']:.{digits}g}]"
+    return stats.format_sig(e, digits)
 
 
 def markdown(summary: dict[str, Any]) -> list[str]:
@@ -105,7 +101,7 @@ def markdown(summary: dict[str, Any]) -> list[str]:
         n_seeds = len(tg["seeds"])
         ck0 = cks[0]
         over = (
-            f"{pc:.0f}% percentile-bootstrap CIs of the mean over the {n_seeds} seeds"
+            f"means over the {n_seeds} seeds with {stats.task_interval_rule(conf)}"
             if n_seeds > 1
             else f"{pc:.0f}% bootstrap CIs over the {ck0['n_samples']} draws of the one seed "
             "(percentile for traces "
@@ -202,11 +198,11 @@ def markdown(summary: dict[str, Any]) -> list[str]:
             values = [r["value"] for r in ratios]
             parts = [f"variance ratio on/off {min(values):.3g} to {max(values):.3g}"]
             if below:
-                parts.append(f"the baseline lowers tr Cov g_B (CI below 1) at step(s) {steps(below)}")
+                parts.append(f"the baseline lowers tr Cov g_B (interval below 1) at step(s) {steps(below)}")
             if above:
-                parts.append(f"the baseline raises tr Cov g_B (CI above 1) at step(s) {steps(above)}")
+                parts.append(f"the baseline raises tr Cov g_B (interval above 1) at step(s) {steps(above)}")
             if unresolved:
-                parts.append(f"no resolved effect (CI contains 1) at step(s) {steps(unresolved)}")
+                parts.append(f"no resolved effect (interval contains 1) at step(s) {steps(unresolved)}")
             L.append(f"- **{w}**: {means}; " + "; ".join(parts) + ".")
         L.append("")
     return L

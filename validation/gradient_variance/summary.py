@@ -13,7 +13,8 @@ QUANTITIES = ("total_variance", "snr", "mean_sq_norm")
 
 
 def _across(values: list[dict[str, float]], confidence: float, seed: int) -> dict[str, Any]:
-    """One run: its within-run bootstrap CI. Several seeds: the mean, with a percentile-bootstrap CI."""
+    """One run: its within-run bootstrap CI. Several seeds: the mean, with task_estimate's interval
+    (a Student-t CI from 4 seeds, the range of the seeds for 2-3; ``kind`` says which)."""
     if len(values) == 1:
         return {**values[0], "n_seeds": 1, "ci_over": "samples"}
     x = np.array([v["value"] for v in values], dtype=np.float64)
@@ -36,6 +37,7 @@ def _across(values: list[dict[str, float]], confidence: float, seed: int) -> dic
         "n_samples": n_samples,
         "n_seeds": est.n_runs,
         "ci_over": "seeds",
+        "kind": est.kind,
     }
 
 

@@ -28,7 +28,7 @@ How the pieces fit:
     one (target, seed) record     bandit_record, dataset_record: train eps_psi with the real
                                   stage (srpo.train.train_behavior, checkpoint under ``work``,
                                   so a killed run resumes), evaluate, return a JSON-able dict
-    over seeds                    summarize: mean over seeds with percentile-bootstrap CIs
+    over seeds                    summarize: mean over seeds with the per-task interval rule
                                   (srpo_bench.eval.stats.task_estimate) and n_runs, per t / t-bin, and
                                   the "t -> 0 vs mid t" comparison (the reason SRPO
                                   ensembles t ~ U(0.02, 0.98), method §3)

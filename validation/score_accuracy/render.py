@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from srpo import artifacts
+from srpo_bench.eval import stats
 
 
 def _band(ests: list[dict | None]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -22,7 +23,7 @@ def _band(ests: list[dict | None]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def plot(summary: dict[str, Any], path: Path) -> None:
     """Bandits (top row): relative score error vs t (log-log) and cosine vs t, one line per
     bandit; datasets (bottom row): DSM loss per t-bin, train vs held-out, one panel per
-    task. Lines are means over seeds, bands their bootstrap CIs."""
+    task. Lines are means over seeds, bands their intervals (eval/stats.py task_estimate)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -32,7 +33,6 @@ def plot(summary: dict[str, Any], path: Path) -> None:
     bd, dd = summary.get("bandit", {}), summary.get("dataset", {})
     if not bd and not dd:
         raise ValueError("summary holds no bandit and no dataset results: nothing to plot")
-    conf = 100 * float(summary.get("confidence", 0.95))
     rows = [k for k, v in (("bandit", bd), ("dataset", dd)) if v]
     cols = max(2, len(dd))
     fig, axes = plt.subplots(len(rows), cols, figsize=(3.4 * cols, 3.0 * len(rows)), squeeze=False)
@@ -75,7 +75,7 @@ def plot(summary: dict[str, Any], path: Path) -> None:
                 ax.set_ylabel("DSM loss (E4)")
                 ax.set_title(f"{target} (n={s['n_runs']} seeds)", fontsize=9)
                 ax.legend(fontsize=7)
-    fig.suptitle(f"Score accuracy on held-out data, {conf:.0f}% bootstrap CIs over seeds", fontsize=10)
+    fig.suptitle("Score accuracy on held-out data: mean over seeds; CI from 4 seeds, range below", fontsize=9)
     sns.despine(fig)
     fig.tight_layout()
     try:
@@ -85,13 +85,7 @@ def plot(summary: dict[str, Any], path: Path) -> None:
 
 
 def _fmt(e: dict | None, digits: int = 3) -> str:
-    """``0.0123 [0.0101, 0.0150]`` with ``digits`` significant digits; ``n/a`` where missing."""
-    if e is None:
-        return "n/a"
-    v = f"{e['value']:.{digits}g}"
-    if e.get("low") is None or e.get("high") is None:
-        return f"{v} [n/a]"
-    return f"{v} [{e['low']:.{digits}g}, {e['high']:.{digits}g}]"
+    return stats.format_sig(e, digits)
 
 
 def markdown(summary: dict[str, Any]) -> list[str]:
@@ -102,8 +96,8 @@ def markdown(summary: dict[str, Any]) -> list[str]:
     bd, dd = summary.get("bandit", {}), summary.get("dataset", {})
     L = [
         "SRPO uses only the behavior model's score, -ε_ψ(a_t|s,t)/σ_t (E5). Here it is checked on data the "
-        f"model was not trained on, per diffusion time t. Values are means over seeds with {conf:.0f}% "
-        "percentile-bootstrap CIs over seeds; n is the number of seeds.",
+        f"model was not trained on, per diffusion time t. Values are means over seeds with "
+        f"{stats.task_interval_rule(conf / 100)}; n is the number of seeds.",
         "",
     ]
     if bd:

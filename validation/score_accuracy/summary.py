@@ -1,4 +1,4 @@
-"""Score-accuracy records summarized over seeds, with percentile-bootstrap CIs."""
+"""Score-accuracy records summarized over seeds, with the per-task interval rule (eval/stats.py)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ DATASET_METRICS = ("train_loss", "heldout_loss", "gap", "train_score_loss", "hel
 
 
 def _estimate(values: Sequence[float], confidence: float, reps: int, seed: int) -> dict[str, Any] | None:
-    """Mean over seeds with its percentile-bootstrap CI (strict JSON: NaN bounds become None).
+    """Mean over seeds with :func:`stats.task_estimate`'s interval (strict JSON: NaN bounds become None).
 
     None when a value is not finite (e.g. a 0/0 ratio): there is nothing to estimate.
     """
@@ -37,9 +37,10 @@ def summarize(
     """Group records by target; per t (bandits) or t-bin (datasets) the mean over seeds.
 
     Every number is an estimate dict (value, low, high, n_runs, confidence, std) from
-    :func:`srpo_bench.eval.stats.task_estimate`: percentile bootstrap over seeds; one seed gives
-    ``low = high = None``. ``near_zero_vs_mid`` compares the smallest t (bin) with the t
-    (bin midpoint) closest to 0.5: the per-seed ratio, with its CI over seeds.
+    :func:`srpo_bench.eval.stats.task_estimate`: a Student-t CI from 4 seeds, the range of the
+    seeds for 2-3 (``kind`` says which), ``low = high = None`` for one. ``near_zero_vs_mid``
+    compares the smallest t (bin) with the t (bin midpoint) closest to 0.5: the per-seed ratio,
+    with its interval over seeds.
     """
     groups: dict[tuple[str, str], list[dict]] = {}
     for r in records:
