@@ -182,7 +182,8 @@ def ablation_record(
 def ablation_summary(
     records: list[dict[str, Any]], confidence: float, reps: int, seed: int
 ) -> dict[str, Any]:
-    """Per bandit and variant: mean distance to the exact-surrogate optimum over seeds, bootstrap CI."""
+    """Per bandit and variant: mean distance to the exact-surrogate optimum over seeds, with
+    task_estimate's interval (Student-t from 4 seeds, the range below)."""
     out: dict[str, Any] = {}
     for task in sorted({r["task"] for r in records}):
         rows = sorted((r for r in records if r["task"] == task), key=lambda r: r["seed"])
@@ -211,7 +212,8 @@ def ablation_markdown(summary: dict[str, Any], base: str) -> list[str]:
         "(one behavior model per bandit and seed, shared by the variants), against the maximizer of the "
         "variant's own exact surrogate J (validation/bandits.py): Euclidean distance in action space, mean "
         "over "
-        f"seeds [CI]. 'optimum shift': how far the variant's optimum lies from `{base}`'s.",
+        "seeds with its interval (a CI from 4 seeds, a range below). "
+        f"'optimum shift': how far the variant's optimum lies from `{base}`'s.",
         "",
         "| bandit | variant | optimum shift | exact score: distance | learned score: distance | runs |",
         "|---|---|---|---|---|---|",
