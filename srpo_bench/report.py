@@ -32,6 +32,7 @@ import yaml  # noqa: E402
 from scipy import stats as scipy_stats  # noqa: E402
 
 from srpo import artifacts  # noqa: E402
+from srpo_bench import claims as paper_claims  # noqa: E402
 from srpo_bench.eval import stats  # noqa: E402
 from srpo_bench.eval.datasets import generated_dataset_id  # noqa: E402
 from srpo_bench.eval.provenance import code_version, machine_info  # noqa: E402
@@ -390,6 +391,18 @@ def write_report(p: PipelineParams) -> Path:
             "records"
         ),
     }
+    every = [*p.variants, *(p.focus.variants if p.focus else [])]
+    claims = paper_claims.build(
+        ref,
+        {v: p.variant_spec(v).method for v in every},
+        [v for v in every if "policy.t_fixed" in p.variant_spec(v).overrides],
+        poi,
+        focus,
+        scores,
+        None if validation is None else validation["summaries"],
+        conf,
+    )
+    metrics["claims"] = [asdict(c) for c in claims]
     artifacts.write_json(out / "metrics.json", metrics)
     text = render_markdown(
         p,
@@ -405,6 +418,7 @@ def write_report(p: PipelineParams) -> Path:
         validation,
         _environments(scores),
         flatness,
+        claims,
     )
     artifacts.write_text(out / "report.md", text)
     return out / "report.md"
@@ -577,7 +591,7 @@ def _environments(scores: pd.DataFrame) -> dict[str, str]:
 
 
 def render_markdown(
-    p, per_task, aggs, poi, tasks, cards, wall, skipped, focus, latency, validation, envs, flatness
+    p, per_task, aggs, poi, tasks, cards, wall, skipped, focus, latency, validation, envs, flatness, claims
 ) -> str:
     ref = p.report.reference_variant
     n = len(p.seeds)
@@ -625,6 +639,7 @@ def render_markdown(
         "",
     ]
 
+    L += paper_claims.markdown(claims)
     L += [
         "## Per-task scores",
         "",

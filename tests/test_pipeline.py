@@ -136,6 +136,7 @@ def test_smoke_pipeline_writes_the_report_with_every_table_and_figure(smoke_repo
     rep = repo / "reports/smoke"
     text = (rep / "report.md").read_text()
     for section in (
+        "## The paper's claims",
         "## Per-task scores",
         "## Aggregate scores",
         "### Probability of improvement",
