@@ -181,3 +181,24 @@ def test_format_sig_names_ranges_and_prints_no_interval_it_does_not_have():
     assert stats.format_sig({"value": float("nan"), "low": 0, "high": 1}) == "n/a"
     assert stats.format_sig(None) == "n/a"
     assert "Student-t" in stats.task_interval_rule(0.95) and "range" in stats.task_interval_rule(0.95)
+
+
+def test_precision_effect_is_the_paired_difference_with_the_task_interval():
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location(
+        "precision_effect", Path(__file__).resolve().parents[1] / "benchmarks/precision_effect.py"
+    )
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    base = np.array([50.0, 60.0, 70.0, 80.0, 90.0])
+    other = base + np.array([1.0, -1.0, 2.0, 0.0, 3.0])  # differences: mean 1, sd sqrt(2.5)
+    e = mod.paired_effect(base, other, 0.95)
+    half = 2.776445105 * np.sqrt(2.5) / np.sqrt(5)
+    assert e["value"] == pytest.approx(1.0) and e["kind"] == stats.STUDENT_T
+    assert e["low"] == pytest.approx(1.0 - half) and e["high"] == pytest.approx(1.0 + half)
+    three = mod.paired_effect(base[:3], other[:3], 0.95)
+    assert three["kind"] == stats.RANGE and (three["low"], three["high"]) == (-1.0, 2.0)
+    with pytest.raises(ValueError, match="one score per seed"):
+        mod.paired_effect(base, other[:4], 0.95)
