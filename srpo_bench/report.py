@@ -36,7 +36,11 @@ from srpo_bench.eval.datasets import generated_dataset_id  # noqa: E402
 from srpo_bench.eval.provenance import code_version, machine_info  # noqa: E402
 from srpo_bench.eval.references import PAPER_TABLE1  # noqa: E402
 from srpo_bench.params import PipelineParams  # noqa: E402
-from srpo_bench.validation import gradient_variance as gv, score_accuracy as sa  # noqa: E402
+from srpo_bench.validation import (  # noqa: E402
+    diagnostics_report as dr,
+    gradient_variance as gv,
+    score_accuracy as sa,
+)
 from srpo_bench.validation.bandit_suite import ablation_markdown, ablation_summary  # noqa: E402
 
 # Training curves shown per stage: (stage, metric in the stage's history, label).
@@ -255,6 +259,9 @@ def write_report(p: PipelineParams) -> Path:
     focus = focus_study(p, scores, conf, reps, seed) if p.focus else None
     latency = latency_table(p, scores, aggs, focus)
     validation = validation_study(p, out / "figures", conf, min(reps, 2000), seed) if p.validation else None
+    diagnostics = diagnostics_study(p, conf) if p.validation else None
+    if validation is not None and diagnostics is not None:
+        validation["lines"] += diagnostics["lines"]
 
     figs = out / "figures"
     plot_learning_curves(curves, figs / "learning_curves.png", conf)
@@ -283,6 +290,7 @@ def write_report(p: PipelineParams) -> Path:
         "focus": focus,
         "latency_vs_score": latency.to_dict("records"),
         "validation": None if validation is None else validation["summaries"],
+        "diagnostics": None if diagnostics is None else diagnostics["summary"],
         "skipped": scores[scores["skipped"].notna()][["task", "seed", "variant", "skipped"]].to_dict(
             "records"
         ),
@@ -460,6 +468,15 @@ def validation_study(p: PipelineParams, figs: Path, conf: float, reps: int, seed
         "summaries": {"score_accuracy": score, "gradient_variance": grad, "bandit_ablation": ablation},
         "lines": lines,
     }
+
+
+def diagnostics_study(p: PipelineParams, conf: float) -> dict:
+    """The Diagnostics section: every run's diagnose record and the bandits', summarized over seeds."""
+    vdir = p.validation_dir / "diagnostics"
+    records = [_read_json(vdir / t / f"seed{s}.json") for t in p.tasks for s in p.seeds]
+    bandit_records = _read_json(vdir / "bandits.json")["records"]
+    summary = dr.summarize(records, bandit_records, conf)
+    return {"summary": summary, "lines": dr.markdown(summary, p.report.reference_variant)}
 
 
 def render_markdown(p, per_task, aggs, poi, tasks, cards, wall, skipped, focus, latency, validation) -> str:

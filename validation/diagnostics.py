@@ -100,21 +100,34 @@ def nearest_action_distance(
     data_actions: Tensor,
     k_states: int = 10,
     chunk: int = 1024,
+    exclude_rows: Tensor | None = None,
 ) -> Tensor:
     """Per query: the Euclidean distance from its action to the nearest action among the ``k_states``
     dataset rows whose states are nearest to its state (states standardized by the dataset's std).
 
     A policy that returns exactly the dataset's action at the dataset's states scores 0.
+    ``exclude_rows`` (one dataset row index per query) leaves that row out of the query's
+    candidates: with the queries' own rows, it gives the spacing of the data's actions among
+    neighbouring states, the scale a policy's distance is read against.
     """
     if query_states.shape[0] != query_actions.shape[0] or data_states.shape[0] != data_actions.shape[0]:
         raise ValueError("states and actions must have the same number of rows")
-    k = min(k_states, data_states.shape[0])
+    if exclude_rows is not None and exclude_rows.shape != (query_states.shape[0],):
+        raise ValueError(
+            f"exclude_rows needs one row index per query ({query_states.shape[0]}), got {exclude_rows.shape}"
+        )
+    k = min(k_states, data_states.shape[0] - (exclude_rows is not None))
+    if k < 1:
+        raise ValueError("no dataset row is left to compare with; pass more dataset rows")
     scale = data_states.std(0).clamp_min(1e-6)
     ds = data_states / scale
     out = []
     for i in range(0, query_states.shape[0], chunk):
         qs = query_states[i : i + chunk] / scale
-        idx = torch.cdist(qs, ds).topk(k, largest=False).indices  # (q, k) nearest dataset states
+        dist = torch.cdist(qs, ds)
+        if exclude_rows is not None:
+            dist[torch.arange(dist.shape[0]), exclude_rows[i : i + chunk]] = torch.inf
+        idx = dist.topk(k, largest=False).indices  # (q, k) nearest dataset states
         cand = data_actions[idx]  # (q, k, action_dim)
         out.append((cand - query_actions[i : i + chunk, None, :]).norm(dim=-1).min(dim=-1).values)
     return torch.cat(out)

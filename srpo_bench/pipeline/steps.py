@@ -12,8 +12,8 @@ import torch
 from srpo import artifacts
 from srpo.config import make_config
 from srpo.fast import seed_batch
-from srpo.train import load_finished
-from srpo_bench.eval import baselines
+from srpo.train import load_finished, train_behavior
+from srpo_bench.eval import bandit_tasks, baselines
 from srpo_bench.eval.checkpoints import load_policy
 from srpo_bench.eval.datasets import GENERATED, check_task_dims, load_dataset
 from srpo_bench.eval.generate import finished_cards, generate_env
@@ -30,7 +30,7 @@ from srpo_bench.pipeline.caching import (
     write_stage_metrics,
 )
 from srpo_bench.report import write_report
-from srpo_bench.validation import gradient_variance as gv, score_accuracy as sa
+from srpo_bench.validation import diagnose as diag, gradient_variance as gv, score_accuracy as sa
 from srpo_bench.validation.bandit_suite import ablation_record
 
 
@@ -315,6 +315,76 @@ def step_bandit_ablation(p: PipelineParams) -> None:
             )
             print(f"bandit ablation {shape} seed {seed}: done", flush=True)
     artifacts.write_json(p.validation_dir / "bandit_ablation.json", {"reference": ref, "records": records})
+
+
+def _diagnostics(p: PipelineParams):
+    if p.validation is None:
+        raise ValueError(f"{p.source} has no validation section; the diagnostics read validation.diagnostics")
+    return p.validation.diagnostics
+
+
+def step_diagnose(p: PipelineParams, task: str, seed: int) -> None:
+    """Diagnostics of one run: held-out critic accuracy, and each trained policy's support and extraction.
+
+    Every variant of the task whose policy is a network (SRPO and its ablations, BC, IQL-AWR; not the
+    diffusion-selection baseline, which has no policy of its own) is diagnosed at its final step and
+    at each snapshot its policy stage left in ``<seed dir>/snapshots``.
+    """
+    dg = _diagnostics(p)
+    if task not in p.tasks or seed not in p.seeds:
+        raise ValueError(f"{task} seed {seed} is not a run of {p.source} (tasks {p.tasks}, seeds {p.seeds})")
+    cfg = p.run_config(task, seed)
+    if dg.critic_steps is not None:
+        cfg = make_config(
+            task, p.train.profile, seed, {**p.overrides(), "critic.steps": str(dg.critic_steps)}
+        )
+    variants = {
+        v: (p.run_config(task, seed, v), p.variant_path(task, seed, v))
+        for v in p.variants_of(task)
+        if p.variant_spec(v).method != "diffusion"
+    }
+    record = diag.task_record(
+        task,
+        seed,
+        dataset(p, task).transitions,
+        cfg,
+        variants,
+        p.upstream(task, seed),
+        validation_scratch(p, "diagnostics", task, f"seed{seed}"),
+        dg.heldout_fraction,
+        dg.critic_points,
+        dg.convergence_tol,
+        dg.n_states,
+        dg.k_states,
+        tuple(dg.t_grid),
+        device=p.device,
+    )
+    artifacts.write_json(p.validation_dir / "diagnostics" / task / f"seed{seed}.json", record)
+    h = record["critic_heldout"]
+    print(
+        f"{task} seed {seed}: held-out critic Q Spearman {h['final']['q']['spearman']:.2f}, "
+        f"converged {h['convergence']['converged']}",
+        flush=True,
+    )
+
+
+def step_diagnose_bandits(p: PipelineParams) -> None:
+    """The learned score's error at the policy's actions against at the data's, on the bandits."""
+    dg = _diagnostics(p)
+    records = []
+    for shape in dg.bandits:
+        for seed in p.seeds:
+            cfg = bandit_config(p, shape, seed)
+            work = validation_scratch(p, "diagnostics", shape, f"seed{seed}")
+            data = bandit_tasks.make_dataset(bandit_tasks.get_bandit(f"bandit-{shape}"), 10_000, seed)
+            model, _ = train_behavior(cfg, data, work, torch.device("cpu"), progress=sys.stderr.isatty())
+            records.append(
+                diag.bandit_score_record(
+                    shape, seed, cfg, model, work, n_states=dg.n_states, t_grid=tuple(dg.t_grid)
+                )
+            )
+            print(f"diagnostics, bandit {shape} seed {seed}: done", flush=True)
+    artifacts.write_json(p.validation_dir / "diagnostics" / "bandits.json", {"records": records})
 
 
 def step_report(p: PipelineParams) -> None:
