@@ -115,7 +115,8 @@ class BanditAblationParams:
 @dataclass(frozen=True)
 class DiagnosticsParams:
     """The diagnostics of every run (validation/diagnose.py): critic accuracy on held-out episodes,
-    policy support and extraction, the score at the policy's actions on the bandits.
+    policy support and extraction. (The score at the policy's actions on the bandits is measured in
+    the bandit ablation stage, on the policies it trains.)
 
     The held-out critic costs one critic training per (task, seed): ``critic_steps`` null trains it for
     the run's own critic budget, so that its convergence speaks for the run's critic.
@@ -128,7 +129,6 @@ class DiagnosticsParams:
     n_states: int  # dataset states at which each policy is diagnosed
     k_states: int  # nearest dataset states whose actions the policy's action is compared with
     t_grid: list[float]  # diffusion times of the per-t measures
-    bandits: list[str]  # bandits of the score-at-the-policy's-actions check
 
     def __post_init__(self) -> None:
         if not 0.0 < self.heldout_fraction < 1.0:
@@ -162,8 +162,7 @@ class ValidationParams:
     diagnostics: DiagnosticsParams
 
     def __post_init__(self) -> None:
-        named = [*self.bandits, *self.bandit_ablation.bandits, *self.diagnostics.bandits]
-        unknown = [b for b in named if b not in BANDITS]
+        unknown = [b for b in [*self.bandits, *self.bandit_ablation.bandits] if b not in BANDITS]
         if unknown:
             raise ValueError(f"unknown bandit(s) {', '.join(unknown)}; known: {', '.join(BANDITS)}")
         if self.bandit_profile not in PROFILES:

@@ -474,7 +474,12 @@ def diagnostics_study(p: PipelineParams, conf: float) -> dict:
     """The Diagnostics section: every run's diagnose record and the bandits', summarized over seeds."""
     vdir = p.validation_dir / "diagnostics"
     records = [_read_json(vdir / t / f"seed{s}.json") for t in p.tasks for s in p.seeds]
-    bandit_records = _read_json(vdir / "bandits.json")["records"]
+    # The score at the policy's actions: the bandit ablation's learned-score policy of the reference variant.
+    ref = p.report.reference_variant
+    bandit_records = [
+        {"task": r["task"], "seed": r["seed"], **r["variants"][ref]["score_at_policy"]}
+        for r in _read_json(p.validation_dir / "bandit_ablation.json")["records"]
+    ]
     summary = dr.summarize(records, bandit_records, conf)
     return {"summary": summary, "lines": dr.markdown(summary, p.report.reference_variant)}
 

@@ -116,15 +116,29 @@ def test_policy_vs_data_and_relative_error():
 # --- the diagnostics as the pipeline runs them (validation/diagnose.py, diagnostics_report.py) ---
 
 
-def test_data_spacing_leaves_each_query_s_own_row_out():
-    # Four rows at one state, actions 0, 0.1, 0.3, 0.6 on one axis: each action's nearest *other*
-    # action is 0.1, 0.1, 0.2, 0.3 away.
+def test_data_spacing_leaves_each_query_s_own_group_out():
+    # Four rows at one state, actions 0, 0.1, 0.3, 0.6 on one axis. Each row its own group: the
+    # nearest *other* action is 0.1, 0.1, 0.2, 0.3 away. Episodes {0, 1} and {2, 3}: the nearest
+    # action of the other episode is 0.3, 0.2, 0.2, 0.5 away.
     states = torch.zeros(4, 2)
     actions = torch.tensor([[0.0], [0.1], [0.3], [0.6]])
-    d = diagnostics.nearest_action_distance(states, actions, states, actions, exclude_rows=torch.arange(4))
+    rows = torch.arange(4)
+    d = diagnostics.nearest_action_distance(
+        states, actions, states, actions, query_groups=rows, data_groups=rows
+    )
     assert torch.allclose(d, torch.tensor([0.1, 0.1, 0.2, 0.3]), atol=1e-6)
-    with pytest.raises(ValueError, match="one row index per query"):
-        diagnostics.nearest_action_distance(states, actions, states, actions, exclude_rows=torch.arange(3))
+    ep = torch.tensor([0, 0, 1, 1])
+    d = diagnostics.nearest_action_distance(states, actions, states, actions, query_groups=ep, data_groups=ep)
+    assert torch.allclose(d, torch.tensor([0.3, 0.2, 0.2, 0.5]), atol=1e-6)
+    with pytest.raises(ValueError, match="one group id per query"):
+        diagnostics.nearest_action_distance(
+            states, actions, states, actions, query_groups=rows[:3], data_groups=rows
+        )
+    with pytest.raises(ValueError, match="holds every dataset row"):
+        one = torch.zeros(4, dtype=torch.long)
+        diagnostics.nearest_action_distance(
+            states, actions, states, actions, query_groups=one, data_groups=one
+        )
 
 
 def _chain_transitions(n_states: int, episodes: int):
@@ -177,10 +191,15 @@ def test_eval_steps_and_convergence_by_hand():
     from srpo_bench.validation import diagnose
 
     assert diagnose.eval_steps(10, 4) == [3, 6, 9, 10] and diagnose.eval_steps(8, 4) == [2, 4, 6, 8]
-    checks = [{"q_mean": 3.0}, {"q_mean": 106.0}]
-    assert diagnose.convergence(checks, 10.0, 0.05) == {"drift": 10.3, "converged": False, "tol": 0.05}
-    assert diagnose.convergence([{"q_mean": 1.0}, {"q_mean": 1.04}], 1.0, 0.05)["converged"]
-    assert not diagnose.convergence(checks[:1], 1.0, 0.05)["converged"]
+    # Issue 25's critic: mean Q from 3 to 106 over the last interval: it moved 103/106 of its scale.
+    checks = [{"q_mean": 3.0, "q_std": 1.0}, {"q_mean": 106.0, "q_std": 5.0}]
+    res = diagnose.convergence(checks, 0.05)
+    assert res["drift"] == pytest.approx(103 / 106) and not res["converged"]
+    # Mean Q near 0: the spread of Q over states is the scale (0.01 / 0.5 = 0.02 <= 0.05).
+    near_zero = [{"q_mean": 0.0, "q_std": 0.4}, {"q_mean": 0.01, "q_std": 0.5}]
+    assert diagnose.convergence(near_zero, 0.05)["drift"] == pytest.approx(0.02)
+    assert diagnose.convergence(near_zero, 0.05)["converged"]
+    assert not diagnose.convergence(checks[:1], 0.05)["converged"]
 
 
 class _Lookup(torch.nn.Module):
@@ -206,7 +225,7 @@ def test_a_policy_placed_on_the_data_is_typical_near_and_no_better_by_q():
     rows = torch.arange(0, 300, 3)
     res = diagnose.diagnose_policy(
         _Lookup(states, actions), model, lambda s, a: a @ w, states[rows], actions[rows], states, actions,
-        PolicyConfig(beta=0.5), seed=0, state_rows=rows,
+        PolicyConfig(beta=0.5), seed=0, groups=(rows, torch.arange(300)),
     )  # fmt: skip
     assert res["denoise_ratio"] == [1.0] * 4  # the same actions with the same noise
     assert res["nn_distance_policy"] == 0.0 and res["nn_distance_data"] > 0
@@ -239,16 +258,20 @@ def test_e6_terms_of_a_policy_by_hand():
     assert ortho["q"]["advantage"] == pytest.approx(-0.2)  # Q(pi) = -0.2 against Q(data) = 0
 
 
-def test_learned_score_error_at_the_policy_is_zero_for_the_exact_score(tmp_path):
-    from srpo.config import make_config
+def test_learned_score_error_at_the_policy_is_zero_for_the_exact_score_and_grows_with_an_offset():
     from srpo_bench.eval import bandit_tasks
     from srpo_bench.validation import bandits, diagnose
 
-    cfg = make_config("bandit-ring8", "smoke", 0, {"policy.steps": "20"})
-    exact = bandits.ExactNoisePredictor(bandit_tasks.get_bandit("bandit-ring8"))
-    rec = diagnose.bandit_score_record("ring8", 0, cfg, exact, tmp_path, n_data=500, n_states=64)
-    assert rec["rel_error_policy"] == pytest.approx([0.0] * 4, abs=1e-5)
-    assert rec["rel_error_data"] == pytest.approx([0.0] * 4, abs=1e-5)
+    bandit = bandit_tasks.get_bandit("bandit-ring8")
+    data = bandit_tasks.make_dataset(bandit, 500, 0)
+    exact = bandits.ExactNoisePredictor(bandit)
+    pi = lambda s: torch.full((s.shape[0], 2), 0.3)  # noqa: E731
+    rec = diagnose.score_at_policy(pi, exact, exact, data, 0, n_states=64)
+    assert rec["rel_error_policy"] == [0.0] * 4 and rec["rel_error_data"] == [0.0] * 4
+    # A model off by a constant 0.1 in eps: its relative error is 0.1 / ||eps*|| wherever it is asked.
+    off = lambda a, s, t: exact(a, s, t) + 0.1  # noqa: E731
+    rec = diagnose.score_at_policy(pi, off, exact, data, 0, n_states=64)
+    assert all(e > 0 for e in rec["rel_error_policy"] + rec["rel_error_data"])
 
 
 def _record(task, seed, q_bias, converged, advantage):

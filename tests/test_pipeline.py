@@ -95,6 +95,7 @@ TEST_SIZES = {
         "bandit_overrides": {"behavior.steps": 60, "policy.steps": 60},
         "score_accuracy": {"n_train": 1000, "n_heldout": 256, "draws_per_bin": 500},
         "gradient_variance": {"n_samples": 128, "bootstrap_reps": 50},
+        "diagnostics": {"critic_points": 2, "n_states": 128},
     },
     "evaluation": {"episodes": 2, "num_envs": 2},
 }
@@ -128,6 +129,7 @@ def test_smoke_pipeline_writes_the_report_with_every_table_and_figure(smoke_repo
         "focus_policy@hopper-medium-srpo-baseline",
         "focus_evaluate@hopper-medium-0-t-fixed-0p3",
         "evaluate@hopper-medium-0-srpo",
+        "diagnose@hopper-medium",
         "report",
     } <= _ran(out)
     rep = repo / "reports/smoke"
@@ -141,6 +143,8 @@ def test_smoke_pipeline_writes_the_report_with_every_table_and_figure(smoke_repo
         "## Action-selection latency vs score",
         "## Datasets",
         "## Run metadata",
+        "## Diagnostics: critic, support, extraction",
+        "**hopper-medium.** Critic (80 steps, held-out episodes)",
         "paper SRPO (D4RL)",
         "not** comparable",
     ):
@@ -161,6 +165,18 @@ def test_smoke_pipeline_writes_the_report_with_every_table_and_figure(smoke_repo
     lat = {(r["variant"], r["tasks"]): r["latency_ms"] for r in metrics["latency_vs_score"]}
     assert all(v > 0 for v in lat.values()) and ("t-fixed-0p3", "focus") in lat
     assert (rep / "plots" / "performance_profile.csv").exists()
+    diag = metrics["diagnostics"]["tasks"]["hopper-medium"]
+    assert diag["n_runs"] == 2 and set(diag["policies"]) == {
+        "srpo",
+        "bc",
+        "iql-awr",
+        "srpo-baseline",
+        "t-fixed-0p3",
+    }
+    assert [c["step"] for c in diag["critic_over_training"]] == [40, 80]
+    assert (
+        diag["critic"]["q_spearman"]["kind"] == "range" and metrics["diagnostics"]["bandits"]["bandit-ring8"]
+    )
     shown = _dvc(repo, "metrics", "show", "--json")
     assert "reports/smoke/metrics.json" in shown
 

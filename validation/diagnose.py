@@ -12,9 +12,9 @@ pipeline's ``diagnose`` stages write and :mod:`.diagnostics_report` summarizes o
   snapshot of a policy's training as well as to the final policy): how typical pi(s) is for
   the behavior model (E4's denoising error), how far it lies from the data's actions at
   similar states, the two terms of the E6 gradient, and Q(s, pi(s)) against Q(s, a_data).
-- :func:`bandit_score_record`: on an exact-score bandit, the learned score's error at the
+- :func:`score_at_policy`: on an exact-score bandit, the learned score's error at the
   policy's actions against its error at the data's actions (method §2: the exact score of a
-  Gaussian mixture).
+  Gaussian mixture); the bandit ablation stage applies it to every learned-score policy it trains.
 """
 
 from __future__ import annotations
@@ -33,12 +33,11 @@ from torch import Tensor, nn
 from srpo import artifacts, behavior as srpo_behavior, critic as iql, policy as srpo_policy, schedule
 from srpo.config import PolicyConfig, RunConfig
 from srpo.stage_loop import Interrupted, stage_seed
-from srpo.train import train_critic, train_policy
+from srpo.train import train_critic
 from srpo.transitions import Transitions
-from srpo_bench.eval import bandit_tasks
 from srpo_bench.eval.checkpoints import load_behavior, load_critic, load_policy
-from srpo_bench.validation import bandits, diagnostics
-from srpo_bench.validation.score_accuracy.splits import episode_split
+from srpo_bench.validation import diagnostics
+from srpo_bench.validation.score_accuracy.splits import episode_ids, episode_split
 
 # Diffusion times of the per-t measures: low, middle and high noise inside SRPO's t-range (0.02, 0.98).
 DEFAULT_T_GRID = (0.05, 0.2, 0.5, 0.8)
@@ -82,6 +81,7 @@ def critic_agreement(critic: iql.Critic, obs: Tensor, act: Tensor, returns: np.n
         "q": diagnostics.agreement(q, returns).to_dict(),
         "v": diagnostics.agreement(v, returns).to_dict(),
         "q_mean": float(q.mean()),
+        "q_std": float(q.std()),
         "v_mean": float(v.mean()),
     }
 
@@ -94,16 +94,20 @@ def eval_steps(total: int, points: int) -> list[int]:
     return sorted({min(every * k, total) for k in range(1, points + 1)})
 
 
-def convergence(points: list[dict[str, Any]], return_std: float, tol: float) -> dict[str, Any]:
+def convergence(points: list[dict[str, Any]], tol: float) -> dict[str, Any]:
     """Whether the critic has converged: over the last interval between checks, the held-out mean
-    Q moved by at most ``tol`` times the spread (std) of the Monte Carlo returns it predicts.
+    Q moved by at most ``tol`` times its own scale, max(|mean Q|, std of Q over states).
 
-    A critic still climbing (the over-estimation that IQL's bootstrap can build up) fails this
-    however well it ranks states; one check alone cannot show convergence (``converged`` False).
+    The scale is the critic's, not the returns': a critic far below the returns and creeping
+    up (a learning rate small for the reward scale) is not converged, and neither is one still
+    climbing above them (the over-estimation IQL's bootstrap can build up), however well it ranks
+    states. One check alone cannot show convergence (``converged`` False).
     """
-    if len(points) < 2 or return_std <= 0:
+    if len(points) < 2:
         return {"drift": None, "converged": False, "tol": tol}
-    drift = abs(points[-1]["q_mean"] - points[-2]["q_mean"]) / return_std
+    last, prev = points[-1], points[-2]
+    scale = max(abs(last["q_mean"]), last["q_std"], 1e-12)
+    drift = abs(last["q_mean"] - prev["q_mean"]) / scale
     return {"drift": drift, "converged": bool(drift <= tol), "tol": tol}
 
 
@@ -159,7 +163,7 @@ def critic_accuracy(
         "return_std": float(returns.std()),
         "checks": checks,
         "final": checks[-1],
-        "convergence": convergence(checks, float(returns.std()), tol),
+        "convergence": convergence(checks, tol),
     }
 
 
@@ -194,7 +198,7 @@ def diagnose_policy(
     seed: int,
     t_grid: Sequence[float] = DEFAULT_T_GRID,
     k_states: int = 10,
-    state_rows: Tensor | None = None,
+    groups: tuple[Tensor, Tensor] | None = None,
 ) -> dict[str, Any]:
     """Support and extraction diagnostics of ONE policy at ``states`` (dataset rows, with their
     actions ``data_actions``); ``pool_*``: the dataset the nearest neighbours come from.
@@ -204,7 +208,8 @@ def diagnose_policy(
       action the behavior model finds typical has a ratio near 1.
     - ``nn_distance_policy``: mean distance from pi(s) to the nearest data action among the
       ``k_states`` nearest dataset states; ``nn_distance_data``: the same for the data's own action
-      with its own row left out (``state_rows``), the data's spacing; None without ``state_rows``.
+      among other episodes' rows (``groups``: the episode of each state and of each pool row), the
+      data's spacing; None without ``groups``.
     - ``terms``: the E6 gradient's two terms at pi(s), Q term beta grad_a Q and score term
       -w(t)(eps_psi - [eps]) with t, eps drawn as in training (``pc``): norms, cosine (method §3).
     - ``q``: Q(s, pi(s)) against Q(s, a_data) with the Q the policy ascends.
@@ -221,9 +226,15 @@ def diagnose_policy(
     nn_pi = diagnostics.nearest_action_distance(states, a_pi, pool_states, pool_actions, k_states)
     nn_data = (
         None
-        if state_rows is None
+        if groups is None
         else diagnostics.nearest_action_distance(
-            states, data_actions, pool_states, pool_actions, k_states, exclude_rows=state_rows
+            states,
+            data_actions,
+            pool_states,
+            pool_actions,
+            k_states,
+            query_groups=groups[0],
+            data_groups=groups[1],
         )
     )
     gen = torch.Generator().manual_seed(seed + 1)
@@ -265,56 +276,35 @@ def snapshot_paths(policy_dir: Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
-def bandit_score_record(
-    shape: str,
+@torch.no_grad()
+def score_at_policy(
+    policy: nn.Module,
+    behavior_model: Callable[[Tensor, Tensor, Tensor], Tensor],
+    exact_model: Callable[[Tensor, Tensor, Tensor], Tensor],
+    data: Transitions,
     seed: int,
-    cfg: RunConfig,
-    behavior_model: nn.Module,
-    work: Path,
-    n_data: int = 10_000,
     n_states: int = 1024,
     t_grid: Sequence[float] = DEFAULT_T_GRID,
-    progress: bool = False,
 ) -> dict[str, Any]:
-    """The learned score's error where the policy queries it, on an exact-score bandit.
+    """The learned score's error where the policy queries it, against where the data puts it.
 
-    The policy is extracted with the learned ``behavior_model`` (trained on
-    ``make_dataset(bandit, n_data, seed)``) and the exact Q (the bandit suite's ``learned_score``
-    extraction), checkpointed in ``work``. At a_t = alpha_t a + sigma_t eps for a = pi(s) and for
-    the data's actions a, the relative error ||eps_psi - eps*|| / ||eps*|| (equal to that of the score,
-    E5: both scale by -1/sigma_t) per t, with the same noise draws.
+    At a_t = alpha_t a + sigma_t eps for a = pi(s) and for the data's actions a (same states, same
+    eps), the relative error ||eps_psi - eps*|| / ||eps*|| per t, equal to the score's (E5: both
+    scale by -1 / sigma_t). ``exact_model``: the exact eps* (a bandit's mixture, method §2).
     """
-    task = f"bandit-{shape.removeprefix('bandit-')}"
-    bandit = bandit_tasks.get_bandit(task)
-    data = bandit_tasks.make_dataset(bandit, n_data, seed)
-    cpu = torch.device("cpu")
-    pi, _ = train_policy(
-        cfg, data, behavior_model, bandits.ExactCritic(bandit), Path(work), cpu, progress=progress
-    )
-    exact = bandits.ExactNoisePredictor(bandit)
-    d = data.to_tensors(cpu, torch.float32)
+    d = data.to_tensors(torch.device("cpu"), torch.float32)
     rows = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))[:n_states]
     states, a_data = d["obs"][rows], d["act"][rows]
-    with torch.no_grad():
-        a_pi = pi(states)
-    out: dict[str, list[float]] = {"rel_error_policy": [], "rel_error_data": []}
+    a_pi = policy(states)
+    out: dict[str, Any] = {"t_grid": list(t_grid), "rel_error_policy": [], "rel_error_data": []}
     for t in t_grid:
         tt = torch.full((len(rows),), float(t))
-        eps = torch.randn(a_pi.shape, generator=torch.Generator().manual_seed(stage_seed(seed, f"diag-{t}")))
+        eps = torch.randn(a_pi.shape, generator=torch.Generator().manual_seed(stage_seed(seed, f"score-{t}")))
         for key, a in (("rel_error_policy", a_pi), ("rel_error_data", a_data)):
             a_t = schedule.diffuse(a, tt, eps)
-            with torch.no_grad():
-                err = diagnostics.relative_error(behavior_model(a_t, states, tt), exact(a_t, states, tt))
+            err = diagnostics.relative_error(behavior_model(a_t, states, tt), exact_model(a_t, states, tt))
             out[key].append(float(err.mean()))
-    return {
-        "task": task,
-        "seed": seed,
-        "t_grid": list(t_grid),
-        **out,
-        "policy_action": a_pi.mean(0).tolist(),
-        # One state: the nearest data action is the nearest of all of them.
-        "nn_distance_policy": float(torch.cdist(a_pi, d["act"]).min(dim=1).values.mean()),
-    }
+    return out
 
 
 def task_record(
@@ -369,11 +359,12 @@ def task_record(
     pick = torch.randperm(len(data), generator=torch.Generator().manual_seed(stage_seed(seed, "diagnose")))
     pick = pick[: min(n_states, len(data))].to(device)
     states, a_data = d["obs"][pick], d["act"][pick]
+    episodes = torch.as_tensor(episode_ids(data), device=device)
 
     def one(policy: nn.Module, pc: PolicyConfig) -> dict[str, Any]:
         return diagnose_policy(
             policy, behavior_model, critic.target_q_mean, states, a_data, d["obs"], d["act"], pc,
-            stage_seed(seed, "diagnose-noise"), t_grid, k_states, pick,
+            stage_seed(seed, "diagnose-noise"), t_grid, k_states, (episodes[pick], episodes),
         )  # fmt: skip
 
     policies = {}

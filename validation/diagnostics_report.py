@@ -20,10 +20,12 @@ from srpo_bench.eval import stats
 SPEARMAN_GOOD, SPEARMAN_POOR = 0.8, 0.5
 # |bias| / std of the returns below which a critic counts as unbiased.
 BIAS_SMALL = 0.1
-# Denoising error at pi(s) over that at the data's action (mid t): up to TYPICAL the behavior model finds
-# the policy's actions as typical as the data's; above OFF_SUPPORT it finds them off the data.
+# Denoising error at pi(s) over that at the data's action (lowest t of the grid): up to TYPICAL the
+# behavior model finds the policy's actions as typical as the data's; above OFF_SUPPORT, off the data.
 RATIO_TYPICAL, RATIO_OFF_SUPPORT = 1.5, 3.0
-# Distance to the nearest data action over the data's own spacing: above FAR the policy leaves the data.
+# Distance to the nearest data action over the data's own spacing: above FAR, the paragraph says that the
+# data's actions vary little between episodes (a near-deterministic behavior policy makes the spacing tiny,
+# so a ratio alone does not say the policy left the data; the denoising ratio does).
 DISTANCE_FAR = 2.0
 
 
@@ -36,16 +38,18 @@ def _estimate(values: Sequence[float | None], confidence: float) -> dict[str, An
     return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in d.items()}
 
 
-def _mid(t_grid: Sequence[float]) -> int:
-    return int(np.argmin(np.abs(np.asarray(t_grid) - 0.5)))
+def _low(t_grid: Sequence[float]) -> int:
+    """The smallest t of the grid: the least noise, where the model tells one action from another
+    (at t ~ 0.5 the noise swamps the action and any action looks typical)."""
+    return int(np.argmin(np.asarray(t_grid)))
 
 
 def policy_scalars(d: dict[str, Any]) -> dict[str, float | None]:
     """The scalars of one :func:`.diagnose.diagnose_policy` result that the report shows."""
-    m = _mid(d["t_grid"])
+    m = _low(d["t_grid"])
     spacing = d["nn_distance_data"]
     return {
-        "denoise_ratio_mid": d["denoise_ratio"][m],
+        "denoise_ratio_low": d["denoise_ratio"][m],
         "nn_distance_policy": d["nn_distance_policy"],
         "nn_distance_data": spacing,
         "distance_ratio": None if not spacing else d["nn_distance_policy"] / spacing,
@@ -133,7 +137,6 @@ def summarize(
                 _estimate([r["rel_error_policy"][i] for r in rs], confidence) for i in range(m)
             ],
             "rel_error_data": [_estimate([r["rel_error_data"][i] for r in rs], confidence) for i in range(m)],
-            "nn_distance_policy": _estimate([r["nn_distance_policy"] for r in rs], confidence),
         }
     return out
 
@@ -179,22 +182,23 @@ def paragraph(task: str, cell: dict[str, Any], variant: str) -> str:
     pol = cell["policies"].get(variant)
     if pol is not None:
         f = pol["final"]
-        ratio, dist = _v(f["denoise_ratio_mid"]), _v(f["distance_ratio"])
+        ratio, dist = _v(f["denoise_ratio_low"]), _v(f["distance_ratio"])
         if ratio <= RATIO_TYPICAL:
             sup = "as typical for the behavior model as the data's own actions"
         elif ratio <= RATIO_OFF_SUPPORT:
             sup = "less typical for the behavior model than the data's actions"
         else:
             sup = "off the data for the behavior model"
-        dist_txt = (
+        d_pi, d_data = _v(f["nn_distance_policy"]), _v(f["nn_distance_data"])
+        dist_txt = f"; π(s) lies {d_pi:.3g} from the nearest data action at similar states" + (
             ""
             if math.isnan(dist)
-            else f", and lie {dist:.1f}× as far from the nearest data action at similar states as the data's "
-            f"actions lie from each other{' (off the data)' if dist > DISTANCE_FAR else ''}"
+            else f", {dist:.1f}× the distance between different episodes' actions there ({d_data:.3g}"
+            + ("; the data's actions vary little between episodes)" if dist > DISTANCE_FAR else ")")
         )
         parts.append(
             f"`{variant}`'s actions are {sup} (denoising error {ratio:.2f}× the data's at t = "
-            f"{cell['t_grid'][_mid(cell['t_grid'])]}){dist_txt}."
+            f"{cell['t_grid'][_low(cell['t_grid'])]}){dist_txt}."
         )
         qn, sn, cos = _v(f["q_term_norm"]), _v(f["score_term_norm"]), _v(f["cosine"])
         if qn > 2 * sn:
@@ -203,15 +207,14 @@ def paragraph(task: str, cell: dict[str, Any], variant: str) -> str:
             dom = "the score term dominates the E6 gradient"
         else:
             dom = "the Q and score terms of the E6 gradient are of one size"
+        if cos > 0.2:
+            way = "point the same way: the behavior model pulls where the critic pushes"
+        elif cos < -0.2:
+            way = "oppose each other: the score holds the policy back from where the critic pushes it"
+        else:
+            way = "are nearly orthogonal: the score does not act against the critic's push, nor with it"
         parts.append(
-            f"At the final policy {dom} (norms {qn:.3g} vs {sn:.3g}) and they "
-            + ("agree" if cos > 0.2 else "oppose each other" if cos < -0.2 else "are nearly orthogonal")
-            + f" (cosine {cos:+.2f}), so the policy "
-            + (
-                "has settled where the two balance."
-                if cos < -0.2
-                else "is still pushed away from where it is."
-            )
+            f"At the final policy {dom} (norms {qn:.3g} vs {sn:.3g}); they {way} (cosine {cos:+.2f})."
         )
         adv, better = _v(f["advantage"]), _v(f["better_fraction"])
         parts.append(
@@ -235,11 +238,13 @@ def markdown(summary: dict[str, Any], variant: str) -> list[str]:
         "**Critic**: a critic trained with the run's critic config on the training episodes (the "
         "score-accuracy split), against the discounted Monte Carlo return of the held-out episodes' own "
         "actions (rows whose return is complete); Q is the mean of the target heads; bias in return std. "
-        "*Converged*: the share of runs whose held-out mean Q moved by at most the tolerance × the returns' "
-        "std over the last interval between checks. *Run critic*: the run's own critic on all its data "
-        "(in-sample). **Support**: the behavior model's denoising error (E4) at π(s) over that at the "
-        "data's action, paired noise, at mid t; distance from π(s) to the nearest data action among the "
-        "10 nearest dataset states, over the data's own spacing (its row left out). **Extraction**: the E6 "
+        "*Converged*: the share of runs whose held-out mean Q moved by at most the tolerance × its own "
+        "scale, max(|mean Q|, std of Q), over the last interval between checks. *Run critic*: the run's own "
+        "critic on all its data (in-sample). **Support**: the behavior model's denoising error (E4) at π(s) "
+        "over that at the data's action, paired noise, at the lowest t of the grid; distance from π(s) to "
+        "the nearest data action among the nearest dataset states, over the data's own spacing (the same "
+        "for each data action among other episodes' rows: ≤ 1 is as close as another episode's action). "
+        "**Extraction**: the E6 "
         "gradient's Q term β∇Q and score term −w(t)(ε_ψ − [ε]) at π(s), t and ε drawn as in training; "
         "Q(s, π(s)) − Q(s, a_data) by the run's critic.",
         "",
@@ -262,7 +267,7 @@ def markdown(summary: dict[str, Any], variant: str) -> list[str]:
         for name, pol in c["policies"].items():
             f = pol["final"]
             L.append(
-                f"| {task} | {name} | {_f(f['denoise_ratio_mid'])} | {_f(f['distance_ratio'])} | "
+                f"| {task} | {name} | {_f(f['denoise_ratio_low'])} | {_f(f['distance_ratio'])} | "
                 f"{_f(f['q_term_norm'], 3)} | {_f(f['score_term_norm'], 3)} | {_f(f['cosine'])} | "
                 f"{_f(f['advantage'], 3)} | {_f(f['better_fraction'])} |"
             )
@@ -281,7 +286,7 @@ def markdown(summary: dict[str, Any], variant: str) -> list[str]:
             "|---|---|---|---|---|---|---|",
         ]
         L += [
-            f"| {t} | {n} | {s['step']} | {_f(s['denoise_ratio_mid'])} | {_f(s['distance_ratio'])} | "
+            f"| {t} | {n} | {s['step']} | {_f(s['denoise_ratio_low'])} | {_f(s['distance_ratio'])} | "
             f"{_f(s['cosine'])} | {_f(s['advantage'], 3)} |"
             for t, n, s in snap
         ]
@@ -290,7 +295,7 @@ def markdown(summary: dict[str, Any], variant: str) -> list[str]:
             "",
             "Score at the policy's actions on the exact-score bandits: relative error ‖ε_ψ − ε*‖/‖ε*‖ of the "
             "learned score at α_t π(s) + σ_t ε against at α_t a_data + σ_t ε (same ε), per t; the policy is "
-            "extracted with the learned score and the exact Q.",
+            "the bandit ablation's reference policy, extracted with the learned score and the exact Q.",
             "",
             "| bandit | t | error at π(s) | error at data | runs |",
             "|---|---|---|---|---|",

@@ -59,11 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("bandit-ablation", "SRPO focus variants on the bandits against their exact-surrogate optima")
     add(
         "diagnose",
-        "critic accuracy on held-out episodes, policy support and extraction of one run",
+        "critic accuracy on held-out episodes, policy support and extraction of a task's runs",
         "task",
-        "seed",
     )
-    add("diagnose-bandits", "the learned score's error at the policy's actions on the bandits (exact score)")
     add("report", "statistics, tables and figures over every run -> report.md")
     add("check", "validate a params file and say what it describes, in seconds; runs nothing")
     return parser
@@ -98,7 +96,6 @@ def main(argv: list[str] | None = None) -> int:
             "gradvar-dataset": steps.step_gradvar_dataset,
             "bandit-ablation": steps.step_bandit_ablation,
             "diagnose": steps.step_diagnose,
-            "diagnose-bandits": steps.step_diagnose_bandits,
             "report": steps.step_report,
         }[args.step](p, **kwargs)
     except (ValueError, FileNotFoundError) as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import time
@@ -12,8 +13,8 @@ import torch
 from srpo import artifacts
 from srpo.config import make_config
 from srpo.fast import seed_batch
-from srpo.train import load_finished, train_behavior
-from srpo_bench.eval import bandit_tasks, baselines
+from srpo.train import load_finished
+from srpo_bench.eval import baselines
 from srpo_bench.eval.checkpoints import load_policy
 from srpo_bench.eval.datasets import GENERATED, check_task_dims, load_dataset
 from srpo_bench.eval.generate import finished_cards, generate_env
@@ -323,68 +324,55 @@ def _diagnostics(p: PipelineParams):
     return p.validation.diagnostics
 
 
-def step_diagnose(p: PipelineParams, task: str, seed: int) -> None:
-    """Diagnostics of one run: held-out critic accuracy, and each trained policy's support and extraction.
+def step_diagnose(p: PipelineParams, task: str) -> None:
+    """Diagnostics of every run of ``task``: held-out critic accuracy, each trained policy's support and
+    extraction; one JSON per seed.
 
+    One process for all seeds (the start-up costs more than a seed's diagnostics at small budgets).
     Every variant of the task whose policy is a network (SRPO and its ablations, BC, IQL-AWR; not the
     diffusion-selection baseline, which has no policy of its own) is diagnosed at its final step and
     at each snapshot its policy stage left in ``<seed dir>/snapshots``.
     """
     dg = _diagnostics(p)
-    if task not in p.tasks or seed not in p.seeds:
-        raise ValueError(f"{task} seed {seed} is not a run of {p.source} (tasks {p.tasks}, seeds {p.seeds})")
-    cfg = p.run_config(task, seed)
-    if dg.critic_steps is not None:
-        cfg = make_config(
-            task, p.train.profile, seed, {**p.overrides(), "critic.steps": str(dg.critic_steps)}
+    if task not in p.tasks:
+        raise ValueError(f"{task} is not a task of {p.source} (tasks {', '.join(p.tasks)})")
+    data = dataset(p, task).transitions
+    out = p.validation_dir / "diagnostics" / task
+    for stale in out.glob("seed*.json"):  # seeds no longer in the params
+        if stale.stem.removeprefix("seed") not in {str(s) for s in p.seeds}:
+            stale.unlink()
+    for seed in p.seeds:
+        cfg = p.run_config(task, seed)
+        if dg.critic_steps is not None:
+            cfg = dataclasses.replace(cfg, critic=dataclasses.replace(cfg.critic, steps=dg.critic_steps))
+        variants = {
+            v: (p.run_config(task, seed, v), p.variant_path(task, seed, v))
+            for v in p.variants_of(task)
+            if p.variant_spec(v).method != "diffusion"
+        }
+        record = diag.task_record(
+            task,
+            seed,
+            data,
+            cfg,
+            variants,
+            p.upstream(task, seed),
+            validation_scratch(p, "diagnostics", task, f"seed{seed}"),
+            dg.heldout_fraction,
+            dg.critic_points,
+            dg.convergence_tol,
+            dg.n_states,
+            dg.k_states,
+            tuple(dg.t_grid),
+            device=p.device,
         )
-    variants = {
-        v: (p.run_config(task, seed, v), p.variant_path(task, seed, v))
-        for v in p.variants_of(task)
-        if p.variant_spec(v).method != "diffusion"
-    }
-    record = diag.task_record(
-        task,
-        seed,
-        dataset(p, task).transitions,
-        cfg,
-        variants,
-        p.upstream(task, seed),
-        validation_scratch(p, "diagnostics", task, f"seed{seed}"),
-        dg.heldout_fraction,
-        dg.critic_points,
-        dg.convergence_tol,
-        dg.n_states,
-        dg.k_states,
-        tuple(dg.t_grid),
-        device=p.device,
-    )
-    artifacts.write_json(p.validation_dir / "diagnostics" / task / f"seed{seed}.json", record)
-    h = record["critic_heldout"]
-    print(
-        f"{task} seed {seed}: held-out critic Q Spearman {h['final']['q']['spearman']:.2f}, "
-        f"converged {h['convergence']['converged']}",
-        flush=True,
-    )
-
-
-def step_diagnose_bandits(p: PipelineParams) -> None:
-    """The learned score's error at the policy's actions against at the data's, on the bandits."""
-    dg = _diagnostics(p)
-    records = []
-    for shape in dg.bandits:
-        for seed in p.seeds:
-            cfg = bandit_config(p, shape, seed)
-            work = validation_scratch(p, "diagnostics", shape, f"seed{seed}")
-            data = bandit_tasks.make_dataset(bandit_tasks.get_bandit(f"bandit-{shape}"), 10_000, seed)
-            model, _ = train_behavior(cfg, data, work, torch.device("cpu"), progress=sys.stderr.isatty())
-            records.append(
-                diag.bandit_score_record(
-                    shape, seed, cfg, model, work, n_states=dg.n_states, t_grid=tuple(dg.t_grid)
-                )
-            )
-            print(f"diagnostics, bandit {shape} seed {seed}: done", flush=True)
-    artifacts.write_json(p.validation_dir / "diagnostics" / "bandits.json", {"records": records})
+        artifacts.write_json(out / f"seed{seed}.json", record)
+        h = record["critic_heldout"]
+        print(
+            f"{task} seed {seed}: held-out critic Q Spearman {h['final']['q']['spearman']:.2f}, "
+            f"converged {h['convergence']['converged']}",
+            flush=True,
+        )
 
 
 def step_report(p: PipelineParams) -> None:
