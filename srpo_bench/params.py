@@ -138,6 +138,41 @@ class BanditAblationParams:
 
 
 @dataclass(frozen=True)
+class DiagnosticsParams:
+    """The diagnostics of every run (validation/diagnose.py): critic accuracy on held-out episodes,
+    policy support and extraction. (The score at the policy's actions on the bandits is measured in
+    the bandit ablation stage, on the policies it trains.)
+
+    The held-out critic costs one critic training per (task, seed): ``critic_steps`` null trains it for
+    the run's own critic budget, so that its convergence speaks for the run's critic.
+    """
+
+    heldout_fraction: float  # episodes held out (the score-accuracy split's seed)
+    critic_steps: int | None  # the held-out critic's steps; null: the run's critic.steps
+    critic_points: int  # checks of the held-out critic, evenly spaced over its training
+    convergence_tol: float  # converged: last interval's change of mean Q <= tol x the returns' std
+    n_states: int  # dataset states at which each policy is diagnosed
+    k_states: int  # nearest dataset states whose actions the policy's action is compared with
+    t_grid: list[float]  # diffusion times of the per-t measures
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.heldout_fraction < 1.0:
+            raise ValueError(
+                f"validation.diagnostics.heldout_fraction must be in (0, 1), got {self.heldout_fraction}"
+            )
+        if self.critic_steps is not None and self.critic_steps < 1:
+            raise ValueError("validation.diagnostics.critic_steps must be >= 1, or null for the run's budget")
+        if self.critic_points < 2:
+            raise ValueError(
+                "validation.diagnostics.critic_points must be >= 2 (convergence compares two checks)"
+            )
+        if self.n_states < 2 or self.k_states < 1:
+            raise ValueError("validation.diagnostics needs n_states >= 2 and k_states >= 1")
+        if not self.t_grid or not all(0.0 < t < 1.0 for t in self.t_grid):
+            raise ValueError(f"validation.diagnostics.t_grid must be times in (0, 1), got {self.t_grid}")
+
+
+@dataclass(frozen=True)
 class ValidationParams:
     """The method §9 checks: score accuracy, gradient variance, bandit ablation."""
 
@@ -149,6 +184,7 @@ class ValidationParams:
     score_accuracy: ScoreAccuracyParams
     gradient_variance: GradientVarianceParams
     bandit_ablation: BanditAblationParams
+    diagnostics: DiagnosticsParams
 
     def __post_init__(self) -> None:
         unknown = [b for b in [*self.bandits, *self.bandit_ablation.bandits] if b not in BANDITS]

@@ -38,7 +38,11 @@ from srpo_bench.eval.datasets import generated_dataset_id  # noqa: E402
 from srpo_bench.eval.provenance import code_version, machine_info  # noqa: E402
 from srpo_bench.eval.references import PAPER_TABLE1  # noqa: E402
 from srpo_bench.params import PipelineParams  # noqa: E402
-from srpo_bench.validation import gradient_variance as gv, score_accuracy as sa  # noqa: E402
+from srpo_bench.validation import (  # noqa: E402
+    diagnostics_report as dr,
+    gradient_variance as gv,
+    score_accuracy as sa,
+)
 from srpo_bench.validation.bandit_suite import ablation_markdown, ablation_summary  # noqa: E402
 
 # Training curves shown per stage: (stage, metric in the stage's history, label).
@@ -356,6 +360,9 @@ def write_report(p: PipelineParams) -> Path:
     validation = validation_study(p, out / "figures", conf, min(reps, 2000), seed) if p.validation else None
     eval_curves = collect_evaluation_curves(p)
     flatness = curve_flatness(p, eval_curves) if len(eval_curves) else []
+    diagnostics = diagnostics_study(p, conf) if p.validation else None
+    if validation is not None and diagnostics is not None:
+        validation["lines"] += diagnostics["lines"]
 
     figs = out / "figures"
     plot_learning_curves(curves, figs / "learning_curves.png", conf)
@@ -387,6 +394,7 @@ def write_report(p: PipelineParams) -> Path:
         "latency_vs_score": latency.to_dict("records"),
         "validation": None if validation is None else validation["summaries"],
         "evaluation_curves": flatness,
+        "diagnostics": None if diagnostics is None else diagnostics["summary"],
         "skipped": scores[scores["skipped"].notna()][["task", "seed", "variant", "skipped"]].to_dict(
             "records"
         ),
@@ -588,6 +596,20 @@ def _environments(scores: pd.DataFrame) -> dict[str, str]:
         pairs = sorted({(str(e), str(r)) for e, r in zip(d["env_id"], d["env_version_reason"])})
         out[task] = "; ".join(f"{e} ({r})" for e, r in pairs)
     return out
+
+
+def diagnostics_study(p: PipelineParams, conf: float) -> dict:
+    """The Diagnostics section: every run's diagnose record and the bandits', summarized over seeds."""
+    vdir = p.validation_dir / "diagnostics"
+    records = [_read_json(vdir / t / f"seed{s}.json") for t in p.tasks for s in p.seeds]
+    # The score at the policy's actions: the bandit ablation's learned-score policy of the reference variant.
+    ref = p.report.reference_variant
+    bandit_records = [
+        {"task": r["task"], "seed": r["seed"], **r["variants"][ref]["score_at_policy"]}
+        for r in _read_json(p.validation_dir / "bandit_ablation.json")["records"]
+    ]
+    summary = dr.summarize(records, bandit_records, conf)
+    return {"summary": summary, "lines": dr.markdown(summary, p.report.reference_variant)}
 
 
 def render_markdown(

@@ -96,6 +96,7 @@ TEST_SIZES = {
         "bandit_overrides": {"behavior.steps": 60, "policy.steps": 60},
         "score_accuracy": {"n_train": 1000, "n_heldout": 256, "draws_per_bin": 500},
         "gradient_variance": {"n_samples": 128, "bootstrap_reps": 50},
+        "diagnostics": {"critic_points": 2, "n_states": 128},
     },
     # The evaluation curve at two snapshots (policy steps 30 and 60) of one episode each.
     "evaluation": {"episodes": 2, "num_envs": 2, "every": 30, "curve_episodes": 1},
@@ -131,6 +132,7 @@ def test_smoke_pipeline_writes_the_report_with_every_table_and_figure(smoke_repo
         "focus_policy@hopper-medium-srpo-baseline",
         "focus_evaluate@hopper-medium-0-t-fixed-0p3",
         "evaluate@hopper-medium-0-srpo",
+        "diagnose@hopper-medium",
         "report",
     } <= _ran(out)
     rep = repo / "reports/smoke"
@@ -145,6 +147,8 @@ def test_smoke_pipeline_writes_the_report_with_every_table_and_figure(smoke_repo
         "## Action-selection latency vs score",
         "## Datasets",
         "## Run metadata",
+        "## Diagnostics: critic, support, extraction",
+        "**hopper-medium.** Critic (80 steps, held-out episodes)",
         "paper SRPO (D4RL)",
         "not** comparable",
     ):
@@ -183,6 +187,18 @@ def test_smoke_pipeline_writes_the_report_with_every_table_and_figure(smoke_repo
         (repo / "runs/smoke/hopper-medium/evaluation/diffusion-n32-k5/seed0.json").read_text()
     )
     assert diffusion["curve"] == []  # it trains nothing, so it has no snapshots
+    diag = metrics["diagnostics"]["tasks"]["hopper-medium"]
+    assert diag["n_runs"] == 2 and set(diag["policies"]) == {
+        "srpo",
+        "bc",
+        "iql-awr",
+        "srpo-baseline",
+        "t-fixed-0p3",
+    }
+    assert [c["step"] for c in diag["critic_over_training"]] == [40, 80]
+    assert (
+        diag["critic"]["q_spearman"]["kind"] == "range" and metrics["diagnostics"]["bandits"]["bandit-ring8"]
+    )
     shown = _dvc(repo, "metrics", "show", "--json")
     assert "reports/smoke/metrics.json" in shown
 

@@ -26,6 +26,7 @@ from srpo.train import train, train_behavior, train_policy
 from srpo_bench.eval import bandit_tasks
 from srpo_bench.eval.stats import Estimate, task_estimate
 from srpo_bench.validation import bandits
+from srpo_bench.validation.diagnose import score_at_policy
 
 
 def run_shape(
@@ -141,7 +142,9 @@ def ablation_record(
     policy options). Per variant two policies are extracted with exact Q: with the exact
     score eps* (only the optimizer's and E6's sampling noise remain) and with the learned
     eps_psi. Distances are to the maximizer of the variant's own surrogate J, and to the
-    maximizer of ``base``'s J (how far the variant moves the solution).
+    maximizer of ``base``'s J (how far the variant moves the solution). ``score_at_policy``: the
+    learned score's error at the learned-score policy's actions against at the data's
+    (:func:`.diagnose.score_at_policy`).
     """
     task = f"bandit-{shape}"
     bandit = bandit_tasks.get_bandit(task)
@@ -149,6 +152,7 @@ def ablation_record(
     cpu = torch.device("cpu")
     learned, _ = train_behavior(base, data, work, cpu, progress=progress)
     base_opt = bandits.surrogate_optimum(bandit, base.policy)
+    model_exact = bandits.ExactNoisePredictor(bandit)
     rows = {}
     for name, cfg in variants.items():
         if cfg.task != task or cfg.seed != seed:
@@ -160,11 +164,13 @@ def ablation_record(
             "optimum_action": optimum.action.tolist(),
             "optimum_shift": float(torch.linalg.norm(optimum.action - base_opt.action)),
         }
-        for kind, model in (("exact", bandits.ExactNoisePredictor(bandit)), ("learned_score", learned)):
+        for kind, model in (("exact", model_exact), ("learned_score", learned)):
             pi, _ = train_policy(
                 cfg, data, model, bandits.ExactCritic(bandit), work / name / kind, cpu, progress=progress
             )
             report = bandits.policy_report(bandit, pi, cfg.policy, optimum)
+            if kind == "learned_score":  # the learned score where this policy queries it (diagnostics)
+                row["score_at_policy"] = score_at_policy(pi, learned, model_exact, data, seed)
             row[kind] = {
                 "distance_to_optimum": report["distance_to_optimum"],
                 "distance_to_base_optimum": float(

@@ -100,24 +100,46 @@ def nearest_action_distance(
     data_actions: Tensor,
     k_states: int = 10,
     chunk: int = 1024,
+    query_groups: Tensor | None = None,
+    data_groups: Tensor | None = None,
 ) -> Tensor:
     """Per query: the Euclidean distance from its action to the nearest action among the ``k_states``
     dataset rows whose states are nearest to its state (states standardized by the dataset's std).
 
     A policy that returns exactly the dataset's action at the dataset's states scores 0.
+    With ``query_groups`` and ``data_groups`` (a group id per query and per dataset row, e.g.
+    episodes), a query's candidates exclude the rows of its own group: for the data's own rows
+    grouped by episode, that is the spacing between different episodes' actions at similar
+    states (consecutive steps of one episode are near copies), the scale a policy's distance
+    is read against.
     """
     if query_states.shape[0] != query_actions.shape[0] or data_states.shape[0] != data_actions.shape[0]:
         raise ValueError("states and actions must have the same number of rows")
+    grouped = query_groups is not None or data_groups is not None
+    if grouped and (
+        query_groups is None
+        or data_groups is None
+        or query_groups.shape != (query_states.shape[0],)
+        or data_groups.shape != (data_states.shape[0],)
+    ):
+        raise ValueError("query_groups and data_groups need one group id per query and per dataset row")
     k = min(k_states, data_states.shape[0])
     scale = data_states.std(0).clamp_min(1e-6)
     ds = data_states / scale
     out = []
     for i in range(0, query_states.shape[0], chunk):
         qs = query_states[i : i + chunk] / scale
-        idx = torch.cdist(qs, ds).topk(k, largest=False).indices  # (q, k) nearest dataset states
-        cand = data_actions[idx]  # (q, k, action_dim)
-        out.append((cand - query_actions[i : i + chunk, None, :]).norm(dim=-1).min(dim=-1).values)
-    return torch.cat(out)
+        dist = torch.cdist(qs, ds)
+        if grouped:
+            dist = dist.masked_fill(query_groups[i : i + chunk, None] == data_groups[None, :], torch.inf)
+        near = dist.topk(k, largest=False)  # (q, k) nearest dataset states
+        cand = data_actions[near.indices]  # (q, k, action_dim)
+        gap = (cand - query_actions[i : i + chunk, None, :]).norm(dim=-1)
+        out.append(gap.masked_fill(near.values.isinf(), torch.inf).min(dim=-1).values)
+    result = torch.cat(out)
+    if grouped and torch.isinf(result).any():
+        raise ValueError("a query's group holds every dataset row: nothing outside it to compare with")
+    return result
 
 
 @dataclass(frozen=True)

@@ -57,6 +57,11 @@ def build_parser() -> argparse.ArgumentParser:
         "seed",
     )
     add("bandit-ablation", "SRPO focus variants on the bandits against their exact-surrogate optima")
+    add(
+        "diagnose",
+        "critic accuracy on held-out episodes, policy support and extraction of a task's runs",
+        "task",
+    )
     add("report", "statistics, tables and figures over every run -> report.md")
     add("check", "validate a params file and say what it describes, in seconds; runs nothing")
     return parser
@@ -90,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
             "gradvar-bandits": steps.step_gradvar_bandits,
             "gradvar-dataset": steps.step_gradvar_dataset,
             "bandit-ablation": steps.step_bandit_ablation,
+            "diagnose": steps.step_diagnose,
             "report": steps.step_report,
         }[args.step](p, **kwargs)
     except (ValueError, FileNotFoundError) as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import time
@@ -30,7 +31,7 @@ from srpo_bench.pipeline.caching import (
     write_stage_metrics,
 )
 from srpo_bench.report import write_report
-from srpo_bench.validation import gradient_variance as gv, score_accuracy as sa
+from srpo_bench.validation import diagnose as diag, gradient_variance as gv, score_accuracy as sa
 from srpo_bench.validation.bandit_suite import ablation_record
 
 
@@ -362,6 +363,63 @@ def step_bandit_ablation(p: PipelineParams) -> None:
             )
             print(f"bandit ablation {shape} seed {seed}: done", flush=True)
     artifacts.write_json(p.validation_dir / "bandit_ablation.json", {"reference": ref, "records": records})
+
+
+def _diagnostics(p: PipelineParams):
+    if p.validation is None:
+        raise ValueError(f"{p.source} has no validation section; the diagnostics read validation.diagnostics")
+    return p.validation.diagnostics
+
+
+def step_diagnose(p: PipelineParams, task: str) -> None:
+    """Diagnostics of every run of ``task``: held-out critic accuracy, each trained policy's support and
+    extraction; one JSON per seed.
+
+    One process for all seeds (the start-up costs more than a seed's diagnostics at small budgets).
+    Every variant of the task whose policy is a network (SRPO and its ablations, BC, IQL-AWR; not the
+    diffusion-selection baseline, which has no policy of its own) is diagnosed at its final step and
+    at each snapshot its policy stage left in ``<seed dir>/snapshots``.
+    """
+    dg = _diagnostics(p)
+    if task not in p.tasks:
+        raise ValueError(f"{task} is not a task of {p.source} (tasks {', '.join(p.tasks)})")
+    data = dataset(p, task).transitions
+    out = p.validation_dir / "diagnostics" / task
+    for stale in out.glob("seed*.json"):  # seeds no longer in the params
+        if stale.stem.removeprefix("seed") not in {str(s) for s in p.seeds}:
+            stale.unlink()
+    for seed in p.seeds:
+        cfg = p.run_config(task, seed)
+        if dg.critic_steps is not None:
+            cfg = dataclasses.replace(cfg, critic=dataclasses.replace(cfg.critic, steps=dg.critic_steps))
+        variants = {
+            v: (p.run_config(task, seed, v), p.variant_path(task, seed, v))
+            for v in p.variants_of(task)
+            if p.variant_spec(v).method != "diffusion"
+        }
+        record = diag.task_record(
+            task,
+            seed,
+            data,
+            cfg,
+            variants,
+            p.upstream(task, seed),
+            validation_scratch(p, "diagnostics", task, f"seed{seed}"),
+            dg.heldout_fraction,
+            dg.critic_points,
+            dg.convergence_tol,
+            dg.n_states,
+            dg.k_states,
+            tuple(dg.t_grid),
+            device=p.device,
+        )
+        artifacts.write_json(out / f"seed{seed}.json", record)
+        h = record["critic_heldout"]
+        print(
+            f"{task} seed {seed}: held-out critic Q Spearman {h['final']['q']['spearman']:.2f}, "
+            f"converged {h['convergence']['converged']}",
+            flush=True,
+        )
 
 
 def step_report(p: PipelineParams) -> None:
