@@ -1,6 +1,7 @@
 """Gradient variance of E6 (validation/gradient_variance.py): exactness of the per-sample
 gradients, the statistics on known distributions, and the measurement of a real run."""
 
+import copy
 import json
 import math
 
@@ -326,6 +327,14 @@ def test_measure_bandit_summary_figure_and_report(tmp_path):
                         assert all(math.isfinite(e[k]) for k in ("value", "low", "high")), (w, side, q, e)
     one = gv.summarize(recs[:1])
     two = gv.summarize(recs)
+    # Records read back from JSON carry null for a NaN noise floor: the summary takes them.
+    nulled = copy.deepcopy(recs)
+    for rec in nulled:
+        for ck in rec["checkpoints"]:
+            for res in ck["weightings"].values():
+                res["compare"]["noise_floor"] = None
+    floors = gv.summarize(nulled)["targets"]["bandit-ring8"]["checkpoints"][0]["baseline"]
+    assert all(math.isnan(b["noise_floor"]) for b in floors.values())
     e1 = one["targets"]["bandit-ring8"]["checkpoints"][1]["settings"]["sigma2"]["on"]["total_variance"]
     e2 = two["targets"]["bandit-ring8"]["checkpoints"][1]["settings"]["sigma2"]["on"]["total_variance"]
     assert e1["ci_over"] == "samples" and e1["n_seeds"] == 1 and e1["n_samples"] == 96

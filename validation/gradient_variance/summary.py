@@ -41,6 +41,13 @@ def _across(values: list[dict[str, float]], confidence: float, seed: int) -> dic
     }
 
 
+def _median_finite(values: list[float | None]) -> float:
+    """The median of the finite values (JSON writes NaN as null: read back as None); NaN if none."""
+    x = np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+    x = x[np.isfinite(x)]
+    return float(np.median(x)) if x.size else float("nan")
+
+
 def summarize(
     records: Sequence[dict[str, Any]], confidence: float | None = None, seed: int = 0
 ) -> dict[str, Any]:
@@ -88,7 +95,7 @@ def summarize(
                     "variance_ratio": _across([c["variance_ratio"] for c in comps], confidence, seed),
                     "relative_mean_diff": _across([c["relative_mean_diff"] for c in comps], confidence, seed),
                     # the median over seeds: a scale for reading relative_mean_diff, not an estimate
-                    "noise_floor": float(np.nanmedian([c.get("noise_floor", np.nan) for c in comps])),
+                    "noise_floor": _median_finite([c.get("noise_floor") for c in comps]),
                     "p_value": p,
                     "p_values": ps,
                     "agree": bool(p >= 1 - confidence),
