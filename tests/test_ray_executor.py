@@ -118,3 +118,128 @@ def test_a_failing_stage_is_retried_a_bounded_number_of_times_and_reported(
     assert "after: not run: upstream bad not recorded" in out, out
     lock = yaml.safe_load((root / "dvc.lock").read_text())["stages"]
     assert set(lock) == {"good"}  # nothing half-done is recorded
+
+
+# --- The smoke pipeline at test sizes: Ray with 2 workers against a sequential `dvc repro` (slow). ---
+
+SMOKE = "pipelines/smoke/dvc.yaml"
+TIMING_KEYS = {"elapsed_s", "wall_s", "action_latency", "seconds"}  # wall-clock records: differ run to run
+
+
+def _digest(obj) -> object:
+    """Every tensor as (dtype, shape, sha256 of its bytes), every other value as is, timings dropped."""
+    import hashlib
+
+    import torch
+
+    if isinstance(obj, torch.Tensor):
+        t = obj.detach().cpu().contiguous()
+        return (
+            str(t.dtype),
+            tuple(t.shape),
+            hashlib.sha256(t.view(torch.uint8).numpy().tobytes()).hexdigest(),
+        )
+    if isinstance(obj, dict):
+        return {k: _digest(v) for k, v in obj.items() if k not in TIMING_KEYS}
+    if isinstance(obj, (list, tuple)):
+        return [_digest(v) for v in obj]
+    return obj
+
+
+def _results(run_dir: Path) -> dict[str, object]:
+    """Checkpoints (every tensor hashed) and evaluation scores under a run directory."""
+    import json
+
+    from srpo import artifacts
+
+    out: dict[str, object] = {}
+    for f in sorted(run_dir.rglob("*.pt")):
+        out[str(f.relative_to(run_dir))] = _digest(artifacts.load_torch(f))
+    for f in sorted(run_dir.rglob("evaluation/*/seed*.json")):
+        out[str(f.relative_to(run_dir))] = _digest(json.loads(f.read_text()))
+    return out
+
+
+@pytest.fixture(scope="module")
+def smoke_runs(tmp_path_factory, local_ray):
+    from tests.test_pipeline import _copy_repo, _dvc, _shrink
+
+    seq = _copy_repo(tmp_path_factory.mktemp("sequential"))
+    _shrink(seq / "pipelines/smoke/params.yaml")
+    _dvc(seq, "repro", SMOKE)
+    par = _copy_repo(tmp_path_factory.mktemp("ray"))
+    _shrink(par / "pipelines/smoke/params.yaml")
+    summary = ray_executor.run(SMOKE, root=par, echo=lambda _: None)
+    return seq, par, summary
+
+
+@pytest.mark.slow
+def test_smoke_pipeline_on_ray_equals_sequential_dvc_repro_bit_for_bit(smoke_runs):
+    from tests.test_pipeline import _dvc, _ran
+
+    seq, par, summary = smoke_runs
+    assert not summary.failed and len(summary.outcomes) == 29, summary.render()
+    expected, got = _results(seq / "runs/smoke"), _results(par / "runs/smoke")
+    assert len(expected) >= 2 * 9 + 16  # 2 seeds x (behavior, critic, 7 policies) + 16 evaluations
+    assert got.keys() == expected.keys()
+    for name in expected:
+        assert got[name] == expected[name], f"{name} differs between Ray and dvc repro"
+    assert _results(par / "runs/smoke-validation") == _results(seq / "runs/smoke-validation")
+    assert "Data and pipelines are up to date" in _dvc(par, "status", SMOKE)
+    assert not _ran(_dvc(par, "repro", SMOKE))  # DVC's record is complete: nothing left to run
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_stage_reruns_it_and_it_resumes_to_the_same_result(smoke_runs, tmp_path):
+    import os
+    import shutil
+    import signal
+    import threading
+    import time
+
+    from srpo import artifacts
+
+    _, par, _ = smoke_runs
+    repo = tmp_path / "kill"
+    shutil.copytree(par, repo, symlinks=True)
+    behavior = repo / "runs/smoke/hopper-medium/behavior"
+    reference = {k: v for k, v in _results(behavior).items() if k.endswith(".pt")}
+    shutil.rmtree(behavior)
+    # Checkpoints every 10 of the 60 steps: a wide window to kill in between (the tensors do not
+    # depend on how often they are saved; the history does, and is left out below).
+    params = repo / "pipelines/smoke/params.yaml"
+    p = yaml.safe_load(params.read_text())
+    p["train"]["overrides"]["checkpoint_every"] = 10
+    params.write_text(yaml.safe_dump(p, sort_keys=False))
+
+    lines: list[str] = []
+    result: dict = {}
+    runner = threading.Thread(
+        target=lambda: result.update(
+            summary=ray_executor.run(f"{SMOKE}:behavior@hopper-medium", root=repo, echo=lines.append)
+        )
+    )
+    runner.start()
+    pidfile = repo / ".dvc/tmp/ray/pipelines_smoke_dvc.yaml__behavior@hopper-medium.pid"
+    ckpt = behavior / "seed0/behavior.pt"
+    deadline = time.time() + 600
+    while not (ckpt.exists() and pidfile.exists()) and time.time() < deadline and runner.is_alive():
+        time.sleep(0.01)
+    worker, stage = map(int, pidfile.read_text().split())
+    os.kill(worker, signal.SIGKILL)
+    assert artifacts.load_torch(ckpt)["done"] is False, "the kill came after the stage had finished"
+    for _ in range(500):  # the stage's process dies with its worker: no stray attempt races the retry
+        try:
+            os.kill(stage, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.01)
+    else:
+        raise AssertionError(f"stage process {stage} outlived its killed worker {worker}")
+    runner.join(timeout=900)
+    summary = result["summary"]
+    assert [(o.status, o.attempts) for o in summary.outcomes] == [("recorded", 2)], summary.render()
+    for name, digest in reference.items():
+        got = _digest(artifacts.load_torch(behavior / name))
+        for key in ("modules", "optimizer", "step", "done", "generator", "torch_rng"):
+            assert got[key] == digest[key], f"{name}: {key} differs after the kill and resume"

@@ -76,7 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--dvc-file",
         default="dvc.yaml",
-        help="the pipeline, e.g. pipelines/smoke/dvc.yaml (default: %(default)s)",
+        help="the pipeline, e.g. pipelines/smoke/dvc.yaml, or FILE:STAGE for one stage and what it needs "
+        "(default: %(default)s)",
     )
     run.add_argument(
         "--jobs",

@@ -169,11 +169,15 @@ def plan(
     from dvc.repo.reproduce import collect_stages, get_active_graph, plan_repro
 
     root = Path(repo.root_dir)
-    dvc_file = str(root / dvc_file)  # DVC resolves a relative target against the current directory
-    if not Path(dvc_file).exists():
-        raise FileNotFoundError(f"{dvc_file} not found: pass --dvc-file, e.g. pipelines/smoke/dvc.yaml")
+    path, colon, stage_name = dvc_file.partition(":")
+    if not (root / path).exists():
+        raise FileNotFoundError(
+            f"{path} not found in {root}: pass --dvc-file, e.g. pipelines/smoke/dvc.yaml "
+            "(or FILE:STAGE for one stage and what it depends on)"
+        )
+    target = f"{root / path}{colon}{stage_name}"  # DVC resolves a relative target against the cwd
     graph = get_active_graph(repo.index.graph)
-    order = plan_repro(graph, collect_stages(repo, [dvc_file]))  # dependencies first
+    order = plan_repro(graph, collect_stages(repo, [target]))  # dependencies first
     runs: set[Stage] = set()
     specs, up_to_date, by_name = [], [], {}
     settings: dict[Path, tuple[int, str]] = {}
