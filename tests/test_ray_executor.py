@@ -157,7 +157,11 @@ def test_plain_commands_are_execd_and_shell_ones_go_through_sh():
 # --- The smoke pipeline at test sizes: Ray with 2 workers against a sequential `dvc repro` (slow). ---
 
 SMOKE = "pipelines/smoke/dvc.yaml"
-TIMING_KEYS = {"elapsed_s", "wall_s", "action_latency", "seconds"}  # wall-clock records: differ run to run
+# Left out: wall-clock records, and the process-global torch RNG state a checkpoint also saves. Training
+# never draws from the global RNG (model init forks and reseeds it, srpo.stage_loop.seeded_global_rng;
+# every draw of a stage comes from its own generator, "generator", which is compared), but what the
+# process did before training moves it, differently from one process to the next.
+TIMING_KEYS = {"elapsed_s", "wall_s", "action_latency", "seconds", "torch_rng"}
 
 
 def _digest(obj) -> object:
@@ -275,5 +279,5 @@ def test_a_worker_killed_mid_stage_reruns_it_and_it_resumes_to_the_same_result(s
     assert [(o.status, o.attempts) for o in summary.outcomes] == [("recorded", 2)], summary.render()
     for name, digest in reference.items():
         got = _digest(artifacts.load_torch(behavior / name))
-        for key in ("modules", "optimizer", "step", "done", "generator", "torch_rng"):
+        for key in ("modules", "optimizer", "step", "done", "generator"):
             assert got[key] == digest[key], f"{name}: {key} differs after the kill and resume"
