@@ -6,7 +6,7 @@ PYTEST_ARGS ?=
 # DVC stages call `python`: put the venv first on PATH.
 DVC    := PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/dvc
 
-.PHONY: setup lint test test-slow smoke repro data-policies bench bench-datasets clean help
+.PHONY: setup lint test test-slow smoke repro data-policies bench bench-datasets bench-ray clean help
 
 help:
 	@echo "make setup      create $(VENV): torch==2.13.0 (CPU wheel) first, then the project with dev extras"
@@ -18,6 +18,7 @@ help:
 	@echo "                JOBS=N (smoke, repro): independent stages in parallel on a local Ray instance of N CPUs;"
 	@echo "                with RAY_ADDRESS=HOST:PORT too: on that Ray cluster instead"
 	@echo "make data-policies  train the data-generating SAC policies (hours; resumable) -> data_policies/<env>/"
+	@echo "make bench-ray  smoke pipeline sequential vs Ray (JOBS=2) -> reports/bench/ray_smoke.json; paper protocol on 1/4/8 GPUs projected"
 	@echo "make bench      benchmarks -> reports/bench/*.json (training throughput, action-sampling latency; dataset generation: make bench-datasets)"
 
 setup: $(STAMP)
@@ -62,6 +63,12 @@ bench: setup
 	$(PY) benchmarks/train_throughput.py --profile default --seeds 1 3 --compiled-seeds \
 		--out reports/bench/train_throughput_default_profile.json
 	$(PY) benchmarks/sampling.py --out reports/bench/sampling.json
+
+# The smoke profile sequential vs on Ray (each stage 1 thread; about 15 min on 2 cores), and the
+# paper protocol projected on 1/4/8 GPUs from the measured H100 stage times (seconds).
+bench-ray: setup
+	$(PY) benchmarks/ray_smoke.py --jobs $(or $(JOBS),2) --out reports/bench/ray_smoke.json
+	$(PY) benchmarks/ray_projection.py --out reports/bench/ray_projection.json
 
 bench-datasets: setup
 	$(PY) benchmarks/sac_compare.py --env hopper --steps 60000 --out reports/bench/sac_compare.json
