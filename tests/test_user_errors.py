@@ -155,6 +155,18 @@ CASES = {
     "params-check-valid": Case(
         ["check", "--params", "pipelines/smoke/params.yaml"], 0, [], main=pipeline
     ),  # prints its line on stdout
+    "run-jobs-zero": Case(
+        ["run", "--jobs", "0", "--dvc-file", "pipelines/smoke/dvc.yaml"],
+        2,
+        ["--jobs must be at least 1"],
+        main=pipeline,
+    ),
+    "run-no-such-pipeline": Case(
+        ["run", "--dvc-file", "pipelines/smok/dvc.yaml"],
+        2,
+        ["pipelines/smok/dvc.yaml not found", "--dvc-file, e.g. pipelines/smoke/dvc.yaml"],
+        main=pipeline,
+    ),
     "params-check-typo": Case(
         ["check", "--params", "{badparams}"],
         2,
