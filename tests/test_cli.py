@@ -71,8 +71,18 @@ def test_errors_exit_2_with_message(args, message, capsys, tmp_path):
 
 
 def test_smoke_train_writes_checkpoints_and_metrics(tmp_path):
+    # The README's one-minute example, at a fifth of its steps (the smoke profile's 500 per stage).
+    fewer = ["--set", "behavior.steps=100", "--set", "critic.steps=100", "--set", "policy.steps=100"]
     out = run(
-        "train", "--task", "bandit-ring8", "--profile", "smoke", "--out", str(tmp_path), "--no-progress"
+        "train",
+        "--task",
+        "bandit-ring8",
+        "--profile",
+        "smoke",
+        *fewer,
+        "--out",
+        str(tmp_path),
+        "--no-progress",
     )
     assert out.returncode == 0, out.stderr
     for stage in ("behavior", "critic", "policy"):
@@ -86,7 +96,7 @@ def test_smoke_train_writes_checkpoints_and_metrics(tmp_path):
         math.dist(bandit["policy_action"], bandit["optimum_action"]), abs=1e-9
     )
     assert set(metrics["history"]) == {"behavior", "critic", "policy"}
-    assert metrics["final"]["policy"]["step"] == 500
+    assert metrics["final"]["policy"]["step"] == 100
 
 
 def test_train_with_seeds_trains_them_together_and_writes_each_seed_like_a_single_run(tmp_path, capsys):

@@ -156,6 +156,7 @@ def test_adding_a_seed_trains_only_the_new_one_and_mixed_steps_resume_in_lockste
         assert_close_params(a["modules"]["critic"], b["modules"]["critic"])
 
 
+@pytest.mark.slow  # torch.compile on a CPU: about a minute; the pipeline's CPU profiles run eager
 def test_a_compiled_batched_run_equals_the_eager_batched_run(tmp_path):
     """torch.compile fuses the losses' kernels (the GPU fast path's option): only rounding changes."""
     eager, compiled = batched(tmp_path, "eager"), batched(tmp_path, "compiled", compile=True)

@@ -292,7 +292,16 @@ def test_ctrl_c_says_where_and_exits_130(tmp_path):
     cmd = [sys.executable, "-m", "srpo_bench.cli", *BANDIT, "--set", "behavior.steps=100000"]
     cmd += ["--out", str(out)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # A terminal's Ctrl-C: the child must not inherit an ignored SIGINT (pytest-xdist workers ignore
+    # it, and Python then installs no KeyboardInterrupt handler).
+    proc = subprocess.Popen(
+        cmd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     deadline = time.time() + 120
     while not (out / "behavior.pt").exists() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)
