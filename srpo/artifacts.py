@@ -19,6 +19,13 @@ from typing import IO, Any, Callable, Iterator
 import torch
 
 
+def _umask() -> int:
+    """The process's file-creation mask (reading it means setting it; set it straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def _sigint_deferred() -> Iterator[None]:
     """Hold a Ctrl-C that arrives inside the block and raise it once the block is done.
@@ -45,6 +52,8 @@ def _atomic(path: Path, write: Callable[[IO[bytes]], None]) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    # mkstemp makes the file private (0600); a result is read by others like any file written here.
+    os.fchmod(fd, 0o666 & ~_umask())
     try:
         with _sigint_deferred():
             with os.fdopen(fd, "wb") as f:

@@ -168,3 +168,12 @@ def test_json_is_strict_nonfinite_become_null(tmp_path):
 def test_load_missing_checkpoint(tmp_path):
     with pytest.raises(FileNotFoundError):
         artifacts.load_torch(tmp_path / "nope.pt")
+
+
+def test_written_files_have_the_usual_permissions_not_mkstemps_private_ones(tmp_path):
+    mask = os.umask(0o022)
+    try:
+        artifacts.write_json(tmp_path / "out.json", {"ok": 1})
+    finally:
+        os.umask(mask)
+    assert (tmp_path / "out.json").stat().st_mode & 0o777 == 0o644
