@@ -4,7 +4,8 @@ Each verdict is decided by a stated rule from an estimate and its interval, neve
 
 - ``held``: the interval lies on the claim's side of the threshold;
 - ``did not hold``: it lies on the other side;
-- ``not resolved``: it straddles the threshold, or the runs support no interval.
+- ``not resolved``: it straddles the threshold, or the runs support no confidence interval
+  (a range of 2-3 seeds describes them; it is not a CI, so it decides nothing).
 
 The claims (method §9): SRPO above IQL; SRPO competitive with diffusion sampling; action
 selection far faster than diffusion sampling (> 25x); the t-ensemble beats a single t; the
@@ -52,6 +53,21 @@ def above(low: float, high: float, threshold: float) -> str:
 def below(low: float, high: float, threshold: float) -> str:
     """The mirror of :func:`above`: ``held`` if the whole interval is below ``threshold``."""
     return {HELD: NOT_HELD, NOT_HELD: HELD}.get(above(low, high, threshold), UNRESOLVED)
+
+
+def is_ci(e: Mapping[str, Any] | stats.Estimate) -> bool:
+    """Whether an estimate's bounds are a confidence interval: a Student-t or bootstrap CI over
+    runs, or (one seed, no ``kind``) a bootstrap over that run's draws; not a range, not none."""
+    kind = e.kind if isinstance(e, stats.Estimate) else e.get("kind")
+    return kind in (None, stats.STUDENT_T, stats.STRATIFIED_BOOTSTRAP)
+
+
+def ci_below(e: Mapping[str, Any], threshold: float) -> str:
+    """:func:`below` on an estimate dict, unresolved unless its bounds are a CI."""
+    low, high = e.get("low"), e.get("high")
+    if not is_ci(e) or low is None or high is None:
+        return UNRESOLVED
+    return below(low, high, threshold)
 
 
 def competitive(p: stats.Estimate) -> str:
@@ -133,13 +149,15 @@ def build(
         r = latency_ratios(scores, v, reference)
         if len(r) == 0:
             continue
+        e, _ = stats.task_estimate(r, confidence)
         rows.append(
             Claim(
                 f"SRPO selects actions more than {SPEEDUP_CLAIMED:g}x faster than diffusion sampling",
-                f"latency {v} / {reference}, same runs: median {np.median(r):.0f}x over {len(r)} runs",
-                f"(range {r.min():.0f}x to {r.max():.0f}x)",
-                above(float(r.min()), float(r.max()), SPEEDUP_CLAIMED),
-                f"held if every run's ratio is above {SPEEDUP_CLAIMED:g}",
+                f"latency {v} / {reference}, per run (same task and seed): mean {e.value:.0f}x over "
+                f"{len(r)} runs",
+                e.interval_text(0) or "none (one run)",
+                above(e.low, e.high, SPEEDUP_CLAIMED) if is_ci(e) else UNRESOLVED,
+                f"held if the CI of the mean ratio lies above {SPEEDUP_CLAIMED:g}",
             )
         )
     if focus and focus.get("poi"):
@@ -186,8 +204,8 @@ def _gradient_rows(grad: Mapping[str, Any] | None, confidence: float) -> list[Cl
             "tr Cov g_on / tr Cov g_off at the last checkpoint (weighting sigma2): "
             + "; ".join(f"{t} {r['value']:.3g}" for t, r in ratios.items()),
             "; ".join(f"{t} {stats.format_sig(r)}" for t, r in ratios.items()),
-            all_of(below(r["low"], r["high"], 1.0) for r in ratios.values()),
-            "held if every target's interval of the ratio lies below 1",
+            all_of(ci_below(r, 1.0) for r in ratios.values()),
+            "held if every target's CI of the ratio lies below 1",
         )
     ]
     rel = {t: b["relative_mean_diff"] for t, b in last.items()}
@@ -195,7 +213,7 @@ def _gradient_rows(grad: Mapping[str, Any] | None, confidence: float) -> list[Cl
     if differ:
         verdict = NOT_HELD
     else:
-        verdict = all_of(below(r["low"], r["high"], MEAN_SHIFT_TOLERANCE) for r in rel.values())
+        verdict = all_of(ci_below(r, MEAN_SHIFT_TOLERANCE) for r in rel.values())
     rows.append(
         Claim(
             "... without changing the expected gradient",
@@ -204,7 +222,7 @@ def _gradient_rows(grad: Mapping[str, Any] | None, confidence: float) -> list[Cl
             + "; ‖E(g_on - g_off)‖ / ‖E g_off‖",
             "; ".join(f"{t} {stats.format_sig(r)}" for t, r in rel.items()),
             verdict,
-            f"did not hold if the test rejects; held if every interval of the relative difference lies "
+            f"did not hold if the test rejects; held if every CI of the relative difference lies "
             f"below {MEAN_SHIFT_TOLERANCE:g}; else not resolved (a test that detects nothing is not "
             "evidence of no difference)",
         )
@@ -223,10 +241,7 @@ def _score_rows(score: Mapping[str, Any] | None) -> list[Claim]:
         for t, e in zip(s["t"], s["rel_error"]):
             if e is None or not (lo <= t <= hi):
                 continue
-            if e.get("low") is None or e.get("high") is None:
-                verdicts.append(UNRESOLVED)
-            else:
-                verdicts.append(below(e["low"], e["high"], SCORE_ERROR_TOLERANCE))
+            verdicts.append(ci_below(e, SCORE_ERROR_TOLERANCE))
             if worst is None or e["value"] > worst[1]["value"]:
                 worst = (t, e)
         n.append(s["n_runs"])
@@ -239,7 +254,7 @@ def _score_rows(score: Mapping[str, Any] | None) -> list[Claim]:
             f"{min(n)} seeds",
             "; ".join(cells),
             all_of(verdicts),
-            f"held if at every t in [{lo}, {hi}] the interval of the relative error lies below "
+            f"held if at every t in [{lo}, {hi}] the CI of the relative error lies below "
             f"{SCORE_ERROR_TOLERANCE:g}",
         )
     ]
@@ -250,9 +265,10 @@ def markdown(rows: Sequence[Claim]) -> list[str]:
     L = [
         "## The paper's claims",
         "",
-        "Each verdict follows from the stated rule and the interval beside it: **held** (the interval "
-        "is on the claim's side), **did not hold** (on the other side), **not resolved** (it straddles "
-        "the threshold, or the runs support no interval).",
+        "Each verdict follows from the stated rule and the interval beside it: **held** (the confidence "
+        "interval is on the claim's side), **did not hold** (on the other side), **not resolved** (it "
+        "straddles the threshold, or the runs support no confidence interval: a range of 2-3 seeds "
+        "describes them but decides nothing).",
         "",
         "| claim | what we measured | interval | verdict | rule |",
         "|---|---|---|---|---|",

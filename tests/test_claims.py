@@ -33,7 +33,7 @@ def test_interval_rules():
 
 def _scores():
     rows = []
-    for seed, diffusion_ms in enumerate([30.0, 40.0, 60.0]):  # SRPO at 1 ms: ratios 30, 40, 60
+    for seed, diffusion_ms in enumerate([30.0, 40.0, 50.0, 60.0, 70.0]):  # SRPO at 1 ms: ratios 30 to 70
         for v, ms in (("srpo", 1.0), ("diff", diffusion_ms), ("iql", 1.5)):
             rows.append(
                 {"task": "hopper-medium", "seed": seed, "variant": v, "latency_ms": ms, "skipped": None}
@@ -71,8 +71,9 @@ def test_build_decides_each_claim_from_its_interval():
     assert verdict["SRPO scores above IQL"] == claims.HELD
     assert verdict["SRPO is competitive with diffusion-sampling policies"] == claims.NOT_HELD
     speed = next(r for r in rows if "faster" in r.claim)
-    assert speed.verdict == claims.HELD and "median 40x over 3 runs" in speed.measured
-    assert speed.interval == "(range 30x to 60x)"
+    # mean 50, sd sqrt(250): 50 ± t(0.975, 4) sqrt(250) / sqrt(5) = 50 ± 19.6 -> [30, 70], above 25.
+    assert speed.verdict == claims.HELD and "mean 50x over 5 runs" in speed.measured
+    assert speed.interval == "[30, 70]"
     # t-a: fixed t worse than the ensemble (held); t-b straddles 0.5: the claim is not resolved.
     assert verdict["Ensembling diffusion times t ~ U(0.02, 0.98) beats a single t"] == claims.UNRESOLVED
     assert verdict["The baseline term reduces the variance of the policy gradient"] == claims.HELD
@@ -92,3 +93,19 @@ def test_too_few_runs_resolve_nothing():
     assert [r.verdict for r in rows] == [claims.UNRESOLVED]
     assert "fewer than 5 runs" in rows[0].interval
     assert np.isfinite(two.value)
+
+
+def test_a_range_of_two_or_three_seeds_decides_nothing():
+    """Two seeds far below the threshold are a description, not a CI: the claim stays unresolved."""
+    ratio = {"value": 0.01, "low": 0.009, "high": 0.011, "kind": stats.RANGE}
+    assert claims.ci_below(ratio, 1.0) == claims.UNRESOLVED
+    assert claims.ci_below({**ratio, "kind": stats.STUDENT_T}, 1.0) == claims.HELD
+    assert (
+        claims.ci_below({"value": 0.01, "low": 0.009, "high": 0.011}, 1.0) == claims.HELD
+    )  # one seed's draws
+    scores = _scores()
+    two = scores[scores["seed"] < 2]
+    speed = next(
+        r for r in claims.build("srpo", {"srpo": "srpo", "diff": "diffusion"}, [], {}, None, two, None, 0.95)
+    )
+    assert speed.verdict == claims.UNRESOLVED and speed.interval == "(range 30 to 40)"
