@@ -3,8 +3,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
-# `make test` workers (pytest-xdist, 1 torch thread each; tests spread one by one, the smoke-pipeline
-# module's kept together on one worker).
+# `make test` workers (pytest-xdist, whole test files per worker, 1 torch thread each).
 TEST_WORKERS ?= 2
 # DVC stages call `python`: put the venv first on PATH.
 DVC    := PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/dvc
@@ -39,7 +38,7 @@ lint: setup
 	$(VENV)/bin/ruff format --check .
 
 test: lint
-	$(PY) -m pytest -m "not slow" -n $(TEST_WORKERS) --dist loadgroup --durations=25 $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not slow" -n $(TEST_WORKERS) --dist loadfile --durations=25 $(PYTEST_ARGS)
 
 test-slow: setup
 	$(PY) -m pytest -m slow $(PYTEST_ARGS)

@@ -18,7 +18,7 @@ torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else min(2, tor
 
 
 def pytest_collection_modifyitems(config, items):
-    """The smoke pipeline (one module fixture of several minutes, one xdist group) first: its
-    worker starts on it while the other runs the rest, instead of taking it on last and running
-    minutes past everything else."""
+    """The smoke pipeline (one module fixture of several minutes) first: with pytest-xdist's
+    whole-file scheduling its worker starts on it while the other runs the rest, instead of
+    taking it on last and running minutes past everything else."""
     items.sort(key=lambda item: 0 if item.nodeid.startswith("tests/test_pipeline.py") else 1)

@@ -30,10 +30,6 @@ from srpo_bench.pipeline.caching import (
 from srpo_bench.pipeline.cli import main as pipeline_main
 from tests.test_train import tiny_data
 
-# Under pytest-xdist (`make test`) the module's tests share one worker: they share the smoke_repo
-# fixture, a pipeline run of minutes.
-pytestmark = pytest.mark.xdist_group("smoke_pipeline")
-
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = "pipelines/smoke/dvc.yaml"
 
