@@ -25,61 +25,15 @@ import tempfile
 import time
 from pathlib import Path
 
-import yaml
-
 from srpo import __version__, artifacts
 from srpo_bench.eval.provenance import machine_info
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = "pipelines/smoke/dvc.yaml"
-# --test-sizes: the sizes of tests/test_pipeline.py's end-to-end run (every stage, fewer steps).
-TEST_SIZES = {
-    "train": {
-        "overrides": {
-            "behavior.steps": 60,
-            "critic.steps": 80,
-            "policy.steps": 60,
-            "log_every": 20,
-            "checkpoint_every": 40,
-        }
-    },
-    "validation": {
-        "bandit_overrides": {"behavior.steps": 60, "policy.steps": 60},
-        "score_accuracy": {"n_train": 1000, "n_heldout": 256, "draws_per_bin": 500},
-        "gradient_variance": {"n_samples": 128, "bootstrap_reps": 50},
-    },
-    "evaluation": {"episodes": 2, "num_envs": 2},
-}
-
-
-def copy_tree(dst: Path) -> Path:
-    """The working tree as git sees it (tracked and untracked, nothing ignored), links kept."""
-    listed = subprocess.run(
-        ["git", "ls-files", "-co", "--exclude-standard", "-z"],
-        cwd=ROOT,
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout.split("\0")
-    for rel in filter(None, listed):
-        src, target = ROOT / rel, dst / rel
-        if not src.exists() and not src.is_symlink():
-            continue
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if src.is_symlink():
-            os.symlink(os.readlink(src), target)
-        else:
-            shutil.copy2(src, target)
-    subprocess.run(["git", "init", "-q"], cwd=dst, check=True)
-    return dst
-
-
-def shrink(params: Path) -> None:
-    p = yaml.safe_load(params.read_text())
-    for section, values in TEST_SIZES.items():
-        for key, value in values.items():
-            p[section][key] = {**p[section][key], **value} if isinstance(value, dict) else value
-    params.write_text(yaml.safe_dump(p, sort_keys=False))
+# The working-tree copy and --test-sizes are tests/test_pipeline.py's own (its end-to-end run:
+# every stage, fewer steps), so the benchmark's check and the test cannot drift apart.
+sys.path.insert(0, str(ROOT))
+from tests.test_pipeline import _copy_repo as copy_tree, _shrink as shrink  # noqa: E402
 
 
 def scores(repo: Path) -> dict[str, list]:
