@@ -130,31 +130,51 @@ def select(run: SACRun, params: DataPolicyParams) -> dict:
     """Choose expert and medium snapshots by ``select_episodes``-episode evaluations.
 
     Expert: the best of the ``expert_candidates`` best snapshots by their training-time
-    evaluation. Medium: among the snapshots taken no later than the expert, those whose
-    training-time return is nearest a third of the expert's; the one whose measured return is
-    nearest a third, preferring those inside :data:`MEDIUM_BAND`. The chosen two are then
-    measured again on seeds no choice has seen, since a maximum over noisy estimates is biased up.
+    evaluation, measured again on seeds no choice has seen (a maximum over noisy estimates is
+    biased up). Medium: the ``medium_candidates`` snapshots taken no later than the expert whose
+    training-time return is nearest a third of the expert's are measured; among those inside
+    :data:`MEDIUM_BAND`, the one with the smallest spread over episodes comes first (a snapshot
+    that runs half its episodes and falls in the others has a medium mean but is not a medium
+    policy), and it is kept if a measurement on fresh seeds stays inside the band; otherwise the
+    next one is tried. If none holds, the snapshot whose measured return is nearest a third is
+    taken and ``medium_in_band`` is false.
     """
     snaps = run.record()["snapshots"]
     if len(snaps) < 2:
         raise RuntimeError(f"{run.workdir}: {len(snaps)} snapshot(s); train longer before selecting")
-    n, seed = params.select_episodes, params.seed + 2_000_000
+    n, seed, fresh = params.select_episodes, params.seed + 2_000_000, params.seed + 3_000_000
     ranked = sorted(snaps, key=lambda s: -s["eval_return"])[: params.expert_candidates]
     expert_trials = [_measure(run, s["env_step"], n, seed) for s in ranked]
-    expert = max(expert_trials, key=lambda m: m["mean"])
+    best = max(expert_trials, key=lambda m: m["mean"])
+    expert = _measure(run, best["env_step"], n, fresh)
     target = expert["mean"] / 3.0
     earlier = [s for s in snaps if s["env_step"] <= expert["env_step"]]
     near = sorted(earlier, key=lambda s: abs(s["eval_return"] - target))[: params.medium_candidates]
     medium_trials = [_measure(run, s["env_step"], n, seed + 1000) for s in near]
     lo, hi = MEDIUM_BAND
-    inside = [m for m in medium_trials if lo * expert["mean"] <= m["mean"] <= hi * expert["mean"]]
-    medium = min(inside or medium_trials, key=lambda m: abs(m["mean"] - target))
-    fresh = params.seed + 3_000_000
+
+    def in_band(m: dict) -> bool:
+        return lo * expert["mean"] <= m["mean"] <= hi * expert["mean"]
+
+    confirmations = []
+    for k, trial in enumerate(sorted(filter(in_band, medium_trials), key=lambda m: m["std"])):
+        confirmations.append(_measure(run, trial["env_step"], n, fresh + 1000 * (k + 1)))
+        if in_band(confirmations[-1]):
+            medium, in_band_held = confirmations[-1], True
+            break
+    else:
+        nearest = min(medium_trials, key=lambda m: abs(m["mean"] - target))
+        medium, in_band_held = (
+            _measure(run, nearest["env_step"], n, fresh + 1000 * (len(confirmations) + 1)),
+            False,
+        )
     return {
-        "expert": _measure(run, expert["env_step"], n, fresh),
-        "medium": _measure(run, medium["env_step"], n, fresh + 1000),
+        "expert": expert,
+        "medium": medium,
+        "medium_in_band": in_band_held,
         "expert_trials": expert_trials,
         "medium_trials": medium_trials,
+        "medium_confirmations": confirmations,
     }
 
 
@@ -201,6 +221,9 @@ def export(env: str, run: SACRun, params: DataPolicyParams, choice: dict, out_ro
             "episodes": params.select_episodes,
             "expert_trials": choice["expert_trials"],
             "medium_trials": choice["medium_trials"],
+            "medium_confirmations": choice["medium_confirmations"],
+            "medium_band": list(MEDIUM_BAND),
+            "medium_in_band": choice["medium_in_band"],
         },
         "replay": {
             "env_steps": medium_step,

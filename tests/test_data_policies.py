@@ -182,3 +182,42 @@ def test_the_committed_params_parse_and_name_every_environment():
     assert (sac.lr, sac.batch_size, sac.hidden, sac.gamma, sac.tau) == (3e-4, 256, (256, 256), 0.99, 0.005)
     assert json.loads(json.dumps(dataclasses.asdict(params)))  # serializable as a record
     assert np.isfinite(params.sac_for("hopper").env_steps)
+
+
+def test_medium_is_the_steadiest_in_band_snapshot_that_stays_in_band_on_fresh_seeds(monkeypatch):
+    # The expert (600) measures 3000, so the medium band is [900, 1350]. Snapshot 400 is inside
+    # but bimodal (std 900); 200 is the steadiest but leaves the band on fresh seeds; 300 is the answer.
+    trial = {
+        100: (500, 20),
+        200: (1000, 50),
+        300: (1100, 100),
+        400: (1200, 900),
+        500: (2500, 10),
+        600: (3000, 10),
+    }
+    fresh = {600: (3000, 12), 200: (700, 40), 300: (1150, 90)}
+    first_fresh = 3_000_000
+
+    def measure(run, step, episodes, seed):
+        mean, std = (fresh if seed >= first_fresh else trial)[step]
+        return {"env_step": step, "mean": float(mean), "std": float(std), "episodes": episodes, "seed": seed}
+
+    class Run:
+        workdir = Path("unused")
+
+        def record(self):
+            return {"snapshots": [{"env_step": s, "eval_return": trial[s][0]} for s in trial]}
+
+    monkeypatch.setattr(data_policies, "_measure", measure)
+    params = DataPolicyParams(select_episodes=20, expert_candidates=2, medium_candidates=5)
+    choice = data_policies.select(Run(), params)
+    assert choice["expert"]["env_step"] == 600 and choice["expert"]["seed"] >= first_fresh
+    assert [c["env_step"] for c in choice["medium_confirmations"]] == [200, 300]
+    assert choice["medium"]["env_step"] == 300 and choice["medium"]["mean"] == 1150.0
+    assert choice["medium_in_band"]
+    # Nothing holds the band on fresh seeds: the nearest to a third is taken, and the card says so.
+    fresh.update({300: (1400, 90), 400: (1500, 900)})
+    choice = data_policies.select(Run(), params)
+    assert not choice["medium_in_band"] and choice["medium"]["seed"] >= first_fresh
+    assert [c["env_step"] for c in choice["medium_confirmations"]] == [200, 300, 400]
+    assert choice["medium"]["env_step"] == 200  # trial mean 1000, nearest to 3000 / 3
