@@ -24,7 +24,8 @@ validation/diagnose.py (held-out critic accuracy; policy support and E6 terms):
 Cost on 2 CPU cores (issue 25's 10x run took 884 s for one behavior, critic and policy): about
 1 h per seed at --scale 10 (two behavior models, three critics plus the held-out one, six SRPO
 and two IQL-AWR policies of 20k steps, 10 episodes each, the bandit check); about 8 min at
---scale 1. Stages are checkpointed under --work, so a killed run resumes.
+--scale 1. A check of the machinery in a minute: --scale 0.2 --short-scale 0.1 --episodes 1.
+Stages are checkpointed under --work, so a killed run resumes.
 """
 
 from __future__ import annotations
@@ -58,6 +59,12 @@ def main() -> None:
     ap.add_argument("--task", default="hopper-medium-replay")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--scale", type=float, default=10.0, help="the long budget, x the default profile's")
+    ap.add_argument(
+        "--short-scale",
+        type=float,
+        default=1.0,
+        help="the short budget, x the default profile's (1: issue 25's)",
+    )
     ap.add_argument("--data-dir", default="data/default", help="where the pipeline generated the datasets")
     ap.add_argument("--work", type=Path, default=Path("runs/separate_causes"))
     ap.add_argument("--episodes", type=int, default=10)
@@ -67,7 +74,7 @@ def main() -> None:
     dev = torch.device("cpu")
     data = (ds := load_dataset(a.task, GENERATED)).transitions
     work = a.work / a.task / f"seed{a.seed}"
-    short, long = (make_config(a.task, "default", a.seed, budget(s)) for s in (1.0, a.scale))
+    short, long = (make_config(a.task, "default", a.seed, budget(s)) for s in (a.short_scale, a.scale))
     long_tau = dataclasses.replace(long, critic=dataclasses.replace(long.critic, expectile=0.5))
     t0 = time.perf_counter()
     behaviors = {
@@ -79,7 +86,13 @@ def main() -> None:
         for name, cfg in (("C_short", short), ("C_long", long), ("C_long_tau0.5", long_tau))
     }
     spec = env_spec_for_task(a.task)
-    result: dict = {"task": a.task, "seed": a.seed, "scale": a.scale, "policies": {}}
+    result: dict = {
+        "task": a.task,
+        "seed": a.seed,
+        "scale": a.scale,
+        "short_scale": a.short_scale,
+        "policies": {},
+    }
 
     def score(pi) -> float:
         return evaluate(
