@@ -106,8 +106,7 @@ class ReportParams:
 class FocusParams:
     """Extra policy variants (ablations, costly baselines) on a subset of the tasks."""
 
-    envs: list[str]
-    kinds: list[str]
+    tasks: list[str]
     variants: dict[str, dict]
 
 
@@ -176,8 +175,7 @@ class DiagnosticsParams:
 class ValidationParams:
     """The method §9 checks: score accuracy, gradient variance, bandit ablation."""
 
-    envs: list[str]
-    kinds: list[str]
+    tasks: list[str]  # locomotion tasks of the score-accuracy and gradient-variance stages
     bandits: list[str]
     bandit_profile: str
     bandit_overrides: dict[str, Any]
@@ -193,11 +191,6 @@ class ValidationParams:
         if self.bandit_profile not in PROFILES:
             raise ValueError(f"validation.bandit_profile must be one of {', '.join(PROFILES)}")
 
-    @property
-    def tasks(self) -> list[str]:
-        """Locomotion tasks of the score-accuracy and gradient-variance stages."""
-        return [f"{env}-{kind}" for env in self.envs for kind in self.kinds]
-
 
 @dataclass(frozen=True)
 class PipelineParams:
@@ -208,8 +201,8 @@ class PipelineParams:
     run_dir: str
     report_dir: str
     generation: GenerationParams
-    envs: list[str]
-    kinds: list[str]
+    envs: list[str]  # environments whose datasets are generated (the datasets stages)
+    tasks: list[str]  # ENV-KIND: the pipeline's runs (hopper-medium-replay, ...)
     seeds: list[int]
     train: TrainParams
     variants: dict[str, dict]  # name -> method, baseline knobs, episodes, RunConfig overrides (variant_spec)
@@ -227,11 +220,22 @@ class PipelineParams:
 
     def __post_init__(self) -> None:
         where = f"in {self.source}"
-        if not self.envs or not self.kinds:
-            raise ValueError(f"envs and kinds must be non-empty lists {where}; the tasks are ENV-KIND")
+        if not self.envs or not self.tasks:
+            raise ValueError(f"envs and tasks must be non-empty lists {where} (tasks are ENV-KIND)")
         unknown = [t for t in self.tasks if t not in TASKS]
         if unknown:
             raise ValueError(f"unknown task(s) {', '.join(unknown)} {where}; `srpo tasks` lists them")
+        if len(set(self.tasks)) != len(self.tasks):
+            raise ValueError(f"tasks must be distinct {where}, got {self.tasks}")
+        ungenerated = [
+            t for t in self.tasks if t not in self.datasets and t.partition("-")[0] not in self.envs
+        ]
+        if ungenerated:
+            raise ValueError(
+                f"task(s) {', '.join(ungenerated)} {where} train on generated data, but their "
+                f"environment is not in envs {self.envs}: add it (datasets are generated per "
+                "environment) or map the task to real data under datasets:"
+            )
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"seeds must be a non-empty list of distinct integers {where}, got {self.seeds}")
         try:  # a bad training override fails here, not hours later in its stage
@@ -274,11 +278,6 @@ class PipelineParams:
             )
 
     @property
-    def tasks(self) -> list[str]:
-        """ENV-KIND for every env and kind: the pipeline's matrix (hopper-medium, ...)."""
-        return [f"{env}-{kind}" for env in self.envs for kind in self.kinds]
-
-    @property
     def validation_tasks(self) -> list[str]:
         """Locomotion tasks of the score-accuracy and gradient-variance stages."""
         return self.validation.tasks if self.validation else []
@@ -293,7 +292,7 @@ class PipelineParams:
         """The tasks that also run the focus variants (ablations, expensive baselines)."""
         if not self.focus:
             return []
-        return [f"{env}-{kind}" for env in self.focus.envs for kind in self.focus.kinds]
+        return list(self.focus.tasks)
 
     @property
     def all_variants(self) -> dict[str, dict]:

@@ -47,9 +47,10 @@ def test_tiny_generation_writes_five_minari_datasets(store, env):
         cards["medium-expert"]["transitions"]
         == cards["medium"]["transitions"] + cards["expert"]["transitions"]
     )
-    assert cards["random"]["transitions"] == 600
+    n = GENERATION_PROFILES["tiny"].transitions
+    assert cards["random"]["transitions"] == n
     medium_step = cards["medium"]["policies"]["card"]["replay"]["env_steps"]
-    assert cards["medium-replay"]["transitions"] == min(medium_step, 600)
+    assert cards["medium-replay"]["transitions"] == min(medium_step, GENERATION_PROFILES["tiny"].max_replay)
     assert not list(store.glob(".staging-*")), "a staging directory was left behind"
 
 

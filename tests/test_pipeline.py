@@ -239,7 +239,9 @@ def test_replacing_a_seed_trains_only_the_new_seed_and_drops_the_old_one(smoke_r
 def test_bad_params_are_refused_before_any_work(tmp_path, capsys):
     good = yaml.safe_load((ROOT / "pipelines/smoke/params.yaml").read_text())
     cases = {
-        "unknown task": {**good, "kinds": ["mediocre"]},
+        "unknown task": {**good, "tasks": ["hopper-mediocre"]},
+        "tasks must be distinct": {**good, "tasks": ["hopper-medium", "hopper-medium"]},
+        "their environment is not in envs": {**good, "tasks": ["hopper-medium", "walker2d-medium"]},
         "reference_variant": {**good, "report": {**good["report"], "reference_variant": "nope"}},
         "lacks key": {k: v for k, v in good.items() if k != "seeds"},
         "unknown key": {**good, "sedes": [0]},
@@ -251,7 +253,7 @@ def test_bad_params_are_refused_before_any_work(tmp_path, capsys):
             **good,
             "variants": {**good["variants"], "x": {"method": "diffusion", "solver_steps": 0}},
         },
-        "not among the tasks": {**good, "focus": {**good["focus"], "envs": ["walker2d"]}},
+        "not among the tasks": {**good, "focus": {**good["focus"], "tasks": ["hopper-medium-expert"]}},
         "appear in variants and focus": {
             **good,
             "focus": {**good["focus"], "variants": {"bc": {"method": "bc"}}},
@@ -283,7 +285,7 @@ def test_variants_focus_and_beta_scale_compose_the_run_config():
     assert set(p.variants_of(focus_task)) == set(p.variants) | set(p.focus.variants)
     base = p.run_config(focus_task, 0, "srpo")
     assert p.run_config(focus_task, 0, "beta-x4").policy.beta == pytest.approx(4 * base.policy.beta)
-    assert p.run_config(focus_task, 0, "t-fixed-0p3").policy.t_fixed == 0.3
+    assert p.run_config(focus_task, 0, "t-fixed-0p7").policy.t_fixed == 0.7
     assert p.run_config(focus_task, 0, "srpo-baseline").policy.baseline is True
     assert p.run_config(focus_task, 0, "weighting-one").policy.weighting == "one"
     # Baseline knobs and evaluation episodes are not RunConfig overrides.

@@ -1,5 +1,6 @@
 """Report tables from hand-built run records: what each number is divided by, and what is printed."""
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,10 @@ def test_latency_ratio_is_like_for_like_and_episodes_are_per_variant():
     2.0x SRPO like for like (6 / 3), not 6 / median(all SRPO runs) = 6.0.
     """
     p = load_params(ROOT / "params.yaml")
+    k15 = {"method": "diffusion", "n_candidates": 32, "solver_steps": 15, "episodes": 5}
+    p = dataclasses.replace(
+        p, focus=dataclasses.replace(p.focus, variants={**p.focus.variants, "diffusion-n32-k15": k15})
+    )
     focus_task = p.focus_tasks[0]
     rows = []
     for task in p.tasks:
@@ -51,7 +56,7 @@ def test_latency_ratio_is_like_for_like_and_episodes_are_per_variant():
     at = table.set_index(["variant", "tasks"])
     assert at.loc[("diffusion-n32-k15", "focus"), "x_reference"] == pytest.approx(2.0)
     assert at.loc[("srpo", "focus"), "x_reference"] == pytest.approx(1.0)
-    # Over all tasks SRPO's median is 1 ms (8 of 9 tasks), so BC's 2 ms is 2.0x there.
+    # Over all tasks SRPO's median is 1 ms (every task but the focus one), so BC's 2 ms is 2.0x there.
     assert at.loc[("bc", "all"), "x_reference"] == pytest.approx(2.0)
     assert at.loc[("diffusion-n32-k15", "focus"), "episodes"] == [5]
     assert at.loc[("srpo", "all"), "episodes"] == [p.evaluation.episodes]
@@ -91,3 +96,17 @@ def test_training_curve_bands_follow_the_interval_rule(tmp_path, n_seeds, monkey
     verts = figs[0].axes[0].collections[0].get_paths()[0].vertices
     at10 = verts[np.isclose(verts[:, 0], 10)][:, 1]
     assert at10.min() == pytest.approx(low) and at10.max() == pytest.approx(high)
+
+
+def test_protocol_deviations_list_what_differs_from_the_paper_and_nothing_else():
+    paper = load_params(ROOT / "pipelines/paper/params.yaml")
+    # The paper profile trains at the paper's settings and evaluates as the authors do: only the data differs.
+    assert report.protocol_deviations(paper, generated=False) == []
+    assert [k for k, _, _ in report.protocol_deviations(paper, generated=True)] == ["datasets"]
+    rows = {k: (a, b) for k, a, b in report.protocol_deviations(load_params(ROOT / "params.yaml"), False)}
+    p = load_params(ROOT / "params.yaml")
+    width = p.train.overrides.get("behavior.width")
+    if width is not None and int(width) != 256:  # the paper's residual width is 256
+        assert rows["behavior.width"] == ("256", str(width))
+    assert rows["behavior.steps"][0] == "2,000,000" and rows["policy.steps"][0] == "1,000,000"
+    assert "critic.batch_size" not in rows  # 256 in both

@@ -142,7 +142,7 @@ def run_pipeline(args: argparse.Namespace) -> int:
 def describe(p) -> str:
     """One line: what a params file trains (what `check` prints)."""
     return (
-        f"profile {p.profile}: envs {', '.join(p.envs)} x kinds {', '.join(p.kinds)}, seeds "
+        f"profile {p.profile}: tasks {', '.join(p.tasks)}, seeds "
         f"{', '.join(map(str, p.seeds))}, variants {', '.join(p.variants)}; outputs in {p.run_dir}, "
         f"{p.report_dir}"
     )
