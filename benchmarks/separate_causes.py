@@ -25,7 +25,11 @@ Cost on 2 CPU cores (issue 25's 10x run took 884 s for one behavior, critic and 
 1 h per seed at --scale 10 (two behavior models, three critics plus the held-out one, six SRPO
 and two IQL-AWR policies of 20k steps, 10 episodes each, the bandit check); about 8 min at
 --scale 1. A check of the machinery in a minute: --scale 0.2 --short-scale 0.1 --episodes 1.
-Stages are checkpointed under --work, so a killed run resumes.
+Stages are checkpointed under --work, so a killed run resumes. On two cores, ``--part policies``
+(the behavior models, the critics and the seven SRPO policies) and ``--part rest`` (IQL-AWR on
+the short and long critics, the held-out critics, the bandit check) run at once, each writing its
+own --out; start the rest once the policies part has trained C_short and C_long (it loads them
+from --work; alone, it trains them itself).
 """
 
 from __future__ import annotations
@@ -69,6 +73,13 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=Path("runs/separate_causes"))
     ap.add_argument("--episodes", type=int, default=10)
     ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument(
+        "--part",
+        choices=["all", "policies", "rest"],
+        default="all",
+        help="all; or one of two halves that can run in parallel (policies: the SRPO swaps; rest: "
+        "IQL-AWR, held-out critics, bandit check), each into its own --out",
+    )
     a = ap.parse_args()
     os.environ["MINARI_DATASETS_PATH"] = str((Path(a.data_dir) / "minari").resolve())
     dev = torch.device("cpu")
@@ -77,6 +88,33 @@ def main() -> None:
     short, long = (make_config(a.task, "default", a.seed, budget(s)) for s in (a.short_scale, a.scale))
     long_tau = dataclasses.replace(long, critic=dataclasses.replace(long.critic, expectile=0.5))
     t0 = time.perf_counter()
+    spec = env_spec_for_task(a.task)
+    result: dict = {
+        "task": a.task,
+        "seed": a.seed,
+        "scale": a.scale,
+        "short_scale": a.short_scale,
+        "part": a.part,
+        "policies": {},
+    }
+    if a.part != "rest":
+        run_policies(a, data, ds, work, short, long, long_tau, spec, result, dev)
+    if a.part != "policies":
+        run_rest(a, data, ds, work, short, long, long_tau, spec, result, dev)
+    result["wall_s"] = time.perf_counter() - t0
+    artifacts.write_json(a.out, result)
+    for name, r in result["policies"].items():
+        print(f"{name}: {r['score']:.1f}")
+
+
+def _score(a, pi, spec, ds) -> float:
+    return evaluate(torch_policy(pi), spec, a.episodes, 100_000 + 1000 * a.seed, 5, ds.reference).to_dict()[
+        "mean_normalized"
+    ]
+
+
+def run_policies(a, data, ds, work, short, long, long_tau, spec, result, dev) -> None:
+    """The behavior models, the critics and the SRPO policies of every swap, scored and diagnosed."""
     behaviors = {
         "B_short": train_behavior(short, data, work / "B_short", dev, progress=False)[0],
         "B_long": train_behavior(long, data, work / "B_long", dev, progress=False)[0],
@@ -85,19 +123,6 @@ def main() -> None:
         name: train_critic(cfg, data, work / name, dev, progress=False)[0]
         for name, cfg in (("C_short", short), ("C_long", long), ("C_long_tau0.5", long_tau))
     }
-    spec = env_spec_for_task(a.task)
-    result: dict = {
-        "task": a.task,
-        "seed": a.seed,
-        "scale": a.scale,
-        "short_scale": a.short_scale,
-        "policies": {},
-    }
-
-    def score(pi) -> float:
-        return evaluate(
-            torch_policy(pi), spec, a.episodes, 100_000 + 1000 * a.seed, 5, ds.reference
-        ).to_dict()["mean_normalized"]
 
     def diagnostics(pi, b, c, cfg) -> dict:
         d = data.to_tensors(dev, torch.float32)
@@ -128,22 +153,27 @@ def main() -> None:
     for i, (name, (cfg, b, c)) in enumerate(srpo_runs.items()):
         pi, _ = train_policy(cfg, data, behaviors[b], critics[c], work / f"pi{i}", dev, progress=False)
         result["policies"][name] = {
-            "score": score(pi),
+            "score": _score(a, pi, spec, ds),
             "diagnostics": diagnostics(pi, behaviors[b], critics[c], cfg),
         }
         artifacts.write_json(a.out, result)
+
+
+def run_rest(a, data, ds, work, short, long, long_tau, spec, result, dev) -> None:
+    """IQL-AWR on the short and long critics, the held-out critics' accuracy, the exact-score bandit."""
     for c, cfg in (("C_short", short), ("C_long", long)):
+        critic = train_critic(cfg, data, work / c, dev, progress=False)[0]
         pi, _ = baselines.train_regression_policy(
             "iql-awr",
             cfg,
             baselines.BaselineConfig(),
             data,
-            critics[c],
+            critic,
             work / f"awr_{c}",
             dev,
             progress=False,
         )
-        result["policies"][f"iql-awr on {c}"] = {"score": score(pi)}
+        result["policies"][f"iql-awr on {c}"] = {"score": _score(a, pi, spec, ds)}
     result["critic_heldout"] = {
         name: diagnose.critic_accuracy(cfg, data, work / f"heldout_{name}", 0.2, 8, 0.05)
         for name, cfg in (("C_long", long), ("C_long_tau0.5", long_tau))
@@ -151,10 +181,6 @@ def main() -> None:
     # A bug in E6 would keep the exact-score extraction off the exact optimum at the long budget too.
     bandit_steps = {f"{s}.steps": str(int(500 * a.scale)) for s in ("behavior", "critic", "policy")}
     result["bandit_exact"] = bandit_suite.run_shape("ring8", "smoke", a.seed, work / "bandit", bandit_steps)
-    result["wall_s"] = time.perf_counter() - t0
-    artifacts.write_json(a.out, result)
-    for name, r in result["policies"].items():
-        print(f"{name}: {r['score']:.1f}")
 
 
 if __name__ == "__main__":
