@@ -29,7 +29,7 @@ Stages are checkpointed under --work, so a killed run resumes. On two cores, ``-
 (the behavior models, the critics and the seven SRPO policies) and ``--part rest`` (IQL-AWR on
 the short and long critics, the held-out critics, the bandit check) run at once, each writing its
 own --out; start the rest once the policies part has trained C_short and C_long (it loads them
-from --work; alone, it trains them itself).
+from --work; alone, it trains them itself). ``--swaps`` splits the policies part further.
 """
 
 from __future__ import annotations
@@ -79,6 +79,15 @@ def main() -> None:
         default="all",
         help="all; or one of two halves that can run in parallel (policies: the SRPO swaps; rest: "
         "IQL-AWR, held-out critics, bandit check), each into its own --out",
+    )
+    ap.add_argument(
+        "--swaps",
+        type=int,
+        nargs="+",
+        default=None,
+        help="the policies part's SRPO swaps to run (default: all): 0 short, 1 long, 2 long with C_short, "
+        "3 long with B_short, 4 long with the expectile-0.5 critic, 5 long with t fixed at 0.05, 6 long "
+        "with w = 1; disjoint sets run in parallel processes, each into its own --out",
     )
     a = ap.parse_args()
     os.environ["MINARI_DATASETS_PATH"] = str((Path(a.data_dir) / "minari").resolve())
@@ -151,6 +160,8 @@ def run_policies(a, data, ds, work, short, long, long_tau, spec, result, dev) ->
         ),
     }
     for i, (name, (cfg, b, c)) in enumerate(srpo_runs.items()):
+        if a.swaps is not None and i not in a.swaps:
+            continue
         pi, _ = train_policy(cfg, data, behaviors[b], critics[c], work / f"pi{i}", dev, progress=False)
         result["policies"][name] = {
             "score": _score(a, pi, spec, ds),
