@@ -103,8 +103,8 @@ def test_protocol_deviations_list_what_differs_from_the_paper_and_nothing_else()
     # The paper profile trains at the paper's settings and evaluates as the authors do: only the data differs.
     assert report.protocol_deviations(paper, generated=False) == []
     assert [k for k, _, _ in report.protocol_deviations(paper, generated=True)] == ["datasets"]
-    rows = {k: (a, b) for k, a, b in report.protocol_deviations(load_params(ROOT / "params.yaml"), False)}
     p = load_params(ROOT / "params.yaml")
+    rows = {k: (a, b) for k, a, b in report.protocol_deviations(p, False)}
     width = p.train.overrides.get("behavior.width")
     if width is not None and int(width) != 256:  # the paper's residual width is 256
         assert rows["behavior.width"] == ("256", str(width))
