@@ -24,7 +24,10 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import multiprocessing as mp
+import os
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
 
@@ -60,6 +63,8 @@ def _evaluate(policy_file: Path, spec, episodes: int, seed: int, reference) -> d
 
 
 def run_precision(args, precision: str, data, spec, reference) -> dict:
+    """Train every stage of every seed at ``precision``, then evaluate its final policies and snapshots."""
+    torch.set_num_threads(args.threads)
     sets = dict(s.split("=", 1) for s in args.set)
     sets.update({f"{st}.precision": precision for st in STAGES})
     sets["policy.snapshot_every"] = str(args.every)
@@ -103,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--dataset", default=None, help="Minari id or D4RL hdf5 path (default: our generated one)"
     )
+    ap.add_argument("--data-dir", default="data/default", help="where the pipeline generated the datasets")
     ap.add_argument("--profile", default="default", help="training profile of srpo/config.py")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     ap.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], help="the first is the baseline")
@@ -114,15 +120,27 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--work", type=Path, default=None, help="checkpoints (default runs/precision/<task>)")
     ap.add_argument("--out", type=Path, default=Path("reports/bench/precision_effect.json"))
+    ap.add_argument(
+        "--jobs", type=int, default=1, help="precisions trained at once, one process each (2 on 2 cores)"
+    )
+    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads per precision")
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
     if len(args.precisions) < 2 or args.precisions[0] != "fp32":
         ap.error("--precisions must start with fp32 (the baseline) and name at least one other")
     args.work = args.work or Path("runs/precision") / args.task
+    os.environ["MINARI_DATASETS_PATH"] = str((Path(args.data_dir) / "minari").resolve())
     offline = load_dataset(args.task, args.dataset or "generated", args.seeds[0])
     version, why = resolve_env_version("auto", offline.transitions.info.get("source"))
     spec = env_spec_for_task(args.task, version)
-    runs = [run_precision(args, p, offline.transitions, spec, offline.reference) for p in args.precisions]
+    n = len(args.precisions)
+    inputs = ([args] * n, args.precisions, [offline.transitions] * n, [spec] * n, [offline.reference] * n)
+    if args.jobs > 1:
+        # spawn: a forked torch process can deadlock in its thread pool
+        with ProcessPoolExecutor(min(args.jobs, n), mp.get_context("spawn")) as ex:
+            runs = list(ex.map(run_precision, *inputs))
+    else:
+        runs = list(map(run_precision, *inputs))
     base = np.array(runs[0]["final_normalized"])
     effects = {
         r["precision"]: paired_effect(base, np.array(r["final_normalized"]), args.confidence)
