@@ -13,9 +13,13 @@ The effect is the per-seed paired difference of final normalized scores, other m
 (same seed: same data order, same initial weights, same evaluation episodes), with
 ``task_estimate``'s interval (Student-t from 4 seeds, the range for 2-3).
 
+The published result (reports/bench/precision_effect.json: the study's budgets, about 2 h on
+2 cores with the precisions in parallel):
+
     python benchmarks/precision_effect.py --task hopper-medium-replay --seeds 0 1 2 3 4 \\
-        --precisions fp32 bf16 --set behavior.steps=20000 --set critic.steps=40000 \\
-        --set policy.steps=20000 --every 2000 --out reports/bench/precision_effect.json
+        --precisions fp32 bf16 --set behavior.steps=10000 --set behavior.width=128 \\
+        --set critic.steps=20000 --set policy.steps=10000 --set checkpoint_every=1000 \\
+        --every 1000 --episodes 20 --curve-episodes 5 --jobs 2
 
 Checkpoints go to ``--work`` (default runs/precision/<task>); a killed run resumes from them.
 """
