@@ -51,7 +51,8 @@ from srpo_bench.eval.rollout import env_spec_for_task, evaluate, torch_policy
 from srpo_bench.validation import bandit_suite, diagnose
 from srpo_bench.validation.score_accuracy import episode_ids
 
-DEFAULT = {"behavior.steps": 1500, "critic.steps": 4000, "policy.steps": 2000}  # params.yaml's budget
+# The previous default profile's budget (issue 25's short run); the study (params.yaml) runs longer.
+DEFAULT = {"behavior.steps": 1500, "critic.steps": 4000, "policy.steps": 2000}
 
 
 def budget(scale: float) -> dict[str, str]:
