@@ -26,6 +26,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+from precision_effect import paired_effect  # benchmarks/, on sys.path when run as a script
 
 from srpo import artifacts
 from srpo_bench.eval import stats
@@ -49,36 +50,50 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=Path("reports/bench/budget_swaps_hmr.json"))
     args = ap.parse_args(argv)
     seeds = args.seeds
+    study = args.study / TASK
+    # name -> (folder of seed S's evaluation, config.json of seed S's policy)
     runs = {
-        "short": [args.work / "short" / f"seed{s}" / "evaluation.json" for s in seeds],
-        "study": [args.study / TASK / "evaluation" / "srpo" / f"seed{s}.json" for s in seeds],
-        "B_study + C_short": [args.work / "S1" / "pi" / f"seed{s}" / "evaluation.json" for s in seeds],
-        "B_short + C_study": [args.work / "S2" / "pi" / f"seed{s}" / "evaluation.json" for s in seeds],
-    }
-    scores = {name: _scores(files) for name, files in runs.items()}
+        "short": (lambda s: args.work / "short" / f"seed{s}" / "evaluation.json",
+                  lambda s: args.work / "short" / f"seed{s}" / "config.json"),
+        "study": (lambda s: study / "evaluation" / "srpo" / f"seed{s}.json",
+                  lambda s: study / "policy" / "srpo" / f"seed{s}" / "config.json"),
+        "B_study + C_short": (lambda s: args.work / "S1" / "pi" / f"seed{s}" / "evaluation.json",
+                              lambda s: args.work / "S1" / "pi" / f"seed{s}" / "config.json"),
+        "B_short + C_study": (lambda s: args.work / "S2" / "pi" / f"seed{s}" / "evaluation.json",
+                              lambda s: args.work / "S2" / "pi" / f"seed{s}" / "config.json"),
+    }  # fmt: skip
+    scores = {name: _scores([evaluation(s) for s in seeds]) for name, (evaluation, _) in runs.items()}
+    budgets = {}
+    for name, (_, config) in runs.items():
+        cfg = json.loads(config(seeds[0]).read_text())  # the steps each part was trained for
+        budgets[name] = {stage: cfg[stage]["steps"] for stage in ("behavior", "critic", "policy")}
     summary = {}
     for name, x in scores.items():
         est, std = stats.task_estimate(x)
         summary[name] = {"scores": x, **est.to_dict(), "std": std}
-    diffs = {}
-    for name in ("short", "B_study + C_short", "B_short + C_study"):
-        est, std = stats.task_estimate(np.array(scores["study"]) - np.array(scores[name]))
-        diffs[f"study - ({name})"] = {**est.to_dict(), "std": std}
+    diffs = {
+        f"study - ({name})": paired_effect(np.array(scores[name]), np.array(scores["study"]), 0.95)
+        for name in ("short", "B_study + C_short", "B_short + C_study")
+    }
     critic = {}
     diag_dir = args.study.parent / f"{args.study.name}-validation" / "diagnostics" / TASK
     for s in seeds:
         f = diag_dir / f"seed{s}.json"
         if f.exists():
             d = json.loads(f.read_text())["critic_heldout"]
-            critic[f"seed{s}"] = [
-                {
-                    "step": c["step"],
-                    "bias": c["q"]["bias"],
-                    "spearman": c["q"]["spearman"],
-                    "q_mean": c["q_mean"],
-                }
-                for c in d["checks"]
-            ] + [{"return_mean": d["return_mean"], "return_std": d["return_std"]}]
+            critic[f"seed{s}"] = {
+                "return_mean": d["return_mean"],
+                "return_std": d["return_std"],
+                "checks": [
+                    {
+                        "step": c["step"],
+                        "bias": c["q"]["bias"],
+                        "spearman": c["q"]["spearman"],
+                        "q_mean": c["q_mean"],
+                    }
+                    for c in d["checks"]
+                ],
+            }
     artifacts.write_json(
         args.out,
         {
@@ -87,10 +102,7 @@ def main(argv: list[str] | None = None) -> int:
             "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "machine": machine_info(),
             "seeds": seeds,
-            "budgets": {
-                "short": {"behavior": 1500, "critic": 4000, "policy": 2000},
-                "study": {"behavior": 10000, "critic": 20000, "policy": 10000},
-            },
+            "budgets": budgets,
             "final_normalized": summary,
             "paired_differences": diffs,
             "critic_heldout_checks": critic,
